@@ -1,0 +1,1 @@
+"""auto-dev: a self-improving evolutionary engine for AI agents."""

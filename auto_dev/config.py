@@ -1,0 +1,162 @@
+"""Settings: ``AUTO_DEV_*`` environment variables over an optional TOML file over defaults.
+
+The TOML file is named by ``AUTO_DEV_CONFIG``. Its top-level keys are the field names below
+(``database_url = "..."``), with an ``[llm]`` table for the model configuration. Environment
+variables win over the file; keyword arguments to :class:`Settings` win over both.
+
+Settings are frozen: build a new object (``settings.model_copy(update=...)``) to change one.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from auto_dev._exceptions import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///./auto_dev.db"
+
+
+class ModelPrice(BaseModel):
+    """Price of a model litellm does not know, in USD per token."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input_cost_per_token: float = Field(0.0, ge=0)
+    output_cost_per_token: float = Field(0.0, ge=0)
+
+
+class LLMSettings(BaseModel):
+    """The model configuration (the ``[llm]`` table of the TOML file).
+
+    ``model_list`` is in litellm Router form: ``[{"model_name": ..., "litellm_params": {...}}]``.
+    ``fallbacks`` is Router form too: ``[{"primary": ["backup"]}]``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = None
+    api_base: str | None = None
+    api_key: str | None = None
+    model_list: list[dict[str, Any]] = Field(default_factory=list)
+    fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    num_retries: int = Field(2, ge=0, le=10)
+    timeout_s: float = Field(60.0, gt=0)
+    max_tokens: int = Field(2048, gt=0)
+    temperature: float = Field(0.7, ge=0, le=2)
+    cache_dir: str | None = None
+    daily_budget_usd: float | None = Field(None, ge=0)
+    tenant_budgets_usd: dict[str, float] = Field(default_factory=dict)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    circuit_failure_threshold: int = Field(5, ge=1)
+    circuit_cooldown_s: float = Field(30.0, gt=0)
+    llm_mutation_fraction: float = Field(0.5, ge=0, le=1)
+    repair_rounds: int = Field(3, ge=0, le=20)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.model or self.model_list)
+
+
+class Settings(BaseSettings):
+    """All auto-dev settings. See the module docstring for where values come from."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTO_DEV_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    tenant: str = "default"
+    sandbox: Literal["auto", "docker", "process"] = "auto"
+    sandbox_image: str = "auto-dev-sandbox:latest"
+    sandbox_workers: int | None = Field(None, ge=1, le=256)
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    event_handler_timeout_s: float = Field(30.0, gt=0)
+    event_max_attempts: int = Field(5, ge=1)
+    evolution_budget: int = Field(200, ge=1)
+    evolution_islands: int = Field(3, ge=1, le=64)
+    case_timeout_s: float = Field(2.0, gt=0)
+    case_memory_mb: int = Field(256, ge=16)
+    scheduler_interval_s: float = Field(3600.0, gt=0)
+    # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
+    llm_model: str | None = None
+    llm_api_base: str | None = None
+    llm_api_key: str | None = None
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be an SQLAlchemy URL such as sqlite:///./auto_dev.db")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    def effective_llm(self) -> LLMSettings:
+        """The LLM settings with the three simple env vars folded in."""
+        update: dict[str, Any] = {}
+        if self.llm_model:
+            update["model"] = self.llm_model
+        if self.llm_api_base:
+            update["api_base"] = self.llm_api_base
+        if self.llm_api_key:
+            update["api_key"] = self.llm_api_key
+        return self.llm.model_copy(update=update) if update else self.llm
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by ``AUTO_DEV_CONFIG`` (if any)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("AUTO_DEV_CONFIG")
+        self._data: dict[str, Any] = {}
+        if path:
+            file = Path(path)
+            try:
+                self._data = tomllib.loads(file.read_text(encoding="utf-8"))
+            except FileNotFoundError as exc:
+                raise ConfigurationError(f"AUTO_DEV_CONFIG: file {path!r} does not exist") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigurationError(
+                    f"AUTO_DEV_CONFIG: {path!r} is not valid TOML: {exc}"
+                ) from exc
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning validation failures into :class:`ConfigurationError`."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigurationError(f"{where}: {first['msg']}") from exc

@@ -1,0 +1,51 @@
+"""SQLAlchemy 2.0 typed models, one module per aggregate. Every row carries ``tenant_id``."""
+
+from auto_dev.models.audit import AuditEntry, ReviewDecision
+from auto_dev.models.base import Base, new_id, utcnow
+from auto_dev.models.candidates import (
+    ALLOWED_TRANSITIONS,
+    CandidateStatus,
+    SkillCandidate,
+    ToolMutation,
+    WorkflowVariant,
+    transition,
+)
+from auto_dev.models.episodes import Episode, EpisodeSegment
+from auto_dev.models.gates import CapabilityState, UsageRecord
+from auto_dev.models.ledger import LLMCall
+from auto_dev.models.outbox import EventDelivery, EventRecord
+from auto_dev.models.runs import Evaluation, EvolutionRun
+from auto_dev.models.scheduling import APSCHEDULER_TABLE, Schedule, apscheduler_jobs
+from auto_dev.models.tenancy import Agent, Tenant
+from auto_dev.models.tools import TestCase, Tool, ToolVersion
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "APSCHEDULER_TABLE",
+    "Agent",
+    "AuditEntry",
+    "Base",
+    "CandidateStatus",
+    "CapabilityState",
+    "Episode",
+    "EpisodeSegment",
+    "Evaluation",
+    "EventDelivery",
+    "EventRecord",
+    "EvolutionRun",
+    "LLMCall",
+    "ReviewDecision",
+    "Schedule",
+    "SkillCandidate",
+    "Tenant",
+    "TestCase",
+    "Tool",
+    "ToolMutation",
+    "ToolVersion",
+    "UsageRecord",
+    "WorkflowVariant",
+    "apscheduler_jobs",
+    "new_id",
+    "transition",
+    "utcnow",
+]

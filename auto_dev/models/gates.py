@@ -1,0 +1,46 @@
+"""Capability maturity per (agent, capability) and the usage history graduation reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from auto_dev.models.base import Base, created_column, id_column, tenant_column, utcnow
+
+
+class CapabilityState(Base):
+    __tablename__ = "capability_states"
+    __table_args__ = (
+        UniqueConstraint(
+            "tenant_id", "agent_id", "capability", name="uq_capability_states_agent_capability"
+        ),
+    )
+
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = tenant_column()
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    capability: Mapped[str] = mapped_column(String(100), nullable=False)
+    maturity: Mapped[str] = mapped_column(String(20), nullable=False, default="student")
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, default=utcnow
+    )
+
+
+class UsageRecord(Base):
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_agent_capability", "tenant_id", "agent_id", "capability",
+              "created_at"),
+    )
+
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = tenant_column()
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    capability: Mapped[str] = mapped_column(String(100), nullable=False)
+    success: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    verified: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[datetime] = created_column()
