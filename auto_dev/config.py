@@ -50,6 +50,8 @@ class LLMSettings(BaseModel):
     model_list: list[dict[str, Any]] = Field(default_factory=list)
     fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
     num_retries: int = Field(2, ge=0, le=10)
+    #: First retry delay in seconds, doubled per retry (a provider's Retry-After wins).
+    retry_backoff_s: float = Field(0.5, ge=0, le=60)
     timeout_s: float = Field(60.0, gt=0)
     max_tokens: int = Field(2048, gt=0)
     temperature: float = Field(0.7, ge=0, le=2)

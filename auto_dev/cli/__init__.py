@@ -1,0 +1,40 @@
+"""The ``auto-dev`` command.
+
+Sub-commands live in their own modules and import their heavy dependencies (SQLAlchemy, numpy,
+litellm) inside the command functions, so ``auto-dev --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from auto_dev.cli import candidates, db, engines, llm, sandbox, schedule, tools
+from auto_dev.cli.demo import demo
+from auto_dev.cli.evolve import evolve
+
+app = typer.Typer(
+    name="auto-dev",
+    help="auto-dev: a self-improving evolutionary engine for AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("demo", help="Run the end-to-end story on embedded defaults.")(demo)
+app.command("evolve", help="Evolve a standalone function against a JSON test file.")(evolve)
+app.command("init", help="Create or migrate the database named by AUTO_DEV_DATABASE_URL.")(db.init)
+app.add_typer(db.app, name="db", help="Database schema: upgrade, current revision.")
+app.add_typer(candidates.app, name="candidates", help="Review candidates.")
+app.add_typer(tools.app, name="tools", help="Tools, their versions and rollback.")
+app.add_typer(schedule.app, name="schedule", help="Manage scheduled evolution cycles.")
+app.add_typer(schedule.scheduler_app, name="scheduler", help="Run the scheduler.")
+app.add_typer(engines.app, name="engines", help="Learning engines.")
+app.add_typer(sandbox.app, name="sandbox", help="Sandbox backends: check, build the image.")
+app.add_typer(llm.app, name="llm", help="The LLM layer: status and spend.")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

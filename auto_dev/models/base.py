@@ -6,8 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String
+from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 # A naming convention keeps constraint names identical on SQLite and PostgreSQL, which is what
 # lets alembic's autogenerate compare the migrated schema with the models.
@@ -28,9 +29,36 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, always stored and returned in UTC.
+
+    SQLite has no timestamp type: SQLAlchemy stores the text without an offset and hands back
+    naive datetimes, which cannot be compared with ``utcnow()``. This type converts every value
+    to UTC on the way in (a naive value is taken to be UTC already) and attaches UTC on the way
+    out, so both backends return aware UTC datetimes and SQLite's text ordering stays correct.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
 
 
 def id_column() -> Mapped[str]:
@@ -44,4 +72,4 @@ def tenant_column() -> Mapped[str]:
 
 
 def created_column() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
+    return mapped_column(UTCDateTime(), nullable=False, default=utcnow)

@@ -14,11 +14,11 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from auto_dev._exceptions import IllegalTransitionError
-from auto_dev.models.base import Base, created_column, id_column, tenant_column, utcnow
+from auto_dev.models.base import Base, UTCDateTime, created_column, id_column, tenant_column, utcnow
 
 
 class CandidateStatus(enum.StrEnum):
@@ -104,7 +104,7 @@ class ToolMutation(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=utcnow
+        UTCDateTime(), nullable=False, default=utcnow
     )
 
 
@@ -134,7 +134,7 @@ class WorkflowVariant(Base):
     fitness: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=utcnow
+        UTCDateTime(), nullable=False, default=utcnow
     )
 
 
@@ -172,5 +172,5 @@ class SkillCandidate(Base):
     objectives: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=utcnow
+        UTCDateTime(), nullable=False, default=utcnow
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from auto_dev.models.base import Base, created_column, id_column, tenant_column, utcnow
+from auto_dev.models.base import Base, UTCDateTime, created_column, id_column, tenant_column, utcnow
 
 
 class CapabilityState(Base):
@@ -25,7 +25,7 @@ class CapabilityState(Base):
     capability: Mapped[str] = mapped_column(String(100), nullable=False)
     maturity: Mapped[str] = mapped_column(String(20), nullable=False, default="student")
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), nullable=False, default=utcnow
+        UTCDateTime(), nullable=False, default=utcnow
     )
 
 

@@ -11,7 +11,6 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     Column,
-    DateTime,
     Float,
     Index,
     LargeBinary,
@@ -21,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from auto_dev.models.base import Base, created_column, tenant_column
+from auto_dev.models.base import Base, UTCDateTime, created_column, tenant_column
 
 APSCHEDULER_TABLE = "apscheduler_jobs"
 
@@ -48,4 +47,4 @@ class Schedule(Base):
     budget: Mapped[int] = mapped_column(nullable=False, default=100)
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = created_column()
-    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

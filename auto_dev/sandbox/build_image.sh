@@ -112,7 +112,9 @@ USER $SANDBOX_UID:$SANDBOX_UID
 WORKDIR /tmp
 CMD ["python3"]
 EOF
-docker build --network none -q -t "$IMAGE" "$CTX" >/dev/null
+# The legacy builder prints a deprecation notice on every build: show its output only on failure.
+docker build --network none -q -t "$IMAGE" "$CTX" >"$WORK/build.log" 2>&1 \
+    || { cat "$WORK/build.log" >&2; die "docker build of $IMAGE failed"; }
 
 step "checking the image"
 docker run --rm --network none "$IMAGE" python3 -c \

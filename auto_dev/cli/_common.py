@@ -1,0 +1,133 @@
+"""Plumbing shared by the CLI's sub-commands: settings, logging, the database, error reporting.
+
+Imports of SQLAlchemy and the rest of auto-dev happen inside the functions, so that importing a
+command module (``auto-dev --help``) stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from auto_dev.config import Settings
+    from auto_dev.db import Database
+    from auto_dev.gates.review import ReviewService
+    from auto_dev.service import AutoDev
+
+T = TypeVar("T")
+
+#: Exit codes: 1 for a refused or failed operation, 2 for bad input (as click does for usage).
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def settings() -> Settings:
+    """The settings from ``AUTO_DEV_*`` and ``AUTO_DEV_CONFIG``; a bad setting exits with 2."""
+    from auto_dev._exceptions import ConfigurationError
+    from auto_dev.config import load_settings
+
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        fail(f"configuration error: {exc}", code=EXIT_BAD_INPUT)
+
+
+def configure() -> Settings:
+    """Load the settings and configure logging from them (logs go to stderr)."""
+    from auto_dev.logging import configure_logging
+
+    current = settings()
+    configure_logging(current.log_level, current.log_format)
+    return current
+
+
+def open_database(migrate: bool = True) -> Database:
+    """Load settings, configure logging, open the database and (by default) migrate it."""
+    from auto_dev.db import Database
+
+    current = configure()
+    with errors():
+        database = Database(current.database_url)
+        if migrate:
+            database.upgrade()
+    return database
+
+
+def review_service(database: Database | None = None) -> ReviewService:
+    """A :class:`ReviewService` over the configured database, with a bus recording events."""
+    from auto_dev.events import EventBus
+    from auto_dev.gates.candidates import CandidateStore
+    from auto_dev.gates.capability import Gatekeeper
+    from auto_dev.gates.review import ReviewService
+
+    db = database or open_database()
+    store = CandidateStore(db, Gatekeeper(), bus=EventBus(db))
+    return ReviewService(db, store)
+
+
+def build_autodev(**kwargs: Any) -> AutoDev:
+    """The :class:`AutoDev` facade over the configured database (migrated)."""
+    from auto_dev.service import AutoDev
+
+    current = configure()
+    with errors():
+        return AutoDev(current, **kwargs)
+
+
+def run_with_autodev(fn: Callable[[AutoDev], T], **kwargs: Any) -> T:
+    """Call ``fn(autodev)`` inside an event loop, then close the facade (draining events)."""
+
+    async def _run() -> T:
+        autodev = build_autodev(**kwargs)
+        try:
+            with errors():
+                return fn(autodev)
+        finally:
+            await autodev.aclose()
+
+    return asyncio.run(_run())
+
+
+def tenant_or_default(tenant: str | None) -> str:
+    """``--tenant`` when given, else the configured default tenant."""
+    return tenant if tenant else settings().tenant
+
+
+def default_actor() -> str:
+    """Who is running the command: the OS user (``AUTO_DEV_ACTOR`` overrides it)."""
+    override = os.environ.get("AUTO_DEV_ACTOR")
+    if override and override.strip():
+        return override.strip()
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code``."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}",
+                                                soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def errors() -> Iterator[None]:
+    """Turn auto-dev's errors into a one-line message and an exit code (no traceback)."""
+    from auto_dev._exceptions import AutoDevError, ValidationError
+
+    try:
+        yield
+    except ValidationError as exc:
+        fail(str(exc), code=EXIT_BAD_INPUT)
+    except AutoDevError as exc:
+        fail(str(exc), code=EXIT_FAILED)

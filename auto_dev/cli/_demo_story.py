@@ -1,0 +1,108 @@
+"""The demo's small agent platform: three tools with real bugs, two agents, and a day of episodes.
+
+* ``apply_discount`` adds the discount instead of subtracting it (an arithmetic operator bug):
+  AlphaEvolver repairs it after the support agent's failures.
+* ``clamp`` uses ``max`` where ``min`` belongs: a trainee agent (maturity *student*) fails with it
+  first and the gate refuses to evolve on its behalf; then the support agent fails too and the
+  cycle runs.
+* ``average`` divides by zero on an empty basket. The failures come from a task with no
+  dedicated tool; Memento groups them, builds regression tests from them, retrieves the closest
+  tool (``average``) and repairs it into a skill candidate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TOOLS: list[dict[str, Any]] = [
+    {
+        "name": "apply_discount",
+        "description": "Price after a percentage discount, rounded to cents.",
+        "entrypoint": "apply_discount",
+        "code": (
+            "def apply_discount(price, percent):\n"
+            '    """Return the price after taking off `percent` percent."""\n'
+            "    return round(price * (1 + percent / 100), 2)\n"
+        ),
+        "tests": [
+            {"args": [100.0, 10], "expected": 90.0},
+            {"args": [50.0, 0], "expected": 50.0},
+            {"args": [200.0, 50], "expected": 100.0},
+        ],
+    },
+    {
+        "name": "clamp",
+        "description": "Limit a value to the closed range [low, high].",
+        "entrypoint": "clamp",
+        "code": (
+            "def clamp(value, low, high):\n"
+            "    return max(low, max(value, high))\n"
+        ),
+        "tests": [
+            {"args": [5, 0, 10], "expected": 5},
+            {"args": [-3, 0, 10], "expected": 0},
+        ],
+    },
+    {
+        "name": "average",
+        "description": "Arithmetic mean (average) of a basket of order values.",
+        "entrypoint": "average",
+        "code": (
+            "def average(values):\n"
+            "    return sum(values) / len(values)\n"
+        ),
+        "tests": [
+            {"args": [[1, 2, 3]], "expected": 2.0},
+            {"args": [[4]], "expected": 4.0},
+        ],
+    },
+]
+
+AGENTS: dict[str, dict[str, str]] = {
+    # agent key -> capability -> maturity
+    "support-bot": {
+        "auto_dev.alpha_evolver": "supervised",
+        "auto_dev.memento_skills": "intern",
+    },
+    "checkout-bot": {
+        "auto_dev.alpha_evolver": "supervised",
+        "auto_dev.memento_skills": "intern",
+    },
+    "trainee-bot": {},
+}
+
+_ZERO = (
+    'Traceback (most recent call last):\n  File "average.py", line 2, in average\n'
+    "ZeroDivisionError: division by zero"
+)
+
+EPISODES: list[dict[str, Any]] = [
+    {"agent": "support-bot", "task": "Quote a 10% loyalty discount on a 100.00 order",
+     "success": True, "tool_name": "clamp", "inputs": {"args": [7, 0, 10]}, "output": 10},
+    {"agent": "trainee-bot", "task": "Keep the volume slider within 0..10",
+     "success": False, "tool_name": "clamp", "inputs": {"args": [42, 0, 10]}, "expected": 10,
+     "error_trace": "AssertionError: clamp(42, 0, 10) returned 42, expected 10"},
+    {"agent": "support-bot", "task": "Quote a 10% loyalty discount on a 100.00 order",
+     "success": False, "tool_name": "apply_discount", "inputs": {"args": [100.0, 10]},
+     "expected": 90.0, "error_trace": "AssertionError: quoted 110.0, customer expected 90.0"},
+    {"agent": "support-bot", "task": "Quote a 25% discount on an 80.00 order",
+     "success": False, "tool_name": "apply_discount", "inputs": {"args": [80.0, 25]},
+     "expected": 60.0, "error_trace": "AssertionError: quoted 100.0, customer expected 60.0"},
+    {"agent": "checkout-bot", "task": "Compute the average basket value for an empty cart",
+     "success": False, "inputs": {"args": [[]]}, "expected": 0.0, "error_trace": _ZERO},
+    {"agent": "support-bot", "task": "Clamp a rating to 1..5",
+     "success": False, "tool_name": "clamp", "inputs": {"args": [9, 1, 5]}, "expected": 5,
+     "error_trace": "AssertionError: clamp(9, 1, 5) returned 9, expected 5"},
+    {"agent": "checkout-bot", "task": "Compute the average basket value for a new customer",
+     "success": False, "inputs": {"args": [[]]}, "expected": 0.0, "error_trace": _ZERO},
+    {"agent": "checkout-bot", "task": "Compute the average basket value",
+     "success": True, "tool_name": "average", "inputs": {"args": [[10, 20]]}, "output": 15.0},
+]
+
+TENANT_SETTINGS: dict[str, Any] = {
+    "enabled": True,
+    "alpha_evolver": True,
+    "memento_skills": True,
+    "auto_promotion": False,
+    "background_evolution": False,
+}

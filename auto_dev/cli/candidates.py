@@ -1,0 +1,225 @@
+"""``auto-dev candidates list|show|approve|reject|promote``: human review from the terminal.
+
+Candidates are named by id or by a unique prefix of it (``list`` prints 12 characters). Every
+decision is recorded with who (``--actor``, default: the OS user) and why (``--reason``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from auto_dev.gates.review import CandidateDetail
+
+app = typer.Typer(no_args_is_help=True)
+
+_TENANT_HELP = "Tenant (default: AUTO_DEV_TENANT, else 'default')."
+_ACTOR_HELP = "Who decides (default: the OS user, or AUTO_DEV_ACTOR)."
+
+
+def _actor(actor: str | None) -> str:
+    from auto_dev.cli._common import default_actor
+
+    return actor or default_actor()
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@app.command("list")
+def list_candidates(
+    tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
+    kind: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--kind", help="tool_mutation, skill_candidate or workflow_variant."),
+    status: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--status", help="Only these statuses (repeatable)."),
+    show_all: bool = typer.Option(False, "--all", help="Every status, not only pending review."),
+    limit: int = typer.Option(50, "--limit", min=1, help="At most this many rows."),
+) -> None:
+    """List candidates waiting for review (passed: approve/reject; approved: promote)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from auto_dev.cli._common import errors, review_service, tenant_or_default
+    from auto_dev.gates.review import PENDING_REVIEW
+
+    tid = tenant_or_default(tenant)
+    statuses = status or (None if show_all else list(PENDING_REVIEW))
+    with errors():
+        rows = review_service().list_candidates(tid, kind=kind, statuses=statuses, limit=limit)
+    title = f"candidates of tenant {tid}" + ("" if show_all or status else " awaiting review")
+    table = Table(title=title)
+    for column in ("id", "kind", "status", "target", "operator", "agent", "pass rate",
+                   "created"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.id[:12], row.kind, row.status, row.target, row.operator,
+                      row.agent or "-", _fmt(row.objectives.get("pass_rate")),
+                      row.created_at.strftime("%Y-%m-%d %H:%M"))
+    console = Console()
+    console.print(table if rows else f"no candidates {'' if show_all else 'awaiting review '}"
+                  f"in tenant {tid}")
+
+
+@app.command("show")
+def show(
+    candidate_id: str = typer.Argument(..., help="Candidate id or unique prefix."),
+    tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
+) -> None:
+    """The diff against the active version, the objective vector against the parent's, the
+    per-case sandbox results, the lineage and the decisions so far."""
+    from rich.console import Console
+
+    from auto_dev.cli._common import errors, review_service, tenant_or_default
+
+    with errors():
+        detail = review_service().show(tenant_or_default(tenant), candidate_id)
+    render_detail(Console(), detail)
+
+
+def render_detail(console: Console, detail: CandidateDetail) -> None:
+    """Print a candidate for a reviewer."""
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.table import Table
+    from rich.tree import Tree
+
+    s = detail.summary
+    head = (f"[bold]{s.kind}[/] {s.id}\nstatus [bold]{s.status}[/]   target [bold]{s.target}"
+            f"[/]   operator {s.operator}   agent {s.agent or '-'}\ncapability "
+            f"{detail.capability}   created {s.created_at.isoformat(timespec='seconds')}")
+    for key, value in detail.extra.items():
+        if value:
+            head += f"\n{key.replace('_', ' ')}: {_short(value, 200)}"
+    console.print(Panel(head, title="candidate", expand=False))
+
+    console.print(f"[bold]diff[/] against {detail.diff_base}")
+    if detail.diff.strip():
+        console.print(Syntax(detail.diff, "diff", theme="ansi_dark", word_wrap=True))
+    else:
+        console.print("(no difference)")
+
+    objectives = Table(title="objectives: candidate vs parent")
+    for column in ("objective", "candidate", "parent", "change", "better"):
+        objectives.add_column(column)
+    for row in detail.objectives:
+        change = "-"
+        if row.candidate is not None and row.parent is not None:
+            change = f"{row.candidate - row.parent:+.6g}"
+        mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[row.better]
+        label = f"{row.name} ({row.direction})" if row.direction else row.name
+        objectives.add_row(label, _fmt(row.candidate), _fmt(row.parent), change, mark)
+    console.print(objectives if detail.objectives else "no objective vector recorded")
+
+    ev = detail.evaluation
+    if ev is None:
+        console.print("not evaluated yet")
+    else:
+        cases = Table(title=f"sandbox results: {ev['passed']}/{ev['total']} passed on "
+                            f"{ev['backend']} in {ev['duration_s']:.3f} s, peak "
+                            f"{ev['peak_memory_kb']} KiB")
+        for column in ("#", "status", "seconds", "inputs", "expected", "output / error"):
+            cases.add_column(column)
+        for case in detail.cases:
+            colour = "green" if case.status == "ok" else "red"
+            cases.add_row(str(case.index), f"[{colour}]{case.status}[/]",
+                          f"{case.duration_s:.4f}",
+                          _short(case.inputs) if case.inputs is not None else "?",
+                          _short(case.expected) if case.inputs is not None else "?",
+                          _short(case.error if case.error else case.output))
+        console.print(cases)
+
+    tree = Tree("[bold]lineage[/]")
+    node = tree
+    for step in detail.lineage:
+        text = f"{step.label} [dim]{step.id[:12]}[/]"
+        if step.operator:
+            text += f"  op={step.operator}"
+        if step.status:
+            text += f"  [{step.status}]"
+        if step.note:
+            text += f"  ({step.note})"
+        node = node.add(text)
+    console.print(tree)
+
+    if detail.decisions:
+        decisions = Table(title="decisions")
+        for column in ("when", "decision", "by", "why"):
+            decisions.add_column(column)
+        for d in detail.decisions:
+            decisions.add_row(d.created_at.isoformat(timespec="seconds"), d.decision, d.actor,
+                              d.reason or "-")
+        console.print(decisions)
+
+
+@app.command("approve")
+def approve(
+    candidate_id: str = typer.Argument(..., help="Candidate id or unique prefix."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded)."),
+    actor: Optional[str] = typer.Option(None, "--actor", help=_ACTOR_HELP),  # noqa: UP045
+    tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
+) -> None:
+    """Approve a passed candidate (it can then be promoted)."""
+    from rich.console import Console
+
+    from auto_dev.cli._common import errors, review_service, tenant_or_default
+
+    who = _actor(actor)
+    with errors():
+        row = review_service().approve(tenant_or_default(tenant), candidate_id, who, reason)
+    Console().print(f"candidate [bold]{row.id[:12]}[/] ({row.target}) approved by {who}")
+
+
+@app.command("reject")
+def reject(
+    candidate_id: str = typer.Argument(..., help="Candidate id or unique prefix."),
+    reason: str = typer.Option(..., "--reason", help="Why (required, recorded)."),
+    actor: Optional[str] = typer.Option(None, "--actor", help=_ACTOR_HELP),  # noqa: UP045
+    tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
+) -> None:
+    """Reject a passed or approved candidate."""
+    from rich.console import Console
+
+    from auto_dev.cli._common import errors, review_service, tenant_or_default
+
+    who = _actor(actor)
+    with errors():
+        row = review_service().reject(tenant_or_default(tenant), candidate_id, who, reason)
+    Console().print(f"candidate [bold]{row.id[:12]}[/] ({row.target}) rejected by {who}")
+
+
+@app.command("promote")
+def promote(
+    candidate_id: str = typer.Argument(..., help="Candidate id or unique prefix."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded)."),
+    actor: Optional[str] = typer.Option(None, "--actor", help=_ACTOR_HELP),  # noqa: UP045
+    tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
+) -> None:
+    """Promote an approved candidate: it becomes the tool's new active version."""
+    from rich.console import Console
+
+    from auto_dev.cli._common import errors, review_service, tenant_or_default
+
+    who = _actor(actor)
+    with errors():
+        result = review_service().promote(tenant_or_default(tenant), candidate_id, who, reason)
+    if result.version is not None:
+        before = f"v{result.previous_version}" if result.previous_version else "nothing"
+        Console().print(f"promoted [bold]{result.candidate_id[:12]}[/]: {result.tool_name} "
+                        f"v{result.version} is active (was {before}), by {who}")
+    else:
+        Console().print(f"promoted [bold]{result.candidate_id[:12]}[/] ({result.kind}) by {who}")

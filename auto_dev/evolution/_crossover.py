@@ -1,0 +1,121 @@
+"""Crossover between two parent programs at function and statement level.
+
+Children take the first parent as the base and borrow one piece of the second: a whole top-level
+function of the same name, or one differing run of statements in a function body (found with
+``difflib.SequenceMatcher`` over statement dumps, recursing into aligned compound statements such
+as the bodies of two ``for`` loops). Borrowing one hunk at a time keeps each child close to a
+parent that already passed tests, which is what makes crossover useful for repair.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import random
+
+_FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_BODY_FIELDS = ("body", "orelse", "finalbody")
+
+
+def crossover(
+    first: str, second: str, rng: random.Random | None = None, limit: int = 8
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` children of ``first`` and ``second`` as ``(code, description)``.
+
+    Children equal to either parent (after unparsing) are left out. Order is shuffled with
+    ``rng`` when given (deterministic for a seeded rng).
+    """
+    try:
+        tree_a = ast.parse(first)
+        tree_b = ast.parse(second)
+    except (SyntaxError, ValueError):
+        return []
+    funcs_b = {s.name: s for s in tree_b.body if isinstance(s, _FUNCS)}
+    raw: list[tuple[ast.Module, str]] = []
+    for index, stmt in enumerate(tree_a.body):
+        if not isinstance(stmt, _FUNCS) or stmt.name not in funcs_b:
+            continue
+        other = funcs_b[stmt.name]
+        if ast.dump(stmt) == ast.dump(other):
+            continue
+        if len(funcs_b) > 1 or len(tree_a.body) > 1:
+            raw.append((_with_stmt(tree_a, index, other), f"function {stmt.name} from parent 2"))
+        for body, where in _body_variants(stmt.body, other.body, stmt.name):
+            new_func = copy.copy(stmt)
+            new_func.body = body
+            raw.append((_with_stmt(tree_a, index, new_func), where))
+    parents = {_unparse(tree_a), _unparse(tree_b)}
+    children: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for module, description in raw:
+        code = _unparse(module)
+        if code is None or code in parents or code in seen:
+            continue
+        seen.add(code)
+        children.append((code, description))
+    if rng is not None:
+        rng.shuffle(children)
+    return children[:limit]
+
+
+def _with_stmt(tree: ast.Module, index: int, stmt: ast.stmt) -> ast.Module:
+    body = list(tree.body)
+    body[index] = stmt
+    return ast.Module(body=body, type_ignores=[])
+
+
+def _unparse(tree: ast.Module) -> str | None:
+    try:
+        return ast.unparse(tree) + "\n"
+    except Exception:  # an impossible tree: skip the child
+        return None
+
+
+def _body_variants(
+    body_a: list[ast.stmt], body_b: list[ast.stmt], where: str, depth: int = 0
+) -> list[tuple[list[ast.stmt], str]]:
+    """Versions of ``body_a`` with one differing hunk taken from ``body_b``."""
+    dumps_a = [ast.dump(s) for s in body_a]
+    dumps_b = [ast.dump(s) for s in body_b]
+    matcher = difflib.SequenceMatcher(None, dumps_a, dumps_b, autojunk=False)
+    variants: list[tuple[list[ast.stmt], str]] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        line = getattr(body_a[i1], "lineno", None) if i1 < len(body_a) else None
+        label = f"{where}: statements {i1 + 1}-{i2} from parent 2" + (
+            f" (line {line})" if line else ""
+        )
+        variants.append((body_a[:i1] + body_b[j1:j2] + body_a[i2:], label))
+        if tag == "replace" and i2 - i1 == j2 - j1 and depth < 4:
+            # Aligned compound statements of the same kind: recurse into their bodies.
+            for k in range(i2 - i1):
+                sa, sb = body_a[i1 + k], body_b[j1 + k]
+                if type(sa) is not type(sb):
+                    continue
+                for field in _BODY_FIELDS:
+                    inner_a = getattr(sa, field, None)
+                    inner_b = getattr(sb, field, None)
+                    if not isinstance(inner_a, list) or not isinstance(inner_b, list):
+                        continue
+                    if not inner_a or not inner_b:
+                        continue
+                    for inner, inner_where in _body_variants(
+                        inner_a, inner_b, f"{where}.{type(sa).__name__.lower()}", depth + 1
+                    ):
+                        new_stmt = copy.copy(sa)
+                        setattr(new_stmt, field, inner)
+                        body = list(body_a)
+                        body[i1 + k] = new_stmt
+                        variants.append((body, inner_where))
+                # The header (e.g. a loop's range or an if's test) alone, body kept from a.
+                header = copy.copy(sb)
+                for field in _BODY_FIELDS:
+                    if isinstance(getattr(sa, field, None), list):
+                        setattr(header, field, getattr(sa, field))
+                body = list(body_a)
+                body[i1 + k] = header
+                variants.append((body, f"{where}: header of line {getattr(sa, 'lineno', '?')} "
+                                       "from parent 2"))
+    return variants

@@ -1,0 +1,199 @@
+"""A population per target: islands with periodic migration and a MAP-Elites archive.
+
+Islands evolve apart so that one early partial fix does not take over every lineage; every
+``migration_interval`` steps each island sends its best members to the next one (a ring). The
+archive keeps the best program per cell of a behaviour grid (code size relative to the first
+program x latency decade), which is where diverse inspirations come from.
+
+Memory stays flat: islands and archive are bounded, sampling draws indices with the seeded rng,
+and nothing copies the population per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Iterator
+
+from auto_dev._exceptions import ValidationError
+from auto_dev.evolution.program import Program
+from auto_dev.fitness.objectives import VIOLATION
+
+Cell = tuple[int, int]
+
+
+def fitness_key(program: Program) -> tuple[float, float, float, float]:
+    """Sort key, larger is better: pass rate, then fewer violations, faster, smaller."""
+    s = program.scores
+    return (
+        float(s.get("pass_rate", 0.0)),
+        -float(s.get(VIOLATION, 0.0)),
+        -float(s.get("latency_s", 0.0)),
+        -float(s.get("code_size", 0.0)),
+    )
+
+
+def _rate_key(program: Program) -> tuple[float, float]:
+    # Selection looks at pass rate and feasibility only: latency noise must not steer repair.
+    return float(program.scores.get("pass_rate", 0.0)), -float(program.scores.get(VIOLATION, 0.0))
+
+
+class Population:
+    """Islands plus an archive for one target. ``rng`` makes every draw reproducible."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        n_islands: int = 4,
+        island_capacity: int = 24,
+        migration_interval: int = 25,
+        migration_size: int = 1,
+        size_bins: int = 8,
+        speed_bins: int = 8,
+        archive_rate: float = 0.15,
+        tournament: int = 3,
+    ) -> None:
+        if n_islands < 1:
+            raise ValidationError("n_islands", "must be at least 1")
+        if island_capacity < 1:
+            raise ValidationError("island_capacity", "must be at least 1")
+        if migration_interval < 1:
+            raise ValidationError("migration_interval", "must be at least 1")
+        if not 0 <= archive_rate <= 1:
+            raise ValidationError("archive_rate", "must be between 0 and 1")
+        self.rng = rng
+        self.n_islands = n_islands
+        self.island_capacity = island_capacity
+        self.migration_interval = migration_interval
+        self.migration_size = migration_size
+        self.size_bins = size_bins
+        self.speed_bins = speed_bins
+        self.archive_rate = archive_rate
+        self.tournament = max(1, tournament)
+        self.islands: list[list[Program]] = [[] for _ in range(n_islands)]
+        self.archive: dict[Cell, Program] = {}
+        self._reference_size: float | None = None
+        self._best: Program | None = None
+        self.migrations = 0
+
+    # --- content -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return sum(len(island) for island in self.islands)
+
+    def members(self) -> Iterator[Program]:
+        for island in self.islands:
+            yield from island
+
+    def best(self) -> Program:
+        """The best program seen (pass rate first; the earliest wins ties)."""
+        if self._best is None:
+            raise ValidationError("population", "is empty")
+        return self._best
+
+    def set_best(self, program: Program) -> None:
+        """Declare ``program`` the best (used when secondary objectives decide among equals)."""
+        self._best = program
+
+    def seed(self, program: Program) -> None:
+        """Put ``program`` on every island (the start of a run)."""
+        for island in range(self.n_islands):
+            self.add(dataclasses.replace(program, island=island))
+
+    def add(self, program: Program) -> bool:
+        """Insert ``program`` into its island and the archive; False when it was rejected."""
+        if not 0 <= program.island < self.n_islands:
+            raise ValidationError("program.island", f"must be in [0, {self.n_islands})")
+        if self._reference_size is None:
+            self._reference_size = max(1.0, float(program.scores.get("code_size", 1.0)))
+        if self._best is None or _rate_key(program) > _rate_key(self._best):
+            self._best = program
+        island = self.islands[program.island]
+        if any(member.code == program.code for member in island):
+            return False
+        island.append(program)
+        if len(island) > self.island_capacity:
+            worst = min(range(len(island)), key=lambda i: (_rate_key(island[i]), -i))
+            evicted = island.pop(worst)
+            admitted = evicted is not program
+        else:
+            admitted = True
+        cell = self.cell(program)
+        incumbent = self.archive.get(cell)
+        if incumbent is None or fitness_key(program) > fitness_key(incumbent):
+            self.archive[cell] = program
+        return admitted
+
+    def cell(self, program: Program) -> Cell:
+        """MAP-Elites descriptor: (code size relative to the first program, latency decade)."""
+        size = float(program.scores.get("code_size", 0.0))
+        ratio = size / (self._reference_size or 1.0)
+        # Ratios 0.25..4 spread over the size bins on a log scale.
+        size_bin = int((math.log2(max(ratio, 1e-9)) + 2) / 4 * self.size_bins)
+        latency = float(program.scores.get("latency_s", 0.0))
+        speed_bin = int(math.log10(max(latency, 1e-7)) + 7)  # 100 ns decade = bin 0
+        return (
+            min(max(size_bin, 0), self.size_bins - 1),
+            min(max(speed_bin, 0), self.speed_bins - 1),
+        )
+
+    # --- sampling -------------------------------------------------------------------------------
+
+    def sample_parent(self, island: int) -> Program:
+        """A parent for ``island``: usually a tournament winner there, sometimes an archive elite.
+
+        Ties on pass rate go to the most recently added member, so a fresh improvement is
+        explored before older equals.
+        """
+        members = self.islands[island % self.n_islands]
+        if not members:
+            return self.best()
+        if self.archive and self.rng.random() < self.archive_rate:
+            cells = sorted(self.archive)
+            elite = self.archive[cells[self.rng.randrange(len(cells))]]
+            if _rate_key(elite) >= _rate_key(self.best()):
+                return elite
+        picks = [self.rng.randrange(len(members)) for _ in range(min(self.tournament,
+                                                                    len(members)))]
+        # Always include the island's best in the tournament: repair is a greedy climb.
+        top = max(range(len(members)), key=lambda i: (_rate_key(members[i]), i))
+        picks.append(top)
+        winner = max(picks, key=lambda i: (_rate_key(members[i]), i))
+        return members[winner]
+
+    def inspirations(self, parent: Program, k: int) -> list[Program]:
+        """Up to ``k`` good programs other than ``parent``: archive elites and other islands'."""
+        if k <= 0:
+            return []
+        pool: dict[str, Program] = {}
+        for program in self.archive.values():
+            pool.setdefault(program.code, program)
+        for index, island in enumerate(self.islands):
+            if index != parent.island and island:
+                top = max(island, key=_rate_key)
+                pool.setdefault(top.code, top)
+        pool.pop(parent.code, None)
+        ranked = sorted(pool.values(), key=fitness_key, reverse=True)
+        head = ranked[: max(k * 2, k)]
+        self.rng.shuffle(head)
+        return head[:k]
+
+    def maybe_migrate(self, step: int) -> bool:
+        """Migrate when ``step`` is a multiple of the interval; True when it did."""
+        if self.n_islands < 2 or step == 0 or step % self.migration_interval:
+            return False
+        self.migrate()
+        return True
+
+    def migrate(self) -> None:
+        """Ring migration: each island sends copies of its best members to the next island."""
+        movers: list[Program] = []
+        for index, island in enumerate(self.islands):
+            best = sorted(island, key=_rate_key, reverse=True)[: self.migration_size]
+            target = (index + 1) % self.n_islands
+            movers.extend(dataclasses.replace(p, island=target) for p in best)
+        for program in movers:
+            self.add(program)
+        self.migrations += 1

@@ -1,0 +1,553 @@
+"""The evolution loop: propose, filter cheaply, evaluate in a cascade, keep the winners.
+
+One step picks an island, samples a parent there (see :mod:`auto_dev.evolution.population`),
+asks one mutator (drawn by the configured mix) for a small batch of proposals, and then:
+
+1. *Filters* each proposal without a sandbox: it must parse, define the entrypoint, do something
+   (not empty or comment-only), differ from its parent and from everything seen before (by
+   normalised-AST hash). Filtered proposals never count against the budget and are never passed.
+2. *Evaluates* the survivors concurrently. With enough cases this is a cascade: first the quick
+   cases (some of the parent's failing cases plus the passing cases that most often caught
+   regressions); a candidate that breaks one of those, or fixes none of them, stops there. Only
+   survivors run the remaining cases. Every candidate sent to the sandbox counts once against
+   the budget, however many stages it ran.
+3. *Selects*: the hard constraint is no regression on a case the parent passed. A candidate that
+   passes a strict superset of its parent's cases joins the population; one that passes them all
+   solves the run, which then stops unless ``continue_after_solved`` asks to keep improving the
+   secondary objectives (latency, memory, size), judged by :func:`~auto_dev.fitness.pareto.
+   is_promotable` against the best so far.
+
+Randomness comes from generators seeded with ``seed``; given a deterministic sandbox the run is
+reproducible, concurrency included (each batch is processed in proposal order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from auto_dev._exceptions import AutoDevError, ValidationError
+from auto_dev.abc import Mutator, Sandbox
+from auto_dev.evolution.dedup import (
+    Deduplicator,
+    SyntaxProblem,
+    defines,
+    hash_tree,
+    is_trivial,
+    normalized_hash,
+    parse,
+)
+from auto_dev.evolution.population import Population
+from auto_dev.evolution.program import CaseFeedback, MutationContext, Program, Proposal
+from auto_dev.evolution.records import (
+    CandidateRecord,
+    CandidateStat,
+    CandidateStatus,
+    OperatorStats,
+    SearchHooks,
+    SearchProgress,
+    SearchResult,
+)
+from auto_dev.fitness.pareto import is_promotable
+from auto_dev.fitness.service import FitnessService
+from auto_dev.sandbox.base import Case, CaseResult, Limits, SandboxJob, SandboxResult
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """Knobs of the loop besides budget, seed and limits (validated on construction)."""
+
+    n_islands: int = 4
+    island_capacity: int = 24
+    migration_interval: int = 25
+    batch_size: int = 4
+    concurrency: int = 2
+    quick_failing: int = 6
+    quick_passing: int = 2
+    cascade_min_cases: int = 5
+    n_inspirations: int = 2
+    max_idle_steps: int = 60
+    continue_after_solved: bool = False
+    adaptive_timeout: bool = True
+    float_tolerance: float = 1e-6
+    keep_candidate_stats: bool = True
+    feedback_cases: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("n_islands", "island_capacity", "migration_interval", "batch_size",
+                     "concurrency", "max_idle_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValidationError(f"config.{name}", "must be at least 1")
+        for name in ("quick_failing", "quick_passing", "cascade_min_cases", "n_inspirations",
+                     "feedback_cases"):
+            if int(getattr(self, name)) < 0:
+                raise ValidationError(f"config.{name}", "must not be negative")
+        if not 0 <= self.float_tolerance < 1:
+            raise ValidationError("config.float_tolerance", "must be in [0, 1)")
+
+
+@dataclass(slots=True)
+class _Candidate:
+    proposal: Proposal
+    parent: Program
+    mutator: str
+    id: str
+    quick: tuple[int, ...] = ()
+    record: CandidateRecord | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class EvolutionSearch:
+    """Evolve ``seed`` against ``cases`` in ``sandbox`` with ``mutators``.
+
+    ``budget`` counts candidates sent to the sandbox (the seed's own evaluation is not a
+    candidate). ``mix`` weights the mutators (default: equal).
+    """
+
+    def __init__(
+        self,
+        seed: Program,
+        cases: Sequence[Case],
+        sandbox: Sandbox,
+        mutators: Sequence[Mutator],
+        *,
+        budget: int = 200,
+        rng_seed: int = 0,
+        limits: Limits | None = None,
+        mix: Sequence[float] | None = None,
+        hooks: SearchHooks | None = None,
+        config: SearchConfig | None = None,
+        fitness: FitnessService | None = None,
+        run_id: str | None = None,
+        tenant_id: str | None = None,
+    ) -> None:
+        if not cases:
+            raise ValidationError("cases", "must not be empty")
+        if not mutators:
+            raise ValidationError("mutators", "must list at least one mutator")
+        if not isinstance(budget, int) or budget < 0:
+            raise ValidationError("budget", "must be a non-negative integer")
+        weights = [1.0] * len(mutators) if mix is None else [float(w) for w in mix]
+        if len(weights) != len(mutators):
+            raise ValidationError("mix", f"has {len(weights)} weights for {len(mutators)} mutators")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValidationError("mix", "weights must be non-negative with a positive sum")
+        tree = parse(seed.code)
+        if isinstance(tree, SyntaxProblem):
+            raise ValidationError("seed.code", f"does not parse: {tree}")
+        if not seed.entrypoint.isidentifier() or not defines(tree, seed.entrypoint):
+            raise ValidationError("seed.entrypoint", f"{seed.entrypoint!r} is not defined")
+        self.seed = seed
+        self.cases = tuple(cases)
+        self.sandbox = sandbox
+        self.mutators = tuple(mutators)
+        self.weights = tuple(weights)
+        self.budget = budget
+        self.rng_seed = rng_seed
+        self.limits = limits or Limits()
+        self.hooks = hooks or SearchHooks()
+        self.config = config or SearchConfig()
+        self.fitness = fitness or FitnessService()
+        self.run_id = run_id
+        self.tenant_id = tenant_id
+        self._prefix = f"{run_id}:" if run_id else ""
+        cfg = self.config
+        self._rng_select = random.Random(f"{rng_seed}:select")
+        self._rng_mutate = random.Random(f"{rng_seed}:mutate")
+        self._rng_cascade = random.Random(f"{rng_seed}:cascade")
+        self.population = Population(
+            random.Random(f"{rng_seed}:population"), n_islands=cfg.n_islands,
+            island_capacity=cfg.island_capacity, migration_interval=cfg.migration_interval,
+        )
+        self._dedup = Deduplicator()
+        self._feedback: OrderedDict[str, list[CaseFeedback]] = OrderedDict()
+        self._digests: OrderedDict[str, bytes] = OrderedDict()
+        self._catches: Counter[int] = Counter()
+        self._parents: dict[str, str] = {}
+        self._evaluations = 0
+        self._proposals = 0
+        self._sandbox_seconds = 0.0
+        self._candidate_limits = self.limits
+        self._status_counts: Counter[str] = Counter()
+        self._operator_stats: dict[str, OperatorStats] = {}
+        self._stats: list[CandidateStat] = []
+        self._best_record: CandidateRecord | None = None
+        self._started = 0.0
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> SearchResult:
+        """Run until solved (unless continuing), out of budget, or out of new proposals."""
+        self._started = time.perf_counter()
+        seed = await self._evaluate_seed()
+        stop = "budget"
+        if self._solved(seed) and not self.config.continue_after_solved:
+            return self._result(seed, "seed_passes")
+        step = idle = 0
+        cfg = self.config
+        while self._evaluations < self.budget:
+            if self._solved(self.population.best()) and not cfg.continue_after_solved:
+                stop = "solved"
+                break
+            island = step % cfg.n_islands
+            step += 1
+            self.population.maybe_migrate(step)
+            parent = self.population.sample_parent(island)
+            mutator = self._pick_mutator()
+            room = min(cfg.batch_size, self.budget - self._evaluations)
+            context = MutationContext(
+                rng=self._rng_mutate,
+                failing_cases=list(self._feedback.get(parent.code, ())),
+                inspirations=self.population.inspirations(parent, cfg.n_inspirations),
+                max_proposals=room,
+                tenant_id=self.tenant_id,
+                run_id=self.run_id,
+            )
+            try:
+                proposals = list(await mutator.mutate(parent, context))[:room]
+            except AutoDevError as exc:
+                log.warning("search.mutator_failed", mutator=mutator.name, error=str(exc))
+                proposals = []
+            batch = [c for c in [await self._filter(p, parent, mutator) for p in proposals] if c]
+            if not batch:
+                idle += 1
+                if idle >= cfg.max_idle_steps:
+                    stop = "exhausted"
+                    break
+                continue
+            idle = 0
+            await self._evaluate_batch(batch)
+            self._progress()
+        else:
+            if self._solved(self.population.best()) and not cfg.continue_after_solved:
+                stop = "solved"
+        return self._result(seed, stop)
+
+    async def _evaluate_seed(self) -> Program:
+        indices = tuple(range(len(self.cases)))
+        result = await self._run(self.seed.code, indices, self.limits)
+        scores = self.fitness.score(result, self.seed.code)
+        passed = result.passed_indices() if result.error is None else frozenset()
+        seed = dataclasses.replace(
+            self.seed, id=self.seed.id or f"{self._prefix}seed", scores=scores,
+            passed_cases=passed, generation=0, island=0,
+        )
+        self._remember_feedback(seed, result)
+        digest = normalized_hash(seed.code)
+        if digest is not None:
+            self._dedup.add(digest)
+        self.population.seed(seed)
+        self._candidate_limits = self._adapt_limits(result)
+        if self.hooks.on_seed is not None:
+            await self.hooks.on_seed(seed, result)
+        log.info("search.seed", passed=len(passed), total=len(self.cases),
+                 timeout_s=self._candidate_limits.timeout_s)
+        return seed
+
+    def _adapt_limits(self, seed_result: SandboxResult) -> Limits:
+        """Tighten the per-case timeout to a generous multiple of the seed's slowest passing
+        case, so candidates that loop forever cost a fraction of a second, not the full limit."""
+        if not self.config.adaptive_timeout:
+            return self.limits
+        ok = [c.duration_s for c in seed_result.cases if c.passed]
+        if not ok:
+            return self.limits
+        timeout = min(self.limits.timeout_s, max(0.5, 20 * max(ok) + 0.25))
+        return dataclasses.replace(self.limits, timeout_s=timeout)
+
+    def _pick_mutator(self) -> Mutator:
+        if len(self.mutators) == 1:
+            return self.mutators[0]
+        return self._rng_select.choices(self.mutators, weights=self.weights, k=1)[0]
+
+    # --- filtering ------------------------------------------------------------------------------
+
+    async def _filter(
+        self, proposal: Proposal, parent: Program, mutator: Mutator
+    ) -> _Candidate | None:
+        self._proposals += 1
+        cid = f"{self._prefix}c{self._proposals}"
+        candidate = _Candidate(proposal, parent, mutator.name, cid)
+        stats = self._operator_stats.setdefault(proposal.operator, OperatorStats())
+        stats.proposed += 1
+        status, reason = self._cheap_checks(proposal, parent)
+        if status is None:
+            return candidate
+        record = self._record(candidate, status, "filter", reason)
+        self._count(record)
+        if self.hooks.on_filtered is not None:
+            await self.hooks.on_filtered(record)
+        return None
+
+    def _cheap_checks(
+        self, proposal: Proposal, parent: Program
+    ) -> tuple[CandidateStatus | None, str]:
+        tree = parse(proposal.code)
+        if isinstance(tree, SyntaxProblem):
+            return CandidateStatus.SYNTAX_ERROR, f"does not parse: {tree}"
+        if is_trivial(tree):
+            return CandidateStatus.TRIVIAL, "empty or comment-only program"
+        if proposal.entrypoint != self.seed.entrypoint or not defines(tree, self.seed.entrypoint):
+            return CandidateStatus.NO_ENTRYPOINT, f"does not define {self.seed.entrypoint!r}"
+        digest = hash_tree(tree, in_place=True)
+        if digest == self._digest(parent.code):
+            return CandidateStatus.UNCHANGED, "same program as its parent (normalised)"
+        if not self._dedup.add(digest):
+            return CandidateStatus.DUPLICATE, "already seen (normalised AST hash)"
+        return None, ""
+
+    def _digest(self, code: str) -> bytes | None:
+        digest = self._digests.get(code)
+        if digest is None:
+            digest = normalized_hash(code) or b""
+            self._digests[code] = digest
+            if len(self._digests) > 256:
+                self._digests.popitem(last=False)
+        return digest
+
+    # --- evaluation -----------------------------------------------------------------------------
+
+    async def _evaluate_batch(self, batch: list[_Candidate]) -> None:
+        n = len(self.cases)
+        cascade = n >= max(self.config.cascade_min_cases, 2)
+        for candidate in batch:  # chosen up front so concurrency cannot change the choice
+            candidate.quick = self._quick_cases(candidate.parent) if cascade else ()
+        semaphore = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(candidate: _Candidate) -> None:
+            async with semaphore:
+                await self._evaluate(candidate)
+
+        await asyncio.gather(*(one(c) for c in batch))
+        for candidate in batch:
+            assert candidate.record is not None
+            await self._accept(candidate, candidate.record)
+
+    def _quick_cases(self, parent: Program) -> tuple[int, ...]:
+        cfg = self.config
+        failing = [i for i in range(len(self.cases)) if i not in parent.passed_cases]
+        if len(failing) > cfg.quick_failing:
+            failing = sorted(self._rng_cascade.sample(failing, cfg.quick_failing))
+        passing = sorted(parent.passed_cases)
+        self._rng_cascade.shuffle(passing)
+        passing.sort(key=lambda i: -self._catches[i])  # stable: catchers first, random ties
+        quick = tuple(sorted(failing + passing[: cfg.quick_passing]))
+        if len(quick) >= len(self.cases) - 1:
+            return ()  # the cascade would save nothing
+        return quick
+
+    async def _evaluate(self, candidate: _Candidate) -> None:
+        self._evaluations += 1
+        number = self._evaluations
+        code, parent = candidate.proposal.code, candidate.parent
+        all_cases = tuple(range(len(self.cases)))
+        started = time.perf_counter()
+        stage = "full"
+        status: CandidateStatus | None = None
+        reason = ""
+        if candidate.quick:
+            quick = await self._run(code, candidate.quick, self._candidate_limits)
+            passed_quick = quick.passed_indices() if quick.error is None else frozenset()
+            broken = [i for i in candidate.quick if i in parent.passed_cases
+                      and i not in passed_quick]
+            gained = [i for i in candidate.quick if i not in parent.passed_cases
+                      and i in passed_quick]
+            if broken:
+                status, stage, result = CandidateStatus.REGRESSED, "quick", quick
+                reason = f"breaks case(s) {broken} the parent passed (quick stage)"
+            elif not gained and not self.config.continue_after_solved:
+                status, stage, result = CandidateStatus.NO_GAIN, "quick", quick
+                reason = "fixes none of the parent's failing quick cases"
+            else:
+                rest = tuple(i for i in all_cases if i not in candidate.quick)
+                full = await self._run(code, rest, self._candidate_limits)
+                result = _merge(quick, full, len(all_cases))
+        else:
+            result = await self._run(code, all_cases, self._candidate_limits)
+        seconds = time.perf_counter() - started
+        passed = result.passed_indices() if result.error is None else frozenset()
+        if status is None:
+            broken_set = parent.passed_cases - passed
+            if broken_set:
+                status = CandidateStatus.REGRESSED
+                reason = f"breaks case(s) {sorted(broken_set)[:8]} the parent passed"
+            elif len(passed) == len(all_cases):
+                status, reason = CandidateStatus.PASSED, "passes every case"
+            elif passed > parent.passed_cases:
+                status = CandidateStatus.IMPROVED
+                reason = f"fixes case(s) {sorted(passed - parent.passed_cases)[:8]}"
+            else:
+                status, reason = CandidateStatus.NO_GAIN, "passes the same cases as its parent"
+        if status is CandidateStatus.REGRESSED:
+            for i in parent.passed_cases - passed:
+                if any(c.index == i for c in result.cases):
+                    self._catches[i] += 1
+        scores = self.fitness.score(result, code, llm_cost_usd=_cost(candidate.proposal),
+                                    baseline_passed=parent.passed_cases & {
+                                        c.index for c in result.cases})
+        candidate.record = self._record(candidate, status, stage, reason, result=result,
+                                        scores=scores, passed=passed, evaluation=number,
+                                        seconds=seconds)
+        candidate.extra["full_passed"] = passed
+
+    async def _accept(self, candidate: _Candidate, record: CandidateRecord) -> None:
+        stats = self._operator_stats[record.operator]
+        stats.evaluated += 1
+        if self.hooks.on_evaluated is not None:
+            storage_id = await self.hooks.on_evaluated(record)
+            if storage_id:
+                record = dataclasses.replace(record, id=str(storage_id))
+        self._count(record)
+        if record.status is CandidateStatus.IMPROVED:
+            stats.improved += 1
+        if record.status is CandidateStatus.PASSED:
+            stats.passed += 1
+        keep = record.status.accepted or (
+            self.config.continue_after_solved and record.status is CandidateStatus.NO_GAIN
+            and record.stage == "full"
+        )
+        if not keep:
+            return
+        program = Program(
+            code=record.proposal.code, entrypoint=self.seed.entrypoint, id=record.id,
+            scores=record.objectives, passed_cases=record.passed_cases,
+            generation=record.generation, island=record.island,
+        )
+        previous = self.population.best()
+        self.population.add(program)
+        self._parents[record.id] = record.parent_ids[0] if record.parent_ids else ""
+        if record.result is not None:
+            self._remember_feedback(program, record.result)
+        new_best = self.population.best()
+        if self._solved(previous) and self._solved(program) and is_promotable(program, previous):
+            # Secondary objectives: a faster or smaller full solution replaces the best.
+            self.population.set_best(program)
+            new_best = program
+        if new_best is not previous and new_best is program:
+            self._best_record = record
+            log.info("search.new_best", id=record.id, operator=record.operator,
+                     passed=len(program.passed_cases), total=len(self.cases))
+            if self.hooks.on_new_best is not None:
+                await self.hooks.on_new_best(record)
+
+    async def _run(self, code: str, indices: tuple[int, ...], limits: Limits) -> SandboxResult:
+        job = SandboxJob(
+            code=code, entrypoint=self.seed.entrypoint,
+            cases=tuple(self.cases[i] for i in indices), limits=limits,
+            float_tolerance=self.config.float_tolerance,
+        )
+        started = time.perf_counter()
+        raw = await self.sandbox.run(job)
+        self._sandbox_seconds += time.perf_counter() - started
+        cases = tuple(
+            dataclasses.replace(c, index=indices[c.index])
+            for c in raw.cases if 0 <= c.index < len(indices)
+        )
+        return SandboxResult(backend=raw.backend, cases=cases, total=len(indices),
+                             duration_s=raw.duration_s, error=raw.error)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _record(
+        self, candidate: _Candidate, status: CandidateStatus, stage: str, reason: str, *,
+        result: SandboxResult | None = None, scores: dict[str, float] | None = None,
+        passed: frozenset[int] = frozenset(), evaluation: int = 0, seconds: float = 0.0,
+    ) -> CandidateRecord:
+        parent = candidate.parent
+        parent_ids = candidate.proposal.parent_ids or ((parent.id,) if parent.id else ())
+        return CandidateRecord(
+            id=candidate.id, proposal=candidate.proposal, parent_ids=parent_ids,
+            mutator=candidate.mutator, island=parent.island, generation=parent.generation + 1,
+            status=status, stage=stage, reason=reason, result=result, objectives=scores or {},
+            passed_cases=passed, evaluation=evaluation, seconds=seconds,
+        )
+
+    def _count(self, record: CandidateRecord) -> None:
+        self._status_counts[record.status.value] += 1
+        if self.config.keep_candidate_stats:
+            self._stats.append(CandidateStat(
+                id=record.id, parent_id=record.parent_ids[0] if record.parent_ids else None,
+                operator=record.operator, status=record.status.value, stage=record.stage,
+                passed=len(record.passed_cases), seconds=round(record.seconds, 6),
+            ))
+
+    def _remember_feedback(self, program: Program, result: SandboxResult) -> None:
+        by_index = {c.index: c for c in result.cases}
+        feedback: list[CaseFeedback] = []
+        for index, case in enumerate(self.cases):
+            if index in program.passed_cases:
+                continue
+            outcome: CaseResult | None = by_index.get(index)
+            feedback.append(CaseFeedback(
+                index=index, args=case.args, kwargs=dict(case.kwargs), expected=case.expected,
+                actual=outcome.output if outcome else None,
+                status=outcome.status.value if outcome else "skipped",
+                error=(outcome.error if outcome else None) or result.error,
+            ))
+            if len(feedback) >= self.config.feedback_cases:
+                break
+        self._feedback[program.code] = feedback
+        while len(self._feedback) > 4 * self.config.n_islands * self.config.island_capacity:
+            self._feedback.popitem(last=False)
+
+    def _solved(self, program: Program) -> bool:
+        return len(program.passed_cases) == len(self.cases)
+
+    def _progress(self) -> None:
+        if self.hooks.on_progress is None:
+            return
+        self.hooks.on_progress(SearchProgress(
+            evaluations=self._evaluations, budget=self.budget,
+            best_passed=len(self.population.best().passed_cases), total=len(self.cases),
+            elapsed_s=time.perf_counter() - self._started, proposals=self._proposals,
+        ))
+
+    def _lineage(self, best: Program) -> list[str]:
+        chain: list[str] = []
+        current = best.id
+        while current and current in self._parents and len(chain) < 1000:
+            chain.append(current)
+            current = self._parents[current]
+        if current:
+            chain.append(current)
+        return list(reversed(chain))
+
+    def _result(self, seed: Program, stop: str) -> SearchResult:
+        best = self.population.best()
+        self._progress()
+        result = SearchResult(
+            best=best, seed=seed, total=len(self.cases), evaluations=self._evaluations,
+            seconds=time.perf_counter() - self._started, stop_reason=stop,
+            sandbox_seconds=self._sandbox_seconds,
+            candidate_timeout_s=self._candidate_limits.timeout_s,
+            best_record=self._best_record if best.id != seed.id else None,
+            lineage=self._lineage(best), status_counts=dict(self._status_counts),
+            operator_stats=dict(self._operator_stats), candidates=self._stats,
+        )
+        log.info("search.done", stop=stop, evaluations=result.evaluations,
+                 passed=result.passed, total=result.total, seconds=round(result.seconds, 3))
+        return result
+
+
+def _merge(first: SandboxResult, second: SandboxResult, total: int) -> SandboxResult:
+    cases = tuple(sorted((*first.cases, *second.cases), key=lambda c: c.index))
+    return SandboxResult(backend=first.backend, cases=cases, total=total,
+                         duration_s=first.duration_s + second.duration_s,
+                         error=first.error or second.error)
+
+
+def _cost(proposal: Proposal) -> float:
+    value = proposal.meta.get("llm_cost_usd", 0.0) if proposal.meta else 0.0
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return 0.0

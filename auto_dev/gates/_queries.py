@@ -1,0 +1,68 @@
+"""Queries the gate shares with the candidate store: agents by id or key, today's counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev.models import Agent, ReviewDecision, SkillCandidate, ToolMutation, WorkflowVariant
+
+
+def day_start(now: datetime) -> datetime:
+    """Midnight UTC of ``now``'s day: daily limits count from here."""
+    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def resolve_agent(session: Session, tenant_id: str, ref: str) -> Agent | None:
+    """The tenant's agent with id ``ref``, else with key ``ref`` (events carry agent keys)."""
+    agent = session.get(Agent, ref)
+    if agent is not None and agent.tenant_id == tenant_id:
+        return agent
+    return session.scalars(
+        select(Agent).where(Agent.tenant_id == tenant_id, Agent.key == ref)
+    ).one_or_none()
+
+
+def require_agent(session: Session, tenant_id: str, ref: str) -> Agent:
+    if not isinstance(ref, str) or not ref.strip():
+        raise ValidationError("agent_id", "must be a non-empty string")
+    agent = resolve_agent(session, tenant_id, ref)
+    if agent is None:
+        raise NotFoundError(f"agent {ref!r} does not exist in tenant {tenant_id!r}")
+    return agent
+
+
+def count_candidates_today(
+    session: Session, tenant_id: str, agent_id: str | None, since: datetime
+) -> dict[str, int]:
+    """Candidates of every kind created since ``since``: for the tenant and for the agent.
+
+    One round trip: six scalar subqueries in a single SELECT.
+    """
+    tenant_parts = []
+    agent_parts = []
+    for model in (ToolMutation, SkillCandidate, WorkflowVariant):
+        base = select(func.count()).select_from(model).where(
+            model.tenant_id == tenant_id, model.created_at >= since
+        )
+        tenant_parts.append(base.scalar_subquery())
+        if agent_id is not None:
+            agent_parts.append(base.where(model.agent_id == agent_id).scalar_subquery())
+    row = session.execute(select(*tenant_parts, *agent_parts)).one()
+    values = [int(v or 0) for v in row]
+    return {"tenant": sum(values[:3]), "agent": sum(values[3:])}
+
+
+def count_promotions_today(session: Session, tenant_id: str, since: datetime) -> int:
+    """Promotions recorded in the tenant since ``since`` (human and automatic alike)."""
+    return int(session.scalar(
+        select(func.count()).select_from(ReviewDecision).where(
+            ReviewDecision.tenant_id == tenant_id,
+            ReviewDecision.decision == "promoted",
+            ReviewDecision.created_at >= since,
+        )
+    ) or 0)

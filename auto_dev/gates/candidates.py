@@ -1,0 +1,337 @@
+"""The choke point: every candidate created, evaluated, decided on, promoted or rolled back, and
+every tool version activated, goes through :class:`CandidateStore`.
+
+Each write consults the :class:`~auto_dev.gates.capability.Gatekeeper` first and raises
+:class:`~auto_dev.GateDeniedError` when it says no:
+
+* creating a candidate: the engine's capability, action ``create_candidate`` (toggles, maturity,
+  daily limits per agent and tenant);
+* recording an evaluation or a machine status (evaluating, passed, failed): the candidate's
+  capability, action ``evaluate``;
+* a human approval or promotion: the human's decision is required and recorded; the gate checks
+  the tenant's toggles and daily promotion limit (the human stands in for maturity);
+* auto-promotion: ``auto_dev.auto_promotion`` (autonomous agents only) *and* the candidate's own
+  capability, and the candidate must be promotable against its parent's objective vector;
+* rejecting and rolling back are never refused (they only ever make things safer), but are
+  recorded like every decision, with who and why.
+
+Statuses only move through :func:`auto_dev.models.transition`. A candidate that is empty,
+comment-only, does not parse or is identical to its parent can never become ``passed``.
+``tests/gates/test_candidates.py`` scans the package to prove no other module writes these rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from auto_dev._exceptions import IllegalTransitionError, NotFoundError, ValidationError
+from auto_dev.gates import _promotion
+from auto_dev.gates._audit import write_audit
+from auto_dev.gates._creation import CreationMixin, objectives_of, text_of
+from auto_dev.gates._kinds import (
+    ALPHA_EVOLVER,
+    AUTO_ACTOR,
+    AUTO_PROMOTION,
+    MEMENTO_SKILLS,
+    MODELS,
+    WORKFLOWS,
+    Candidate,
+    CandidateKind,
+    capability_of,
+    kind_of,
+)
+from auto_dev.gates.capability import Gatekeeper
+from auto_dev.models import (
+    CandidateStatus,
+    Evaluation,
+    ReviewDecision,
+    SkillCandidate,
+    Tool,
+    ToolMutation,
+    transition,
+)
+
+if TYPE_CHECKING:
+    from auto_dev.db import Database
+    from auto_dev.sandbox.base import SandboxResult
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "ALPHA_EVOLVER",
+    "AUTO_ACTOR",
+    "AUTO_PROMOTION",
+    "MEMENTO_SKILLS",
+    "MODELS",
+    "WORKFLOWS",
+    "Candidate",
+    "CandidateKind",
+    "CandidateStore",
+    "capability_of",
+    "kind_of",
+]
+
+_MACHINE_STATUSES = {CandidateStatus.EVALUATING, CandidateStatus.PASSED, CandidateStatus.FAILED}
+
+
+class CandidateStore(CreationMixin):
+    """Stores candidates and tool versions, consulting the gate before every write.
+
+    ``bus`` (an :class:`auto_dev.events.EventBus`) receives ``CandidateCreated``,
+    ``CandidatePromoted`` and ``CandidateRolledBack`` in the same transaction as the change
+    (``bus.emit(session, event)``).
+    All methods work in the caller's session; nothing commits here.
+    """
+
+    def __init__(self, database: Database | None, gatekeeper: Gatekeeper, bus: Any = None) -> None:
+        self.database = database
+        self.gatekeeper = gatekeeper
+        self.bus = bus
+
+    # -- tools ----------------------------------------------------------------------------------
+
+    def register_tool(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        name: str,
+        code: str,
+        entrypoint: str,
+        description: str = "",
+        actor: str = "user",
+    ) -> Tool:
+        """Create tool ``name`` with ``code`` as active version 1; for an existing tool whose
+        code or entrypoint differ, add them as a new active version (``source="manual"``).
+
+        Not capability-gated (the platform registering its own tools is not auto-dev acting),
+        but audited like every activation.
+        """
+        return _promotion.register_tool(self, session, tenant_id=tenant_id, name=name, code=code,
+                                        entrypoint=entrypoint, description=description,
+                                        actor=actor)
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    @staticmethod
+    def get(
+        session: Session, tenant_id: str, candidate_id: str, kind: CandidateKind | str | None = None
+    ) -> Candidate:
+        """The tenant's candidate ``candidate_id`` (of ``kind`` if given) or NotFoundError."""
+        kinds = [CandidateKind(kind)] if kind is not None else list(CandidateKind)
+        for k in kinds:
+            row = session.get(MODELS[k], candidate_id) if isinstance(candidate_id, str) else None
+            if row is not None and row.tenant_id == tenant_id:
+                return row
+        raise NotFoundError(f"candidate {candidate_id!r} does not exist in tenant {tenant_id!r}")
+
+    # -- evaluation and status --------------------------------------------------------------------
+
+    def record_evaluation(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        candidate_id: str,
+        result: SandboxResult | None = None,
+        kind: CandidateKind | str | None = None,
+        backend: str | None = None,
+        limits: Mapping[str, Any] | None = None,
+        cases: Iterable[Mapping[str, Any]] | None = None,
+        passed: int | None = None,
+        total: int | None = None,
+        duration_s: float | None = None,
+        peak_memory_kb: int | None = None,
+        logs: str = "",
+        objectives: Mapping[str, Any] | None = None,
+        parent_objectives: Mapping[str, Any] | None = None,
+        parent_passed_cases: Iterable[int] | None = None,
+        verdict: CandidateStatus | str | None = None,
+        reason: str = "",
+    ) -> Evaluation:
+        """Store one sandbox validation of a candidate and link it.
+
+        Give either ``result`` (a :class:`SandboxResult`) or the fields. ``objectives`` updates
+        the candidate's objective vector; ``verdict`` (``passed``/``failed``) moves its status
+        there (through ``evaluating``) in the same step. ``parent_objectives`` and
+        ``parent_passed_cases`` record the baseline the engine compared against (review shows
+        it; auto-promotion re-checks promotability against it).
+        """
+        target: CandidateStatus | None = None
+        if verdict is not None:
+            try:
+                target = CandidateStatus(verdict)
+            except ValueError:
+                target = None
+            if target not in (CandidateStatus.PASSED, CandidateStatus.FAILED):
+                raise ValidationError("verdict", f"must be passed or failed, got {verdict!r}")
+        candidate = self.get(session, tenant_id, candidate_id, kind)
+        ckind = kind_of(candidate)
+        self._gate_machine_step(session, candidate, ckind, "evaluate")
+        if target is CandidateStatus.PASSED:
+            self._check_can_pass(session, candidate, ckind)
+        objective_values = objectives_of(objectives)
+        baseline = objectives_of(parent_objectives, "parent_objectives")
+        baseline_cases: list[int] | None = None
+        if parent_passed_cases is not None:
+            baseline_cases = sorted({int(i) for i in parent_passed_cases})
+        if result is not None:
+            case_rows = [c.to_dict() for c in result.cases]
+            backend = backend or result.backend
+            passed = result.passed if passed is None else passed
+            total = result.total if total is None else total
+            duration_s = result.duration_s if duration_s is None else duration_s
+            peak_memory_kb = result.peak_memory_kb if peak_memory_kb is None else peak_memory_kb
+            if result.error:
+                logs = (logs + "\n" if logs else "") + f"sandbox error: {result.error}"
+        else:
+            case_rows = [dict(c) for c in (cases or [])]
+        evaluation = Evaluation(
+            tenant_id=tenant_id, candidate_kind=ckind.value, candidate_id=candidate.id,
+            backend=text_of("backend", backend or "unknown"), limits=dict(limits or {}),
+            cases=case_rows, passed=int(passed or 0), total=int(total or 0),
+            duration_s=float(duration_s or 0.0), peak_memory_kb=int(peak_memory_kb or 0),
+            logs=logs[-65_536:],  # capped: a flood of output must not bloat the database
+        )
+        session.add(evaluation)
+        session.flush()
+        if objective_values:
+            candidate.objectives = {**(candidate.objectives or {}), **objective_values}
+        if isinstance(candidate, ToolMutation | SkillCandidate):
+            candidate.evaluation_id = evaluation.id
+            extra: dict[str, Any] = {}
+            if baseline:
+                extra["parent_objectives"] = baseline
+            if baseline_cases is not None:
+                extra["parent_passed_cases"] = baseline_cases
+            if extra and isinstance(candidate, ToolMutation):
+                candidate.details = {**(candidate.details or {}), **extra}
+            elif extra and isinstance(candidate, SkillCandidate):
+                candidate.validation = {**(candidate.validation or {}), **extra}
+        if isinstance(candidate, SkillCandidate):
+            candidate.validation = {
+                **(candidate.validation or {}), "evaluation_id": evaluation.id,
+                "passed": evaluation.passed, "total": evaluation.total,
+                "pass_rate": evaluation.passed / evaluation.total if evaluation.total else 0.0,
+            }
+        if target is not None:
+            self._move(session, candidate, ckind, target, actor=AUTO_ACTOR, reason=reason)
+        return evaluation
+
+    def set_status(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        candidate_id: str,
+        status: CandidateStatus | str,
+        kind: CandidateKind | str | None = None,
+        actor: str = AUTO_ACTOR,
+        reason: str = "",
+    ) -> Candidate:
+        """Move a candidate's status.
+
+        ``evaluating``/``passed``/``failed`` are machine steps (gated by the candidate's
+        capability; ``passed`` from ``pending`` goes through ``evaluating``). ``approved`` and
+        ``rejected`` are human decisions: ``actor`` names the human, ``reason`` is required for a
+        rejection, and both are recorded. ``promoted`` and ``rolled_back`` only happen through
+        :meth:`promote` and :meth:`rollback_tool`.
+        """
+        try:
+            target = CandidateStatus(status)
+        except ValueError:
+            raise ValidationError("status", f"unknown status {status!r}") from None
+        candidate = self.get(session, tenant_id, candidate_id, kind)
+        ckind = kind_of(candidate)
+        if target in (CandidateStatus.PROMOTED, CandidateStatus.ROLLED_BACK):
+            via = "promote" if target is CandidateStatus.PROMOTED else "rollback_tool"
+            raise IllegalTransitionError(f"{target.value} is reached only through {via}")
+        if target in _MACHINE_STATUSES:
+            self._gate_machine_step(session, candidate, ckind, "evaluate")
+        else:
+            _promotion.human_decision(self, session, candidate, ckind, target, actor, reason)
+            return candidate
+        self._move(session, candidate, ckind, target, actor=actor, reason=reason)
+        return candidate
+
+    def _gate_machine_step(
+        self, session: Session, candidate: Candidate, kind: CandidateKind, action: str
+    ) -> None:
+        self.gatekeeper.require(session, tenant_id=candidate.tenant_id,
+                                agent_id=candidate.agent_id, capability=capability_of(candidate),
+                                action=action, subject=(kind.value, candidate.id))
+
+    @staticmethod
+    def _check_can_pass(session: Session, candidate: Candidate, kind: CandidateKind) -> None:
+        problem = _promotion.never_passes(session, candidate)
+        if problem is not None:
+            raise ValidationError("code" if kind is not CandidateKind.WORKFLOW_VARIANT
+                                  else "definition", f"{problem}: it can never pass")
+
+    def _move(
+        self, session: Session, candidate: Candidate, kind: CandidateKind,
+        target: CandidateStatus, *, actor: str, reason: str,
+    ) -> None:
+        """Apply ``target`` through :func:`transition` (walking pending -> evaluating first)."""
+        before = candidate.status
+        if target is CandidateStatus.PASSED:
+            self._check_can_pass(session, candidate, kind)
+            if candidate.status == CandidateStatus.PENDING.value:
+                transition(candidate, CandidateStatus.EVALUATING)
+        transition(candidate, target)
+        session.flush()
+        log.info("candidate_status", tenant_id=candidate.tenant_id, candidate_id=candidate.id,
+                 before=before, after=target.value, actor=actor)
+
+    # -- promotion and rollback -------------------------------------------------------------------
+
+    def promote(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        candidate_id: str,
+        actor: str,
+        reason: str = "",
+        kind: CandidateKind | str | None = None,
+        auto: bool = False,
+    ) -> _promotion.PromotionResult:
+        """Promote a candidate: a human's approved candidate, or (``auto=True``) a passed one
+        when auto-promotion is allowed. Tool mutations and skills become the tool's new active
+        version (a skill without a tool creates it). All or nothing: runs in a savepoint."""
+        return _promotion.promote(self, session, tenant_id=tenant_id, candidate_id=candidate_id,
+                                  actor=actor, reason=reason, kind=kind, auto=auto)
+
+    def rollback_tool(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        tool_name: str,
+        actor: str,
+        reason: str,
+        to_version: int | None = None,
+    ) -> _promotion.RollbackResult:
+        """Re-activate an earlier version of ``tool_name`` (default: the newest one older than
+        the active version that was not itself rolled back); the candidate that produced the
+        version being replaced becomes ``rolled_back``."""
+        return _promotion.rollback_tool(self, session, tenant_id=tenant_id, tool_name=tool_name,
+                                        actor=actor, reason=reason, to_version=to_version)
+
+    @staticmethod
+    def decisions(session: Session, tenant_id: str, candidate_id: str) -> list[ReviewDecision]:
+        """Every recorded decision about a candidate, oldest first."""
+        return list(session.scalars(
+            select(ReviewDecision).where(ReviewDecision.tenant_id == tenant_id,
+                                         ReviewDecision.candidate_id == candidate_id)
+            .order_by(ReviewDecision.created_at, ReviewDecision.id)
+        ))
+
+    def audit(self, session: Session, **kwargs: Any) -> None:
+        """Write an audit entry (for collaborators that explain their own decisions)."""
+        write_audit(session, **kwargs)

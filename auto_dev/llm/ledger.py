@@ -1,0 +1,262 @@
+"""The LLM cost ledger: one :class:`~auto_dev.models.LLMCall` row per model call attempt.
+
+A row is written ``reserved`` before the call (holding the worst-case cost, see
+:mod:`auto_dev.llm.budget`) and settled to ``ok``, ``error`` or ``cache_hit`` with the real cost
+after it. Days are UTC days. The queries here back ``auto-dev llm spend`` and ``llm status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev.llm.types import new_call_id
+from auto_dev.models import LLMCall
+
+#: Statuses a settled row may have.
+SETTLED_STATUSES = frozenset({"ok", "error", "cache_hit"})
+RESERVED = "reserved"
+
+#: Error kinds (the class name stored as the error's prefix) that count against a deployment's
+#: circuit breaker; the others are the caller's problem (a prompt too long, a bad request).
+BREAKER_ERRORS = frozenset(
+    {"LLMTimeoutError", "LLMUnavailableError", "LLMRateLimitedError", "LLMAuthError"}
+)
+
+
+class SessionSource(Protocol):
+    """What the ledger needs from :class:`auto_dev.db.Database`."""
+
+    def session(self, *, readonly: bool = False) -> AbstractContextManager[Session]: ...
+
+
+def utc_day_start(now: datetime | None = None) -> datetime:
+    """Midnight UTC of the day ``now`` falls in (default: today)."""
+    now = now or datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    now = now.astimezone(UTC)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+# Statements are built once: on the hot path (two per model call) SQLAlchemy then only looks the
+# compiled form up in its cache, and the Core connection skips the ORM's unit of work.
+_SPENT_SINCE = select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(
+    LLMCall.tenant_id == bindparam("tenant_id"), LLMCall.created_at >= bindparam("since")
+)
+_INSERT = insert(LLMCall)
+_SETTLE = (
+    update(LLMCall)
+    .where(LLMCall.id == bindparam("call_id"), LLMCall.status == RESERVED)
+    .values(
+        status=bindparam("status"),
+        cost_usd=bindparam("cost_usd"),
+        prompt_tokens=bindparam("prompt_tokens"),
+        completion_tokens=bindparam("completion_tokens"),
+        latency_s=bindparam("latency_s"),
+        error=bindparam("error"),
+    )
+)
+
+
+def spent_since(session: Session, tenant_id: str, since: datetime) -> float:
+    """What ``tenant_id`` spent (reserved rows at their estimate) since ``since``."""
+    total = session.connection().execute(
+        _SPENT_SINCE, {"tenant_id": tenant_id, "since": since}
+    ).scalar_one()
+    return float(total)
+
+
+def insert_call(session: Session, **values: Any) -> str:
+    """Insert one ledger row; ``values`` are LLMCall columns. Returns the row id."""
+    call_id = values.pop("id", None) or new_call_id()
+    row = {
+        "id": call_id,
+        "run_id": None,
+        "engine": None,
+        "purpose": None,
+        "deployment": None,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+        "latency_s": 0.0,
+        "cache_hit": False,
+        "status": RESERVED,
+        "error": None,
+        "created_at": datetime.now(UTC),
+        **values,
+    }
+    session.connection().execute(_INSERT, row)
+    return call_id
+
+
+def settle_call(
+    session: Session,
+    call_id: str,
+    *,
+    status: str,
+    cost_usd: float,
+    prompt_tokens: int,
+    completion_tokens: int,
+    latency_s: float,
+    error: str | None = None,
+) -> None:
+    """Turn a ``reserved`` row into its final state with the real figures."""
+    if status not in SETTLED_STATUSES:
+        raise ValidationError("status", f"must be one of {sorted(SETTLED_STATUSES)}")
+    result = session.connection().execute(
+        _SETTLE,
+        {
+            "call_id": call_id,
+            "status": status,
+            "cost_usd": float(cost_usd),
+            "prompt_tokens": int(prompt_tokens),
+            "completion_tokens": int(completion_tokens),
+            "latency_s": float(latency_s),
+            "error": error[:4000] if error else None,
+        },
+    )
+    if result.rowcount != 1:
+        raise NotFoundError(f"no reserved ledger row {call_id!r} to settle")
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    """Spend of one (tenant, model, engine) over a period."""
+
+    tenant_id: str
+    model: str
+    engine: str | None
+    calls: int
+    errors: int
+    cache_hits: int
+    in_flight: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "model": self.model,
+            "engine": self.engine,
+            "calls": self.calls,
+            "errors": self.errors,
+            "cache_hits": self.cache_hits,
+            "in_flight": self.in_flight,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+        }
+
+
+def spend(
+    database: SessionSource,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    tenant_id: str | None = None,
+) -> list[SpendRow]:
+    """Spend grouped by tenant, model and engine (default period: today, UTC), largest first."""
+    since = since or utc_day_start()
+    until = until or since + timedelta(days=1)
+    status_is = LLMCall.status.__eq__
+    query = (
+        select(
+            LLMCall.tenant_id,
+            LLMCall.model,
+            LLMCall.engine,
+            func.count(),
+            func.sum(case((status_is("error"), 1), else_=0)),
+            func.sum(case((status_is("cache_hit"), 1), else_=0)),
+            func.sum(case((status_is(RESERVED), 1), else_=0)),
+            func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
+            func.coalesce(func.sum(LLMCall.completion_tokens), 0),
+            func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+        )
+        .where(LLMCall.created_at >= since, LLMCall.created_at < until)
+        .group_by(LLMCall.tenant_id, LLMCall.model, LLMCall.engine)
+    )
+    if tenant_id is not None:
+        query = query.where(LLMCall.tenant_id == tenant_id)
+    with database.session(readonly=True) as session:
+        rows = session.execute(query).all()
+    out = [
+        SpendRow(
+            tenant_id=r[0],
+            model=r[1],
+            engine=r[2],
+            calls=int(r[3]),
+            errors=int(r[4] or 0),
+            cache_hits=int(r[5] or 0),
+            in_flight=int(r[6] or 0),
+            prompt_tokens=int(r[7]),
+            completion_tokens=int(r[8]),
+            cost_usd=float(r[9]),
+        )
+        for r in rows
+    ]
+    out.sort(key=lambda s: (-s.cost_usd, s.tenant_id, s.model, s.engine or ""))
+    return out
+
+
+def deployment_outcomes(
+    database: SessionSource, deployments: list[str], *, limit: int = 50
+) -> dict[str, list[tuple[float, bool]]]:
+    """The latest settled outcomes per deployment as ``(unix time, counts_as_success)``.
+
+    Errors that are not the deployment's fault (see :data:`BREAKER_ERRORS`) are left out, as
+    the live breaker ignores them.
+    """
+    out: dict[str, list[tuple[float, bool]]] = {d: [] for d in deployments}
+    if not deployments:
+        return out
+    with database.session(readonly=True) as session:
+        for deployment in deployments:
+            rows = session.execute(
+                select(LLMCall.created_at, LLMCall.latency_s, LLMCall.status, LLMCall.error)
+                .where(LLMCall.deployment == deployment, LLMCall.status.in_(("ok", "error")))
+                .order_by(LLMCall.created_at.desc())
+                .limit(limit)
+            ).all()
+            for created_at, latency_s, status, error in rows:
+                if status == "error" and _error_kind(error) not in BREAKER_ERRORS:
+                    continue
+                at = _as_utc(created_at).timestamp() + float(latency_s or 0.0)
+                out[deployment].append((at, status == "ok"))
+    return out
+
+
+def calls(
+    database: SessionSource, *, tenant_id: str | None = None, limit: int = 100
+) -> Iterator[LLMCall]:
+    """The latest ledger rows (newest first)."""
+    query = select(LLMCall).order_by(LLMCall.created_at.desc()).limit(limit)
+    if tenant_id is not None:
+        query = query.where(LLMCall.tenant_id == tenant_id)
+    with database.session(readonly=True) as session:
+        rows = list(session.scalars(query))
+        # Detach before the read-only session rolls back, which would expire the loaded values.
+        session.expunge_all()
+    return iter(rows)
+
+
+def error_text(exc: BaseException) -> str:
+    """How an error is stored: its class name first, so its kind can be read back."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _error_kind(error: str | None) -> str:
+    return (error or "").split(":", 1)[0].strip()
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite gives naive datetimes back; every stored time is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

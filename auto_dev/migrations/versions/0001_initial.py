@@ -1,0 +1,737 @@
+"""Initial schema: every table of DESIGN.md, plus APScheduler's job table.
+
+Generated with ``alembic revision --autogenerate`` against the models, then reviewed by hand:
+foreign keys and constraint names follow ``Base.metadata``'s naming convention (identical on
+SQLite and PostgreSQL), timestamps are ``DateTime(timezone=True)`` (the models' ``UTCDateTime``
+stores exactly that), and the two partial unique indexes (one active version per tool, one running
+evolution run per target) carry their ``WHERE`` clause for both backends. ``apscheduler_jobs``
+mirrors APScheduler 3's ``SQLAlchemyJobStore`` table so that the job store finds it and never
+creates it itself. ``tests/models/test_schema.py`` proves this file and the models agree.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-21 18:52:59.795091
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = "0001"
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "apscheduler_jobs",
+        sa.Column("id", sa.Unicode(length=191), nullable=False),
+        sa.Column("next_run_time", sa.Float(precision=25), nullable=True),
+        sa.Column("job_state", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_apscheduler_jobs")),
+    )
+    op.create_index(
+        op.f("ix_apscheduler_jobs_next_run_time"),
+        "apscheduler_jobs",
+        ["next_run_time"],
+        unique=False,
+    )
+    op.create_table(
+        "tenants",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("settings", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tenants")),
+    )
+    op.create_table(
+        "agents",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_agents_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_agents")),
+        sa.UniqueConstraint("tenant_id", "key", name="uq_agents_tenant_key"),
+    )
+    op.create_table(
+        "audit_entries",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("action", sa.String(length=100), nullable=False),
+        sa.Column("subject_kind", sa.String(length=32), nullable=True),
+        sa.Column("subject_id", sa.String(length=64), nullable=True),
+        sa.Column("allowed", sa.Boolean(), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_audit_entries_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_entries")),
+    )
+    op.create_index(
+        "ix_audit_entries_tenant_created",
+        "audit_entries",
+        ["tenant_id", "created_at"],
+        unique=False,
+    )
+    op.create_table(
+        "evaluations",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("candidate_kind", sa.String(length=32), nullable=False),
+        sa.Column("candidate_id", sa.String(length=32), nullable=True),
+        sa.Column("backend", sa.String(length=32), nullable=False),
+        sa.Column("limits", sa.JSON(), nullable=False),
+        sa.Column("cases", sa.JSON(), nullable=False),
+        sa.Column("passed", sa.Integer(), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("duration_s", sa.Float(), nullable=False),
+        sa.Column("peak_memory_kb", sa.Integer(), nullable=False),
+        sa.Column("logs", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_evaluations_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_evaluations")),
+    )
+    op.create_index(
+        "ix_evaluations_candidate", "evaluations", ["candidate_kind", "candidate_id"], unique=False
+    )
+    op.create_table(
+        "event_records",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_event_records_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_records")),
+    )
+    op.create_index(
+        "ix_event_records_status_created", "event_records", ["status", "created_at"], unique=False
+    )
+    op.create_table(
+        "review_decisions",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("candidate_kind", sa.String(length=32), nullable=False),
+        sa.Column("candidate_id", sa.String(length=32), nullable=False),
+        sa.Column("decision", sa.String(length=20), nullable=False),
+        sa.Column("actor", sa.String(length=200), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_review_decisions_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_review_decisions")),
+    )
+    op.create_index(
+        "ix_review_decisions_candidate",
+        "review_decisions",
+        ["candidate_kind", "candidate_id"],
+        unique=False,
+    )
+    op.create_table(
+        "schedules",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("engine", sa.String(length=100), nullable=False),
+        sa.Column("target", sa.String(length=200), nullable=True),
+        sa.Column("interval_s", sa.Float(), nullable=False),
+        sa.Column("budget", sa.Integer(), nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_schedules_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_schedules")),
+    )
+    op.create_index("ix_schedules_tenant", "schedules", ["tenant_id"], unique=False)
+    op.create_table(
+        "tools",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("entrypoint", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_tools_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tools")),
+        sa.UniqueConstraint("tenant_id", "name", name="uq_tools_tenant_name"),
+    )
+    op.create_table(
+        "capability_states",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("agent_id", sa.String(length=32), nullable=False),
+        sa.Column("capability", sa.String(length=100), nullable=False),
+        sa.Column("maturity", sa.String(length=20), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_capability_states_agent_id_agents"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_capability_states_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_capability_states")),
+        sa.UniqueConstraint(
+            "tenant_id", "agent_id", "capability", name="uq_capability_states_agent_capability"
+        ),
+    )
+    op.create_table(
+        "episodes",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("agent_id", sa.String(length=32), nullable=False),
+        sa.Column("task_description", sa.Text(), nullable=False),
+        sa.Column("success", sa.Boolean(), nullable=False),
+        sa.Column("error_trace", sa.Text(), nullable=True),
+        sa.Column("tool_name", sa.String(length=200), nullable=True),
+        sa.Column("duration_s", sa.Float(), nullable=True),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_episodes_agent_id_agents"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_episodes_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_episodes")),
+    )
+    op.create_index(
+        "ix_episodes_tenant_agent_created",
+        "episodes",
+        ["tenant_id", "agent_id", "created_at"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_episodes_tenant_tool_success",
+        "episodes",
+        ["tenant_id", "tool_name", "success", "created_at"],
+        unique=False,
+    )
+    op.create_table(
+        "event_deliveries",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("event_id", sa.String(length=32), nullable=False),
+        sa.Column("handler", sa.String(length=300), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["event_records.id"],
+            name=op.f("fk_event_deliveries_event_id_event_records"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_event_deliveries_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_event_deliveries")),
+        sa.UniqueConstraint("event_id", "handler", name="uq_event_deliveries_event_handler"),
+    )
+    op.create_index(
+        "ix_event_deliveries_status_next",
+        "event_deliveries",
+        ["status", "next_attempt_at"],
+        unique=False,
+    )
+    op.create_table(
+        "evolution_runs",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("engine", sa.String(length=100), nullable=False),
+        sa.Column("target", sa.String(length=200), nullable=False),
+        sa.Column("tool_id", sa.String(length=32), nullable=True),
+        sa.Column("trigger", sa.String(length=20), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("budget", sa.Integer(), nullable=False),
+        sa.Column("evaluations", sa.Integer(), nullable=False),
+        sa.Column("stats", sa.JSON(), nullable=False),
+        sa.Column("state", sa.JSON(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_evolution_runs_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tool_id"],
+            ["tools.id"],
+            name=op.f("fk_evolution_runs_tool_id_tools"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_evolution_runs")),
+    )
+    op.create_index(
+        "ix_evolution_runs_tenant_started",
+        "evolution_runs",
+        ["tenant_id", "started_at"],
+        unique=False,
+    )
+    op.create_index(
+        "uq_evolution_runs_one_running",
+        "evolution_runs",
+        ["tenant_id", "engine", "target"],
+        unique=True,
+        sqlite_where=sa.text("status = 'running'"),
+        postgresql_where=sa.text("status = 'running'"),
+    )
+    op.create_table(
+        "tool_versions",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("tool_id", sa.String(length=32), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("code", sa.Text(), nullable=False),
+        sa.Column("entrypoint", sa.String(length=200), nullable=False),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("source_id", sa.String(length=32), nullable=True),
+        sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_tool_versions_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tool_id"],
+            ["tools.id"],
+            name=op.f("fk_tool_versions_tool_id_tools"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tool_versions")),
+        sa.UniqueConstraint("tool_id", "version", name="uq_tool_versions_tool_version"),
+    )
+    op.create_index(
+        "ix_tool_versions_tenant_tool", "tool_versions", ["tenant_id", "tool_id"], unique=False
+    )
+    op.create_index(
+        "uq_tool_versions_one_active",
+        "tool_versions",
+        ["tool_id"],
+        unique=True,
+        sqlite_where=sa.text("is_active"),
+        postgresql_where=sa.text("is_active"),
+    )
+    op.create_table(
+        "usage_records",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("agent_id", sa.String(length=32), nullable=False),
+        sa.Column("capability", sa.String(length=100), nullable=False),
+        sa.Column("success", sa.Boolean(), nullable=False),
+        sa.Column("verified", sa.Boolean(), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_usage_records_agent_id_agents"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_usage_records_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_usage_records")),
+    )
+    op.create_index(
+        "ix_usage_records_agent_capability",
+        "usage_records",
+        ["tenant_id", "agent_id", "capability", "created_at"],
+        unique=False,
+    )
+    op.create_table(
+        "episode_segments",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("episode_id", sa.String(length=32), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("tool_name", sa.String(length=200), nullable=True),
+        sa.Column("inputs", sa.JSON(), nullable=False),
+        sa.Column("output", sa.JSON(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("duration_s", sa.Float(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["episode_id"],
+            ["episodes.id"],
+            name=op.f("fk_episode_segments_episode_id_episodes"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_episode_segments_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_episode_segments")),
+    )
+    op.create_index(
+        "ix_episode_segments_episode_seq", "episode_segments", ["episode_id", "seq"], unique=False
+    )
+    op.create_table(
+        "llm_calls",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("run_id", sa.String(length=32), nullable=True),
+        sa.Column("engine", sa.String(length=100), nullable=True),
+        sa.Column("purpose", sa.String(length=100), nullable=True),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("deployment", sa.String(length=200), nullable=True),
+        sa.Column("prompt_tokens", sa.Integer(), nullable=False),
+        sa.Column("completion_tokens", sa.Integer(), nullable=False),
+        sa.Column("cost_usd", sa.Float(), nullable=False),
+        sa.Column("latency_s", sa.Float(), nullable=False),
+        sa.Column("cache_hit", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["evolution_runs.id"],
+            name=op.f("fk_llm_calls_run_id_evolution_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_llm_calls_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_llm_calls")),
+    )
+    op.create_index(
+        "ix_llm_calls_tenant_created", "llm_calls", ["tenant_id", "created_at"], unique=False
+    )
+    op.create_table(
+        "skill_candidates",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("agent_id", sa.String(length=32), nullable=True),
+        sa.Column("tool_id", sa.String(length=32), nullable=True),
+        sa.Column("run_id", sa.String(length=32), nullable=True),
+        sa.Column("evaluation_id", sa.String(length=32), nullable=True),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("code", sa.Text(), nullable=False),
+        sa.Column("entrypoint", sa.String(length=200), nullable=False),
+        sa.Column("diff", sa.Text(), nullable=False),
+        sa.Column("strategy", sa.String(length=50), nullable=False),
+        sa.Column("failure_pattern", sa.Text(), nullable=False),
+        sa.Column("source_episode_ids", sa.JSON(), nullable=False),
+        sa.Column("tests", sa.JSON(), nullable=False),
+        sa.Column("validation", sa.JSON(), nullable=False),
+        sa.Column("exchange", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("objectives", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_skill_candidates_agent_id_agents"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["evaluation_id"],
+            ["evaluations.id"],
+            name=op.f("fk_skill_candidates_evaluation_id_evaluations"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["evolution_runs.id"],
+            name=op.f("fk_skill_candidates_run_id_evolution_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_skill_candidates_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tool_id"],
+            ["tools.id"],
+            name=op.f("fk_skill_candidates_tool_id_tools"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_skill_candidates")),
+    )
+    op.create_index(
+        "ix_skill_candidates_tenant_created",
+        "skill_candidates",
+        ["tenant_id", "created_at"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_skill_candidates_tenant_status",
+        "skill_candidates",
+        ["tenant_id", "status"],
+        unique=False,
+    )
+    op.create_table(
+        "test_cases",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("tool_id", sa.String(length=32), nullable=False),
+        sa.Column("args", sa.JSON(), nullable=False),
+        sa.Column("kwargs", sa.JSON(), nullable=False),
+        sa.Column("expected", sa.JSON(), nullable=True),
+        sa.Column("has_expected", sa.Boolean(), nullable=False),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("episode_id", sa.String(length=32), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["episode_id"],
+            ["episodes.id"],
+            name=op.f("fk_test_cases_episode_id_episodes"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_test_cases_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tool_id"], ["tools.id"], name=op.f("fk_test_cases_tool_id_tools"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_test_cases")),
+    )
+    op.create_index(
+        "ix_test_cases_tenant_tool", "test_cases", ["tenant_id", "tool_id"], unique=False
+    )
+    op.create_table(
+        "tool_mutations",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("tool_id", sa.String(length=32), nullable=False),
+        sa.Column("agent_id", sa.String(length=32), nullable=True),
+        sa.Column("run_id", sa.String(length=32), nullable=True),
+        sa.Column("parent_version_id", sa.String(length=32), nullable=True),
+        sa.Column("parent_mutation_id", sa.String(length=32), nullable=True),
+        sa.Column("second_parent_id", sa.String(length=32), nullable=True),
+        sa.Column("evaluation_id", sa.String(length=32), nullable=True),
+        sa.Column("code", sa.Text(), nullable=False),
+        sa.Column("entrypoint", sa.String(length=200), nullable=False),
+        sa.Column("diff", sa.Text(), nullable=False),
+        sa.Column("operator", sa.String(length=100), nullable=False),
+        sa.Column("ast_hash", sa.String(length=64), nullable=True),
+        sa.Column("island", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("objectives", sa.JSON(), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_tool_mutations_agent_id_agents"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["evaluation_id"],
+            ["evaluations.id"],
+            name=op.f("fk_tool_mutations_evaluation_id_evaluations"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["parent_mutation_id"],
+            ["tool_mutations.id"],
+            name=op.f("fk_tool_mutations_parent_mutation_id_tool_mutations"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["parent_version_id"],
+            ["tool_versions.id"],
+            name=op.f("fk_tool_mutations_parent_version_id_tool_versions"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["evolution_runs.id"],
+            name=op.f("fk_tool_mutations_run_id_evolution_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["second_parent_id"],
+            ["tool_mutations.id"],
+            name=op.f("fk_tool_mutations_second_parent_id_tool_mutations"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_tool_mutations_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tool_id"],
+            ["tools.id"],
+            name=op.f("fk_tool_mutations_tool_id_tools"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_tool_mutations")),
+    )
+    op.create_index("ix_tool_mutations_run", "tool_mutations", ["run_id"], unique=False)
+    op.create_index(
+        "ix_tool_mutations_tenant_created",
+        "tool_mutations",
+        ["tenant_id", "created_at"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_tool_mutations_tenant_tool_status",
+        "tool_mutations",
+        ["tenant_id", "tool_id", "status"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_tool_mutations_tool_hash", "tool_mutations", ["tool_id", "ast_hash"], unique=False
+    )
+    op.create_table(
+        "workflow_variants",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("agent_id", sa.String(length=32), nullable=True),
+        sa.Column("parent_id", sa.String(length=32), nullable=True),
+        sa.Column("run_id", sa.String(length=32), nullable=True),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("definition", sa.JSON(), nullable=False),
+        sa.Column("operator", sa.String(length=100), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("objectives", sa.JSON(), nullable=False),
+        sa.Column("fitness", sa.Float(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["agent_id"],
+            ["agents.id"],
+            name=op.f("fk_workflow_variants_agent_id_agents"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["parent_id"],
+            ["workflow_variants.id"],
+            name=op.f("fk_workflow_variants_parent_id_workflow_variants"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["evolution_runs.id"],
+            name=op.f("fk_workflow_variants_run_id_evolution_runs"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_workflow_variants_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_variants")),
+    )
+    op.create_index(
+        "ix_workflow_variants_tenant_agent",
+        "workflow_variants",
+        ["tenant_id", "agent_id"],
+        unique=False,
+    )
+    op.create_index(
+        "ix_workflow_variants_tenant_status",
+        "workflow_variants",
+        ["tenant_id", "status"],
+        unique=False,
+    )
+
+
+def downgrade() -> None:
+    # Dropping a table drops its indexes; children before parents.
+    op.drop_table("workflow_variants")
+    op.drop_table("tool_mutations")
+    op.drop_table("test_cases")
+    op.drop_table("skill_candidates")
+    op.drop_table("llm_calls")
+    op.drop_table("episode_segments")
+    op.drop_table("usage_records")
+    op.drop_table("tool_versions")
+    op.drop_table("evolution_runs")
+    op.drop_table("event_deliveries")
+    op.drop_table("episodes")
+    op.drop_table("capability_states")
+    op.drop_table("tools")
+    op.drop_table("schedules")
+    op.drop_table("review_decisions")
+    op.drop_table("event_records")
+    op.drop_table("evaluations")
+    op.drop_table("audit_entries")
+    op.drop_table("agents")
+    op.drop_table("tenants")
+    op.drop_table("apscheduler_jobs")

@@ -1,0 +1,423 @@
+"""``AutoDev``: the facade that wires the database, event bus, engines, sandbox, LLM, gates,
+review and scheduler together.
+
+::
+
+    async with AutoDev() as autodev:                  # SQLite ./auto_dev.db, migrated
+        autodev.register_tool("slugify", code, "slugify", tests=[...])
+        @autodev.events.on_task_fail
+        async def log_failure(event): ...
+        await autodev.record_episode(agent="a1", task="...", success=False, tool_name="slugify",
+                                     inputs={"args": ["A B"]}, expected="a-b", error_trace="...")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import select
+
+from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev.config import Settings, load_settings
+from auto_dev.db import Database
+from auto_dev.engines.base import EngineContext, EvolutionRunResult, recover_interrupted_runs
+from auto_dev.engines.registry import EngineRegistry
+from auto_dev.events import Event, EventBus, SkillExecuted, TaskFailed, TaskSucceeded
+from auto_dev.gates.candidates import CandidateStore
+from auto_dev.gates.capability import Gatekeeper
+from auto_dev.gates.review import ReviewService
+from auto_dev.gates.settings import TenantSettings
+from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
+from auto_dev.sandbox.base import Case
+
+if TYPE_CHECKING:
+    from auto_dev.abc import Sandbox
+    from auto_dev.evolution.mutators import MutatorPlan
+    from auto_dev.scheduler import EvolutionScheduler
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Any], Awaitable[None] | None]
+
+
+class AutoDev:
+    """One auto-dev instance over one database, acting for one default tenant.
+
+    Everything is an in-process default that can be passed in: ``database``, ``sandbox``
+    (default: chosen by ``settings.sandbox``: Docker when usable, else the process sandbox),
+    ``llm`` (default: built from the settings; ``None`` means offline mode with the AST
+    mutator), and the engines (the built-ins plus any ``auto_dev.engines`` plugins).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        database: Database | None = None,
+        sandbox: Sandbox | None = None,
+        llm: Any = None,
+        tenant_id: str | None = None,
+        builtin_engines: bool = True,
+        load_plugins: bool = True,
+        migrate: bool = True,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.tenant_id = tenant_id or self.settings.tenant
+        self.database = database or Database(self.settings.database_url)
+        if migrate:
+            self.database.upgrade()
+        with self.database.session() as session:
+            self.database.ensure_tenant(session, self.tenant_id)
+        self.events = EventBus(
+            self.database,
+            handler_timeout_s=self.settings.event_handler_timeout_s,
+            max_attempts=self.settings.event_max_attempts,
+        )
+        self.gates = Gatekeeper()
+        self.store = CandidateStore(self.database, self.gates, bus=self.events)
+        self.review = ReviewService(self.database, self.store)
+        self._sandbox = sandbox
+        self._sandbox_reason = "passed in" if sandbox is not None else ""
+        self._owns_sandbox = sandbox is None
+        self.llm = llm if llm is not None else _llm_from_settings(
+            self.settings, self.database, self.tenant_id)
+        plan = _mutator_plan(self.settings, self.llm)
+        self.context = EngineContext(
+            database=self.database,
+            bus=self.events,
+            sandbox=_LazySandbox(self),
+            store=self.store,
+            gatekeeper=self.gates,
+            settings=self.settings,
+            tenant_id=self.tenant_id,
+            mutators=list(plan.mutators),
+            mutator_weights=list(plan.weights),
+            strategy=plan.strategy,
+            llm=self.llm,
+            skill_writer=_skill_writer(self.settings, self.llm),
+        )
+        self.engines = EngineRegistry(self.context, self.events)
+        if builtin_engines:
+            from auto_dev.engines.alpha_evolver import AlphaEvolver
+            from auto_dev.engines.memento import Memento
+
+            self.engines.register(AlphaEvolver())
+            self.engines.register(Memento())
+        if load_plugins:
+            self.engines.load_entry_points()
+        self._scheduler: EvolutionScheduler | None = None
+        self._started = False
+        if self.llm is None:
+            log.info("offline_mode", reason="no model configured; engines use the AST mutator")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> AutoDev:
+        """Release locks left by a dead process and deliver events it accepted but never
+        delivered. Idempotent."""
+        if not self._started:
+            self._started = True
+            released = recover_interrupted_runs(self.database)
+            if released:
+                log.warning("interrupted_runs_released", count=released)
+            await self.events.recover()
+        return self
+
+    async def aclose(self) -> None:
+        """Finish in-flight deliveries, then release the sandbox and the database."""
+        await self.events.drain()
+        if self._scheduler is not None:
+            await self._scheduler.shutdown()
+        if self._sandbox is not None and self._owns_sandbox:
+            await self._sandbox.aclose()
+            self._sandbox = None
+        self.database.dispose()
+
+    async def __aenter__(self) -> AutoDev:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- collaborators ----------------------------------------------------------------------------
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The sandbox, created on first use according to ``settings.sandbox``."""
+        if self._sandbox is None:
+            from auto_dev.sandbox.factory import create_sandbox
+
+            tenant = self.tenant_settings()
+            choice = create_sandbox(
+                self.settings.sandbox,
+                require_containers=tenant.require_containers,
+                image=self.settings.sandbox_image,
+                workers=self.settings.sandbox_workers,
+            )
+            self._sandbox, self._sandbox_reason = choice.sandbox, choice.reason
+            log.info("sandbox_selected", backend=self._sandbox.name, reason=choice.reason)
+        return self._sandbox
+
+    @property
+    def sandbox_reason(self) -> str:
+        return self._sandbox_reason
+
+    @property
+    def scheduler(self) -> EvolutionScheduler:
+        if self._scheduler is None:
+            from auto_dev.scheduler import EvolutionScheduler
+
+            self._scheduler = EvolutionScheduler(self)
+        return self._scheduler
+
+    def subscribe(self, event_cls: type[Event], handler: Handler, *,
+                  name: str | None = None) -> None:
+        """Call ``handler`` for every ``event_cls`` event (and subclasses)."""
+        self.events.subscribe(event_cls, handler, name=name)
+
+    # -- tenants and gates ------------------------------------------------------------------------
+
+    def tenant_settings(self, tenant_id: str | None = None) -> TenantSettings:
+        from auto_dev.models import Tenant
+
+        with self.database.session() as session:
+            tenant = session.get(Tenant, tenant_id or self.tenant_id)
+            return TenantSettings.from_raw(tenant.settings if tenant else {})
+
+    def configure_tenant(self, tenant_id: str | None = None, **changes: Any) -> TenantSettings:
+        """Change a tenant's auto-dev settings (toggles default to off). Validated first."""
+        from auto_dev.models import Tenant
+
+        tid = tenant_id or self.tenant_id
+        with self.database.session() as session:
+            tenant = self.database.ensure_tenant(session, tid)
+            merged = TenantSettings.from_raw(tenant.settings or {}).model_copy(update=changes)
+            validated = TenantSettings.model_validate(merged.model_dump())
+            row = session.get(Tenant, tid)
+            assert row is not None
+            row.settings = validated.model_dump(mode="json")
+        return validated
+
+    def set_maturity(self, agent: str, capability: str, maturity: str, *, actor: str = "admin",
+                     reason: str = "", tenant_id: str | None = None) -> None:
+        tid = tenant_id or self.tenant_id
+        with self.database.session() as session:
+            agent_row = self.database.ensure_agent(session, tid, agent)
+            self.gates.set_maturity(session, tenant_id=tid, agent_id=agent_row.id,
+                                    capability=capability, maturity=maturity, actor=actor,
+                                    reason=reason)
+
+    # -- tools ------------------------------------------------------------------------------------
+
+    def register_tool(
+        self,
+        name: str,
+        code: str,
+        entrypoint: str,
+        *,
+        description: str = "",
+        tests: Iterable[dict[str, Any] | Case] = (),
+        tenant_id: str | None = None,
+    ) -> str:
+        """Create tool ``name`` with ``code`` as its first active version and its tests."""
+        tid = tenant_id or self.tenant_id
+        cases = [t if isinstance(t, Case) else Case.from_dict(t, where=f"tests[{i}]")
+                 for i, t in enumerate(tests)]
+        with self.database.session() as session:
+            self.database.ensure_tenant(session, tid)
+            tool = self.store.register_tool(
+                session, tenant_id=tid, name=name, code=code, entrypoint=entrypoint,
+                description=description,
+            )
+            for case in cases:
+                session.add(_test_row(tid, tool.id, case, source="user"))
+            return tool.id
+
+    def add_test(self, tool_name: str, case: dict[str, Any] | Case, *, source: str = "user",
+                 tenant_id: str | None = None) -> str:
+        tid = tenant_id or self.tenant_id
+        parsed = case if isinstance(case, Case) else Case.from_dict(case, where="case")
+        with self.database.session() as session:
+            tool = _tool(session, tid, tool_name)
+            row = _test_row(tid, tool.id, parsed, source=source)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def active_code(self, tool_name: str, *, tenant_id: str | None = None) -> str:
+        tid = tenant_id or self.tenant_id
+        with self.database.session() as session:
+            tool = _tool(session, tid, tool_name)
+            version = session.scalars(
+                select(ToolVersion).where(ToolVersion.tool_id == tool.id,
+                                          ToolVersion.is_active.is_(True))
+            ).one()
+            return version.code
+
+    # -- events from the agent platform ---------------------------------------------------------
+
+    async def record_episode(
+        self,
+        *,
+        agent: str,
+        task: str,
+        success: bool,
+        tool_name: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        expected: Any = ...,
+        output: Any = None,
+        error_trace: str | None = None,
+        segments: Iterable[dict[str, Any]] = (),
+        metadata: dict[str, Any] | None = None,
+        tenant_id: str | None = None,
+    ) -> str:
+        """Store one episode and emit ``TaskFailed``/``TaskSucceeded`` in the same transaction.
+
+        ``inputs`` is ``{"args": [...], "kwargs": {...}}`` for the tool call. When ``expected``
+        is given and the tool exists, the episode also becomes a regression test of the tool.
+        """
+        tid = tenant_id or self.tenant_id
+        if not isinstance(agent, str) or not agent.strip():
+            raise ValidationError("agent", "must be a non-empty string")
+        if not isinstance(success, bool):
+            raise ValidationError("success", "must be true or false")
+        call = inputs or {}
+        case: Case | None = None
+        if expected is not ...:
+            case = Case.from_dict({**call, "expected": expected}, where="inputs")
+        elif call:
+            Case.from_dict(call, where="inputs")  # validate the shape even without expected
+        with self.database.session() as session:
+            agent_row = self.database.ensure_agent(session, tid, agent)
+            episode = Episode(
+                tenant_id=tid, agent_id=agent_row.id, task_description=task, success=success,
+                error_trace=error_trace, tool_name=tool_name,
+                details={"inputs": call, "output": output, "metadata": metadata or {},
+                         **({"expected": expected} if expected is not ... else {})},
+            )
+            session.add(episode)
+            session.flush()
+            for seq, seg in enumerate(segments):
+                session.add(EpisodeSegment(
+                    tenant_id=tid, episode_id=episode.id, seq=seq,
+                    kind=str(seg.get("kind", "tool_call")), tool_name=seg.get("tool_name"),
+                    inputs=seg.get("inputs") or {}, output=seg.get("output"),
+                    error=seg.get("error"), duration_s=seg.get("duration_s"),
+                ))
+            if case is not None and tool_name:
+                tool = session.scalars(
+                    select(Tool).where(Tool.tenant_id == tid, Tool.name == tool_name)
+                ).one_or_none()
+                if tool is not None:
+                    session.add(_test_row(tid, tool.id, case, source="episode",
+                                          episode_id=episode.id))
+            event: Event
+            if success:
+                event = TaskSucceeded(
+                    tenant_id=tid, agent_id=agent, task_description=task, tool_name=tool_name,
+                    episode_id=episode.id, inputs=call, output=output,
+                    metadata=metadata or {},
+                )
+            else:
+                event = TaskFailed(
+                    tenant_id=tid, agent_id=agent, task_description=task,
+                    error_trace=error_trace or "", tool_name=tool_name, episode_id=episode.id,
+                    inputs=call, expected=None if expected is ... else expected,
+                    metadata=metadata or {},
+                )
+            self.events.emit(session, event)
+            return episode.id
+
+    async def record_skill_execution(
+        self, *, agent: str, skill_name: str, success: bool, execution_seconds: float,
+        metadata: dict[str, Any] | None = None, tenant_id: str | None = None,
+    ) -> None:
+        """Report one execution of a skill (tool); watched versions use it to detect regressions."""
+        tid = tenant_id or self.tenant_id
+        with self.database.session() as session:
+            self.database.ensure_agent(session, tid, agent)
+            version_id = None
+            tool = session.scalars(
+                select(Tool).where(Tool.tenant_id == tid, Tool.name == skill_name)
+            ).one_or_none()
+            if tool is not None:
+                version_id = session.scalars(
+                    select(ToolVersion.id).where(ToolVersion.tool_id == tool.id,
+                                                 ToolVersion.is_active.is_(True))
+                ).one_or_none()
+            self.events.emit(session, SkillExecuted(
+                tenant_id=tid, agent_id=agent, skill_name=skill_name, success=success,
+                execution_seconds=execution_seconds, tool_version_id=version_id,
+                metadata=metadata or {},
+            ))
+
+    # -- evolution --------------------------------------------------------------------------------
+
+    async def run_cycle(self, engine: str, target: str, *, budget: int | None = None,
+                        trigger: str = "manual") -> EvolutionRunResult:
+        """Run one cycle of ``engine`` on ``target`` now."""
+        eng = self.engines.get(engine)
+        return await eng.run_cycle(target, budget or self.settings.evolution_budget,
+                                   trigger=trigger)  # type: ignore[call-arg]
+
+
+class _LazySandbox:
+    """Defers choosing the sandbox until an engine first needs it."""
+
+    name = "lazy"
+
+    def __init__(self, owner: AutoDev) -> None:
+        self._owner = owner
+
+    async def run(self, job: Any) -> Any:
+        return await self._owner.sandbox.run(job)
+
+    async def aclose(self) -> None:
+        return None
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self._owner.sandbox, item)
+
+
+def _tool(session: Any, tenant_id: str, name: str) -> Tool:
+    tool = session.scalars(
+        select(Tool).where(Tool.tenant_id == tenant_id, Tool.name == name)
+    ).one_or_none()
+    if tool is None:
+        raise NotFoundError(f"tool {name!r} does not exist in tenant {tenant_id!r}")
+    return tool
+
+
+def _test_row(tenant_id: str, tool_id: str, case: Case, *, source: str,
+              episode_id: str | None = None) -> TestCase:
+    return TestCase(
+        tenant_id=tenant_id, tool_id=tool_id, args=list(case.args), kwargs=dict(case.kwargs),
+        expected=case.expected, has_expected=case.has_expected, source=source,
+        episode_id=episode_id,
+    )
+
+
+def _llm_from_settings(settings: Settings, database: Database, tenant_id: str) -> Any:
+    """The LLM client for the configured model, or ``None`` (offline mode)."""
+    if not settings.effective_llm().configured:
+        return None
+    from auto_dev.llm.factory import build_client
+
+    return build_client(settings, database, tenant_id=tenant_id)
+
+
+def _mutator_plan(settings: Settings, llm: Any) -> MutatorPlan:
+    """AST operators offline; with a model, the LLM mutators mixed with them."""
+    from auto_dev.evolution.mutators import build_mutators
+
+    return build_mutators(settings, offline=llm is None, client=llm)
+
+
+def _skill_writer(settings: Settings, llm: Any) -> Any:
+    if llm is None:
+        return None
+    from auto_dev.llm.factory import build_skill_writer
+
+    return build_skill_writer(settings, llm)

@@ -1,0 +1,127 @@
+"""Shared fixtures: migrated databases (SQLite always, PostgreSQL when available).
+
+* ``database``: a fresh, migrated SQLite file :class:`~auto_dev.db.Database` per test. The
+  migration runs once per session into a template file that each test copies, which keeps the
+  schema created by alembic (never ``create_all``) and the fixture cheap.
+* ``database_url``: the URL of that file, for code that builds its own ``Database``.
+* ``session``: one transaction on ``database``, committed after the test.
+* ``tenant_id``: ``"t1"``, created in ``database``.
+* ``postgres_url``: a fresh, empty PostgreSQL database per test (dropped afterwards) on the server
+  named by ``AUTO_DEV_TEST_POSTGRES_URL`` (default: the local socket, see
+  ``.ci/setup-postgres.sh``). Skips when the server is unreachable, fails instead when
+  ``AUTO_DEV_REQUIRE_POSTGRES=1``. Mark such tests ``@pytest.mark.postgres``.
+* ``postgres_database``: a fresh, migrated PostgreSQL :class:`Database` per test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session
+
+from auto_dev.db import Database
+from tests._services import require_service
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg:///autodev_test?host=/var/run/postgresql"
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("db-template") / "template.db"
+    template = Database(f"sqlite:///{path}")
+    template.upgrade()
+    template.dispose()  # checkpoints the WAL into the main file, so copying it is enough
+    return path
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, _sqlite_template: Path) -> str:
+    target = tmp_path / "auto_dev.db"
+    shutil.copyfile(_sqlite_template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def session(database: Database) -> Iterator[Session]:
+    with database.session() as s:
+        yield s
+
+
+@pytest.fixture
+def tenant_id(database: Database) -> str:
+    with database.session() as s:
+        database.ensure_tenant(s, "t1")
+    return "t1"
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def _postgres_base_url() -> URL:
+    return make_url(os.environ.get("AUTO_DEV_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+
+
+@pytest.fixture(scope="session")
+def _postgres_admin() -> Iterator[tuple[URL | None, str]]:
+    """(URL of the configured database, "") when the server answers, else (None, why)."""
+    url = _postgres_base_url()
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        yield None, "psycopg is not installed"
+        return
+    engine = create_engine(url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not available here"
+        yield None, f"cannot connect to {url.render_as_string(hide_password=True)}: {exc}"
+        return
+    finally:
+        engine.dispose()
+    yield url, ""
+
+
+def _admin_execute(url: URL, statement: str) -> None:
+    # CREATE/DROP DATABASE cannot run inside a transaction.
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(_postgres_admin: tuple[URL | None, str]) -> Iterator[str]:
+    admin, why = _postgres_admin
+    require_service("PostgreSQL", "AUTO_DEV_REQUIRE_POSTGRES", admin is not None, why)
+    assert admin is not None
+    name = f"autodev_t_{uuid.uuid4().hex[:12]}"
+    _admin_execute(admin, f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        _admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_database(postgres_url: str) -> Iterator[Database]:
+    db = Database(postgres_url)
+    db.upgrade()
+    yield db
+    db.dispose()

@@ -1,0 +1,96 @@
+"""Scripted stand-ins for the search tests.
+
+The fake sandbox never executes candidate code: a *judge* decides each case's outcome from the
+code text (e.g. "passes when the code contains `a + b`"), which is enough to drive the search
+deterministically and instantly.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+from auto_dev.abc import Mutator, Sandbox
+from auto_dev.evolution.program import MutationContext, Program, Proposal
+from auto_dev.sandbox.base import Case, CaseResult, CaseStatus, SandboxJob, SandboxResult
+
+Judge = Callable[[str, Case], bool]
+
+
+def normalised(code: str) -> str:
+    """The code as ``ast.unparse`` writes it (so judges can match on canonical text)."""
+    return ast.unparse(ast.parse(code))
+
+
+class ScriptedSandbox(Sandbox):
+    """Decides each case with ``judge(canonical_code, case)``; records every job it receives."""
+
+    name: ClassVar[str] = "scripted"
+
+    def __init__(self, judge: Judge, *, latency: Callable[[str], float] | None = None) -> None:
+        self.judge = judge
+        self.latency = latency or (lambda code: 0.001)
+        self.jobs: list[SandboxJob] = []
+
+    async def run(self, job: SandboxJob) -> SandboxResult:
+        self.jobs.append(job)
+        code = normalised(job.code)
+        cases = []
+        for index, case in enumerate(job.cases):
+            ok = self.judge(code, case)
+            cases.append(CaseResult(
+                index=index,
+                status=CaseStatus.OK if ok else CaseStatus.WRONG_ANSWER,
+                output=case.expected if ok else None,
+                duration_s=self.latency(code),
+                peak_memory_kb=1000,
+            ))
+        return SandboxResult(backend=self.name, cases=tuple(cases), total=len(job.cases))
+
+
+def contains(*fragments: str) -> Judge:
+    """Judge: every case passes exactly when the canonical code contains all ``fragments``."""
+
+    def judge(code: str, case: Case) -> bool:
+        return all(f in code for f in fragments)
+
+    return judge
+
+
+class ListMutator(Mutator):
+    """Returns scripted proposals in order, ``max_proposals`` at a time."""
+
+    name: ClassVar[str] = "scripted"
+
+    def __init__(self, codes: Sequence[str], operator: str = "scripted.fixed") -> None:
+        self.codes = list(codes)
+        self.operator = operator
+        self.calls = 0
+
+    async def mutate(self, parent: Program, context: MutationContext) -> list[Proposal]:
+        self.calls += 1
+        take, self.codes = self.codes[: context.max_proposals], self.codes[context.max_proposals :]
+        return [
+            Proposal(code=c, entrypoint=parent.entrypoint, operator=self.operator,
+                     parent_ids=(parent.id,) if parent.id else ())
+            for c in take
+        ]
+
+
+class CountingMutator(Mutator):
+    """An instant mutator: every proposal is a new distinct program (a changed constant)."""
+
+    name: ClassVar[str] = "counting"
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    async def mutate(self, parent: Program, context: MutationContext) -> list[Proposal]:
+        out = []
+        for _ in range(context.max_proposals):
+            self.n += 1
+            code = f"def f(x):\n    return x + {self.n}\n"
+            out.append(Proposal(code=code, entrypoint=parent.entrypoint, operator="count",
+                                parent_ids=(parent.id,) if parent.id else ()))
+        return out
