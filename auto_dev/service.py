@@ -412,7 +412,7 @@ def _mutator_plan(settings: Settings, llm: Any) -> MutatorPlan:
     """AST operators offline; with a model, the LLM mutators mixed with them."""
     from auto_dev.evolution.mutators import build_mutators
 
-    return build_mutators(settings, offline=llm is None, client=llm)
+    return build_mutators(settings, client=llm)
 
 
 def _skill_writer(settings: Settings, llm: Any) -> Any:

@@ -105,7 +105,7 @@ def _docker_run_argv(config: DockerSandboxConfig, uid: int) -> list[str]:
         "--ulimit", f"nofile={config.open_files}:{config.open_files}", "--log-driver", "none",
         "--user", f"{uid}:{uid}", "--workdir", SCRATCH_DIR, "--hostname", "sandbox",
         "--label", "auto-dev.benchmark=1",
-        config.image, "python3", "-I", "-c", BOOTSTRAP,
+        config.image, "python3", "-I", "-S", "-B", "-c", BOOTSTRAP,
     ]
 
 

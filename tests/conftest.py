@@ -11,6 +11,10 @@
   ``.ci/setup-postgres.sh``). Skips when the server is unreachable, fails instead when
   ``AUTO_DEV_REQUIRE_POSTGRES=1``. Mark such tests ``@pytest.mark.postgres``.
 * ``postgres_database``: a fresh, migrated PostgreSQL :class:`Database` per test.
+
+Logging is configured once for the session (plain console lines at warning and above), as the
+CLI does: unconfigured structlog renders every logged exception as a rich traceback with locals,
+which costs about half a second each.
 """
 
 from __future__ import annotations
@@ -27,9 +31,15 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from auto_dev.db import Database
+from auto_dev.logging import configure_logging
 from tests._services import require_service
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg:///autodev_test?host=/var/run/postgresql"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plain_logging() -> None:
+    configure_logging(level="warning", fmt="console")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import sqlite3
+import string
 import subprocess
 import sys
 import textwrap
@@ -82,7 +83,10 @@ async def bus(database: Database) -> AsyncIterator[EventBus]:
 # -- strategies ------------------------------------------------------------------------------
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=16)
-_ident = st.text(min_size=1, max_size=16).filter(lambda s: bool(s.strip()) and s.isprintable())
+# Letters, digits, punctuation and symbols are all printable: no filter needed (filters are slow).
+_ident = st.text(
+    alphabet=st.characters(whitelist_categories=("L", "N", "P", "S")), min_size=1, max_size=16
+)
 _json = st.recursive(
     st.none()
     | st.booleans()
@@ -101,7 +105,9 @@ _when = st.datetimes(
     ),
 )
 _common: dict[str, Any] = {
-    "event_id": st.from_regex(r"[0-9A-Za-z_-]{1,32}", fullmatch=True),
+    "event_id": st.text(
+        alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=32
+    ),
     "tenant_id": _ident,
     "occurred_at": _when,
 }
@@ -316,13 +322,13 @@ class TestEventValidation:
 class TestEventProperties:
     """Hypothesis properties of payload round trips."""
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(event=_events)
     def test_valid_events_round_trip_through_json(self, event: Event) -> None:
         """to_payload -> JSON text -> from_payload gives back an equal event."""
         assert _round_trip(event) == event
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=150, deadline=None)
     @given(event=_events, data=st.data())
     def test_damaged_payloads_round_trip_or_are_refused(self, event: Event, data: Any) -> None:
         """A payload with one field dropped or replaced by junk parses to a valid event or raises
@@ -504,6 +510,22 @@ class TestEmit:
         await asyncio.to_thread(work)
         await bus.drain()
         assert seen == [event.event_id]
+
+    async def test_many_events_in_one_transaction(self, database: Database) -> None:
+        """More events than one claim batch, committed together, are all delivered."""
+        bus = EventBus(database, batch_size=5)
+        seen: list[str] = []
+        bus.subscribe(TaskFailed, lambda e: seen.append(e.event_id), name="a")
+        bus.subscribe(TaskFailed, lambda e: seen.append(e.event_id), name="b")
+        await bus.start(poll_interval_s=60)
+        events = [_failed() for _ in range(12)]
+        with database.session() as s:
+            for event in events:
+                bus.emit(s, event)
+        await bus.drain()
+        assert sorted(seen) == sorted(e.event_id for e in events for _ in "ab")
+        assert bus.stats()["delivered"] == 24
+        await bus.aclose()
 
     async def test_duplicates_and_reused_ids(self, database: Database, bus: EventBus) -> None:
         """Publishing the same event twice delivers it once; reusing its id elsewhere is refused."""
@@ -709,6 +731,21 @@ class TestDurability:
         await bus.drain()
         assert seen == []
         assert await bus.recover() == 1
+        assert seen == [event.event_id]
+        await bus.aclose()
+
+    async def test_poller_picks_up_stale_pending_deliveries(self, database: Database) -> None:
+        """A started bus delivers, without recover(), deliveries whose dispatch never happened."""
+        bus = EventBus(database, stale_after_s=0.1)
+        seen: list[str] = []
+        bus.subscribe(TaskFailed, lambda e: seen.append(e.event_id), name="recorder")
+        await bus.start(poll_interval_s=0.05)
+        event = _failed()
+        await bus.publish(event, dispatch=False)  # as if the dispatch were lost
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
         assert seen == [event.event_id]
         await bus.aclose()
 

@@ -32,7 +32,7 @@ TOOLS: list[dict[str, Any]] = [
     },
     {
         "name": "clamp",
-        "description": "Limit a value to the closed range [low, high].",
+        "description": "Limit a value to the closed range low..high.",
         "entrypoint": "clamp",
         "code": (
             "def clamp(value, low, high):\n"

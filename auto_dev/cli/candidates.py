@@ -63,9 +63,10 @@ def list_candidates(
         rows = review_service().list_candidates(tid, kind=kind, statuses=statuses, limit=limit)
     title = f"candidates of tenant {tid}" + ("" if show_all or status else " awaiting review")
     table = Table(title=title)
-    for column in ("id", "kind", "status", "target", "operator", "agent", "pass rate",
-                   "created"):
+    table.add_column("id", no_wrap=True)
+    for column in ("kind", "status", "target", "operator", "agent", "pass rate"):
         table.add_column(column)
+    table.add_column("created (UTC)", no_wrap=True)
     for row in rows:
         table.add_row(row.id[:12], row.kind, row.status, row.target, row.operator,
                       row.agent or "-", _fmt(row.objectives.get("pass_rate")),

@@ -26,14 +26,19 @@ def demo(
 ) -> None:
     """Run the end-to-end story on embedded defaults (SQLite file, process sandbox, offline)."""
     import asyncio
+    import os
     import time
 
     from rich.console import Console
 
     from auto_dev.cli._common import configure, errors
+    from auto_dev.logging import configure_logging
 
     console = Console()
     settings = configure()
+    if "AUTO_DEV_LOG_LEVEL" not in os.environ:
+        # The story shows every gate decision in a table; log lines would only interleave.
+        configure_logging("error", settings.log_format)
     started = time.perf_counter()
     with errors():
         summary = asyncio.run(_story(console, settings, tenant, budget))

@@ -8,33 +8,18 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from auto_dev.cli._common import EXIT_BAD_INPUT, configure, errors, fail
 
 if TYPE_CHECKING:
     from auto_dev.config import Settings
     from auto_dev.db import Database
 
 app = typer.Typer(no_args_is_help=True, help="The LLM layer: status and spend.")
-
-
-def _settings() -> Settings:
-    from auto_dev._exceptions import ConfigurationError
-    from auto_dev.config import load_settings
-
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        _fail(f"configuration error: {exc}")
-        raise  # unreachable: _fail exits
-
-
-def _fail(message: str) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def _ledger_database(settings: Settings) -> Database | None:
@@ -44,6 +29,11 @@ def _ledger_database(settings: Settings) -> Database | None:
 
     try:
         database = Database(settings.database_url)
+        if database.is_sqlite and not database.is_memory:
+            # Do not create an empty database file just to find it has no ledger.
+            path = database.url.database or ""
+            if not path.startswith("file:") and not Path(path).exists():
+                return None
         if database.current_revision() is None:
             return None
         return database
@@ -59,12 +49,11 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from auto_dev._exceptions import ConfigurationError
     from auto_dev.llm import ledger
     from auto_dev.llm.breaker import CircuitBreaker
     from auto_dev.llm.deployments import parse_deployments
 
-    settings = _settings()
+    settings = configure()
     llm = settings.effective_llm()
     console = Console()
     if not llm.configured:
@@ -76,11 +65,8 @@ def status(
                 "file named by AUTO_DEV_CONFIG); engines use the AST mutator."
             )
         return
-    try:
+    with errors():
         table = parse_deployments(llm)
-    except ConfigurationError as exc:
-        _fail(str(exc))
-        return
     database = _ledger_database(settings)
     history: dict[str, list[tuple[float, bool]]] = {}
     if database is not None:
@@ -141,19 +127,17 @@ def spend(
     from auto_dev.llm import ledger
     from auto_dev.llm.budget import BudgetGuard
 
-    settings = _settings()
+    settings = configure()
     since = ledger.utc_day_start()
     if day is not None:
         try:
             parsed = date.fromisoformat(day)
         except ValueError:
-            _fail(f"--date: {day!r} is not a YYYY-MM-DD date")
-            return
+            fail(f"--date: {day!r} is not a YYYY-MM-DD date", code=EXIT_BAD_INPUT)
         since = datetime(parsed.year, parsed.month, parsed.day, tzinfo=UTC)
     database = _ledger_database(settings)
     if database is None:
-        _fail(f"no auto-dev database at {settings.database_url}: run `auto-dev init` first")
-        return
+        fail(f"no auto-dev database at {settings.database_url}: run `auto-dev init` first")
     rows = ledger.spend(database, since=since, until=since + timedelta(days=1), tenant_id=tenant)
     guard = BudgetGuard(database, settings.effective_llm())
     tenants = sorted({r.tenant_id for r in rows} | ({tenant} if tenant else set()))

@@ -73,9 +73,13 @@ class Memento(BaseLearningEngine):
     subscriptions = (TaskFailed,)
 
     def __init__(self, *, min_group_size: int = 2, window: timedelta = timedelta(days=7),
-                 event_budget: int = 150, rng_seed: int = 0) -> None:
+                 event_budget: int = 150, rng_seed: int = 0,
+                 learn_from_tool_failures: bool = False) -> None:
+        """``learn_from_tool_failures``: also react to failures of registered tools (by default
+        those are AlphaEvolver's job, and Memento learns where no tool did the task)."""
         if min_group_size < 1:
             raise ValidationError("min_group_size", "must be at least 1")
+        self.learn_from_tool_failures = learn_from_tool_failures
         self.min_group_size = min_group_size
         self.window = window
         self.event_budget = event_budget
@@ -87,6 +91,9 @@ class Memento(BaseLearningEngine):
     async def handle_event(self, event: Event) -> None:
         """Once a failure pattern repeats often enough (and has no open candidate), learn."""
         if not isinstance(event, TaskFailed) or event.tenant_id != self.context.tenant_id:
+            return
+        if event.tool_name and not self.learn_from_tool_failures and self._tool_id(
+                event.tool_name) is not None:
             return
         target = event.tool_name or f"task:{failure_signature(None, event.error_trace)}"
         group = self.failure_group(target)

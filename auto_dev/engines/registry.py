@@ -74,7 +74,7 @@ class EngineRegistry:
         if engine is None:
             raise EngineError(f"no engine named {name!r} is registered")
         for cls in engine.subscriptions:
-            self._bus.unsubscribe(cls, f"engine:{name}")
+            self._bus.unsubscribe(f"engine:{name}", cls)
 
     def get(self, name: str) -> BaseLearningEngine:
         try:

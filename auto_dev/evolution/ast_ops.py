@@ -135,6 +135,7 @@ class _Enumerator:
         self.edits: list[Edit] = []
         self._local_cache: dict[int, list[str]] = {}
         self.docstrings: set[int] = set()
+        self._literal_cache: list[Any] | None = None
         for node in ast.walk(tree):
             if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 first = node.body[0] if node.body else None
@@ -157,6 +158,20 @@ class _Enumerator:
         description: str,
     ) -> None:
         self.edits.append(Edit(op, path, kind, node, line, rank, description))
+
+    def _literals(self) -> list[Any]:
+        """Number and short string literals of the program, most frequent first (cached)."""
+        if self._literal_cache is None:
+            counts: dict[tuple[type, Any], int] = {}
+            for node in ast.walk(self.tree):
+                if isinstance(node, ast.Constant) and id(node) not in self.docstrings:
+                    v = node.value
+                    if isinstance(v, int | float | str) and not (isinstance(v, str)
+                                                                and len(v) > 12):
+                        counts[(type(v), v)] = counts.get((type(v), v), 0) + 1
+            ranked = sorted(counts.items(), key=lambda item: -item[1])
+            self._literal_cache = [v for (_, v), _ in ranked[:8]]
+        return self._literal_cache
 
     def run(self) -> list[Edit]:
         self._visit(self.tree, (), None, 0, in_fstring=False)
@@ -271,6 +286,8 @@ class _Enumerator:
             alts = [value + 1.0, value - 1.0, 0.0, 1.0, -value]
         elif isinstance(value, str):
             alts = [" "] if value == "" else ([""] if value.isspace() or len(value) == 1 else [])
+        # A constant copied from elsewhere in the program (`% 3` where `% 5` was meant).
+        alts += [c for c in self._literals() if type(c) is type(value)]
         seen: list[Any] = []
         for alt in alts:
             if _same_constant(alt, value) or any(_same_constant(alt, s) for s in seen):
@@ -303,6 +320,15 @@ class _Enumerator:
                 self.add("builtin_swap", (*path, ("func", None)), "replace",
                          ast.Attribute(value=func.value, attr=alt, ctx=ast.Load()), line, rank,
                          f"line {line}: .{func.attr}() -> .{alt}()")
+        if isinstance(func, ast.Attribute) and len(node.args) == 1 and plain_args and (
+            ast.dump(func.value) != ast.dump(node.args[0])
+        ):
+            # `word.join(sep)` for `sep.join(word)`: receiver and argument swapped.
+            flipped = ast.Call(func=ast.Attribute(value=node.args[0], attr=func.attr,
+                                                  ctx=ast.Load()),
+                               args=[func.value], keywords=node.keywords)
+            self.add("arg_swap", path, "replace", flipped, line, 0,
+                     f"line {line}: swap receiver and argument of .{func.attr}()")
         if plain_args and len(node.args) >= 2:
             n = min(len(node.args), 5)
             rank = 0

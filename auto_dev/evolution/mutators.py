@@ -153,6 +153,8 @@ class AstMutator(Mutator):
         n_lines = len(parent.code.splitlines())
         order = prioritise(edits, context.failing_cases, self.weights, n_lines)
         state = _ParentState(tree=tree, order=order)
+        # A compound can undo itself (+ -> - -> +): the parent's own text is never proposed.
+        state.emitted.add(ast.unparse(tree) + "\n")
         self._states[parent.code] = state
         while len(self._states) > self.cache_size:
             self._states.popitem(last=False)
@@ -341,7 +343,9 @@ class MutatorPlan:
     strategy: str
 
 
-def build_mutators(settings: Settings | None = None, *, offline: bool = False) -> MutatorPlan:
+def build_mutators(
+    settings: Settings | None = None, *, offline: bool = False, client: Any = None
+) -> MutatorPlan:
     """The mutators for ``settings``: the LLM mutators when a model is configured, else AST.
 
     This is the seam for the LLM layer: when ``settings.effective_llm().configured`` and
@@ -362,7 +366,8 @@ def build_mutators(settings: Settings | None = None, *, offline: bool = False) -
         log.warning("mutators.llm_unavailable", error=str(exc))
         return MutatorPlan((ast_mutator,), (1.0,),
                            f"offline: AST repair operators (LLM layer unavailable: {exc})")
-    client = factory.build_client(settings)
+    if client is None:  # callers that already hold a client (the AutoDev facade) pass it in
+        client = factory.build_client(settings)
     llm_mutators = [m for m in factory.build_mutators(settings, client) if m.name != "ast"]
     if not llm_mutators:
         return MutatorPlan((ast_mutator,), (1.0,), "offline: AST repair operators")

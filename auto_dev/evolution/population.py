@@ -73,6 +73,11 @@ class Population:
         self.archive_rate = archive_rate
         self.tournament = max(1, tournament)
         self.islands: list[list[Program]] = [[] for _ in range(n_islands)]
+        #: Infeasible programs worth exploring from: they break a case their parent passed but
+        #: pass more cases overall. Never the best; sampled now and then as a parent, which is
+        #: how two-edit repairs whose first edit alone regresses are found.
+        self.stones: list[Program] = []
+        self.stone_capacity = 8
         self.archive: dict[Cell, Program] = {}
         self._reference_size: float | None = None
         self._best: Program | None = None
@@ -125,6 +130,22 @@ class Population:
         if incumbent is None or fitness_key(program) > fitness_key(incumbent):
             self.archive[cell] = program
         return admitted
+
+    def add_stone(self, program: Program) -> bool:
+        """Keep ``program`` as a stepping stone (bounded; the most cases passed are kept)."""
+        if any(stone.code == program.code for stone in self.stones):
+            return False
+        self.stones.append(program)
+        self.stones.sort(key=lambda p: -len(p.passed_cases))
+        del self.stones[self.stone_capacity :]
+        return program in self.stones
+
+    def sample_stone(self) -> Program | None:
+        """A stepping stone, favouring those that pass the most cases (None when there are none)."""
+        if not self.stones:
+            return None
+        index = min(int(self.rng.random() ** 2 * len(self.stones)), len(self.stones) - 1)
+        return self.stones[index]
 
     def cell(self, program: Program) -> Cell:
         """MAP-Elites descriptor: (code size relative to the first program, latency decade)."""

@@ -65,6 +65,7 @@ class CandidateRecord:
     passed_cases: frozenset[int] = frozenset()
     evaluation: int = 0  # 1-based sandbox evaluation number; 0 when filtered
     seconds: float = 0.0  # sandbox wall time spent on this candidate
+    stepping_stone: bool = False  # regressed, but kept to explore from (never the best)
 
     @property
     def operator(self) -> str:

@@ -29,7 +29,7 @@ import random
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -78,6 +78,7 @@ class SearchConfig:
     max_idle_steps: int = 60
     continue_after_solved: bool = False
     adaptive_timeout: bool = True
+    stone_rate: float = 0.25
     float_tolerance: float = 1e-6
     keep_candidate_stats: bool = True
     feedback_cases: int = 4
@@ -91,6 +92,8 @@ class SearchConfig:
                      "feedback_cases"):
             if int(getattr(self, name)) < 0:
                 raise ValidationError(f"config.{name}", "must not be negative")
+        if not 0 <= self.stone_rate <= 1:
+            raise ValidationError("config.stone_rate", "must be between 0 and 1")
         if not 0 <= self.float_tolerance < 1:
             raise ValidationError("config.float_tolerance", "must be in [0, 1)")
 
@@ -103,7 +106,6 @@ class _Candidate:
     id: str
     quick: tuple[int, ...] = ()
     record: CandidateRecord | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class EvolutionSearch:
@@ -181,6 +183,7 @@ class EvolutionSearch:
         self._operator_stats: dict[str, OperatorStats] = {}
         self._stats: list[CandidateStat] = []
         self._best_record: CandidateRecord | None = None
+        self._seed_passed: frozenset[int] = frozenset()
         self._started = 0.0
 
     # --- the loop -------------------------------------------------------------------------------
@@ -202,6 +205,8 @@ class EvolutionSearch:
             step += 1
             self.population.maybe_migrate(step)
             parent = self.population.sample_parent(island)
+            if self.population.stones and self._rng_select.random() < cfg.stone_rate:
+                parent = self.population.sample_stone() or parent
             mutator = self._pick_mutator()
             room = min(cfg.batch_size, self.budget - self._evaluations)
             context = MutationContext(
@@ -242,6 +247,7 @@ class EvolutionSearch:
             passed_cases=passed, generation=0, island=0,
         )
         self._remember_feedback(seed, result)
+        self._seed_passed = passed
         digest = normalized_hash(seed.code)
         if digest is not None:
             self._dedup.add(digest)
@@ -350,6 +356,9 @@ class EvolutionSearch:
         number = self._evaluations
         code, parent = candidate.proposal.code, candidate.parent
         all_cases = tuple(range(len(self.cases)))
+        # No case the parent passed may break, nor any the seed passed (a stepping stone's
+        # children must win those back before they count).
+        required = parent.passed_cases | self._seed_passed
         started = time.perf_counter()
         stage = "full"
         status: CandidateStatus | None = None
@@ -357,11 +366,10 @@ class EvolutionSearch:
         if candidate.quick:
             quick = await self._run(code, candidate.quick, self._candidate_limits)
             passed_quick = quick.passed_indices() if quick.error is None else frozenset()
-            broken = [i for i in candidate.quick if i in parent.passed_cases
-                      and i not in passed_quick]
+            broken = [i for i in candidate.quick if i in required and i not in passed_quick]
             gained = [i for i in candidate.quick if i not in parent.passed_cases
                       and i in passed_quick]
-            if broken:
+            if broken and len(gained) <= len(broken):
                 status, stage, result = CandidateStatus.REGRESSED, "quick", quick
                 reason = f"breaks case(s) {broken} the parent passed (quick stage)"
             elif not gained and not self.config.continue_after_solved:
@@ -375,11 +383,16 @@ class EvolutionSearch:
             result = await self._run(code, all_cases, self._candidate_limits)
         seconds = time.perf_counter() - started
         passed = result.passed_indices() if result.error is None else frozenset()
+        stone = False
         if status is None:
-            broken_set = parent.passed_cases - passed
+            broken_set = required - passed
             if broken_set:
                 status = CandidateStatus.REGRESSED
                 reason = f"breaks case(s) {sorted(broken_set)[:8]} the parent passed"
+                stone = (len(passed) > len(parent.passed_cases)
+                         and len(passed) > len(self._seed_passed))
+                if stone:
+                    reason += "; kept as a stepping stone (passes more cases overall)"
             elif len(passed) == len(all_cases):
                 status, reason = CandidateStatus.PASSED, "passes every case"
             elif passed > parent.passed_cases:
@@ -388,16 +401,15 @@ class EvolutionSearch:
             else:
                 status, reason = CandidateStatus.NO_GAIN, "passes the same cases as its parent"
         if status is CandidateStatus.REGRESSED:
-            for i in parent.passed_cases - passed:
+            for i in required - passed:
                 if any(c.index == i for c in result.cases):
                     self._catches[i] += 1
+        ran = {c.index for c in result.cases}
         scores = self.fitness.score(result, code, llm_cost_usd=_cost(candidate.proposal),
-                                    baseline_passed=parent.passed_cases & {
-                                        c.index for c in result.cases})
+                                    baseline_passed=required & ran)
         candidate.record = self._record(candidate, status, stage, reason, result=result,
                                         scores=scores, passed=passed, evaluation=number,
-                                        seconds=seconds)
-        candidate.extra["full_passed"] = passed
+                                        seconds=seconds, stone=stone)
 
     async def _accept(self, candidate: _Candidate, record: CandidateRecord) -> None:
         stats = self._operator_stats[record.operator]
@@ -411,6 +423,15 @@ class EvolutionSearch:
             stats.improved += 1
         if record.status is CandidateStatus.PASSED:
             stats.passed += 1
+        if record.stepping_stone:
+            stone = Program(code=record.proposal.code, entrypoint=self.seed.entrypoint,
+                            id=record.id, scores=record.objectives,
+                            passed_cases=record.passed_cases, generation=record.generation,
+                            island=record.island)
+            if self.population.add_stone(stone) and record.result is not None:
+                self._parents[record.id] = record.parent_ids[0] if record.parent_ids else ""
+                self._remember_feedback(stone, record.result)
+            return
         keep = record.status.accepted or (
             self.config.continue_after_solved and record.status is CandidateStatus.NO_GAIN
             and record.stage == "full"
@@ -461,6 +482,7 @@ class EvolutionSearch:
         self, candidate: _Candidate, status: CandidateStatus, stage: str, reason: str, *,
         result: SandboxResult | None = None, scores: dict[str, float] | None = None,
         passed: frozenset[int] = frozenset(), evaluation: int = 0, seconds: float = 0.0,
+        stone: bool = False,
     ) -> CandidateRecord:
         parent = candidate.parent
         parent_ids = candidate.proposal.parent_ids or ((parent.id,) if parent.id else ())
@@ -468,7 +490,7 @@ class EvolutionSearch:
             id=candidate.id, proposal=candidate.proposal, parent_ids=parent_ids,
             mutator=candidate.mutator, island=parent.island, generation=parent.generation + 1,
             status=status, stage=stage, reason=reason, result=result, objectives=scores or {},
-            passed_cases=passed, evaluation=evaluation, seconds=seconds,
+            passed_cases=passed, evaluation=evaluation, seconds=seconds, stepping_stone=stone,
         )
 
     def _count(self, record: CandidateRecord) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from auto_dev._exceptions import ValidationError
 from auto_dev.models import SkillCandidate, ToolMutation, WorkflowVariant
@@ -23,7 +24,8 @@ class CandidateKind(enum.StrEnum):
     WORKFLOW_VARIANT = "workflow_variant"
 
 
-MODELS: dict[CandidateKind, type[Candidate]] = {
+#: Typed ``Any`` on purpose: a union of model classes makes every ORM call return ``Base``.
+MODELS: dict[CandidateKind, Any] = {
     CandidateKind.TOOL_MUTATION: ToolMutation,
     CandidateKind.SKILL_CANDIDATE: SkillCandidate,
     CandidateKind.WORKFLOW_VARIANT: WorkflowVariant,

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 #: ToolVersion.source values, and which candidate table a version's source_id points into.
-SOURCE_MODELS: dict[str, type[ToolMutation] | type[SkillCandidate]] = {
+SOURCE_MODELS: dict[str, Any] = {
     "mutation": ToolMutation,
     "skill": SkillCandidate,
 }
@@ -140,8 +140,8 @@ def never_passes(session: Session, candidate: Candidate) -> str | None:
         return f"the code does not parse ({tree})"
     if is_trivial(tree):
         return "the code is empty or comment-only"
-    parent = parent_code(session, candidate)
-    if parent is not None and normalized_hash(parent) == normalized_hash(candidate.code):
+    base = parent_code(session, candidate)
+    if base is not None and normalized_hash(base) == normalized_hash(candidate.code):
         return "the code is identical to its parent's"
     return None
 

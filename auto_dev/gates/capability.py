@@ -268,7 +268,8 @@ class Gatekeeper(MaturityMixin):
                             f"{counts['tenant']}/{settings.daily_candidates_per_tenant}",
                             maturity=maturity, required=required, counts=counts)
             if agent_id is not None and counts["agent"] >= settings.daily_candidates_per_agent:
-                return deny(f"daily candidate limit reached for agent {agent.key!r}: "
+                key = agent.key if agent is not None else agent_ref
+                return deny(f"daily candidate limit reached for agent {key!r}: "
                             f"{counts['agent']}/{settings.daily_candidates_per_agent}",
                             maturity=maturity, required=required, counts=counts)
         elif action == PROMOTE:

@@ -46,12 +46,12 @@ class GraduationSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    min_verified_successes: int = Field(10, ge=1, le=1_000_000)
-    promote_lower_bound: float = Field(0.8, gt=0.0, le=1.0)
-    demote_lower_bound: float = Field(0.3, ge=0.0, lt=1.0)
-    min_samples_for_demotion: int = Field(10, ge=1, le=1_000_000)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    window: int = Field(200, ge=1, le=100_000)
+    min_verified_successes: int = Field(default=10, ge=1, le=1_000_000)
+    promote_lower_bound: float = Field(default=0.8, gt=0.0, le=1.0)
+    demote_lower_bound: float = Field(default=0.3, ge=0.0, lt=1.0)
+    min_samples_for_demotion: int = Field(default=10, ge=1, le=1_000_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    window: int = Field(default=200, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _ordered(self) -> GraduationSettings:
@@ -75,16 +75,16 @@ class TenantSettings(BaseModel):
     #: Toggles for capabilities beyond the built-ins (custom engines), e.g. {"acme.lint": true}.
     capabilities: dict[str, StrictBool] = Field(default_factory=dict)
     # Daily limits (UTC days). 0 means none at all.
-    daily_candidates_per_agent: int = Field(50, ge=0, le=1_000_000)
-    daily_candidates_per_tenant: int = Field(500, ge=0, le=10_000_000)
-    daily_promotions_per_tenant: int = Field(10, ge=0, le=1_000_000)
+    daily_candidates_per_agent: int = Field(default=50, ge=0, le=1_000_000)
+    daily_candidates_per_tenant: int = Field(default=500, ge=0, le=10_000_000)
+    daily_promotions_per_tenant: int = Field(default=10, ge=0, le=1_000_000)
     #: Refuse to evaluate candidates anywhere but in containers (no process-sandbox fallback).
     require_containers: StrictBool = False
     #: Maturity assumed for tenant-level requests (no agent); student = nothing maturity-gated.
     tenant_maturity: Maturity = Maturity.STUDENT
     #: Per-tenant LLM budget in USD per UTC day (None: the global setting applies).
-    daily_budget_usd: float | None = Field(None, ge=0)
-    graduation: GraduationSettings = Field(default_factory=GraduationSettings)
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    graduation: GraduationSettings = Field(default_factory=lambda: GraduationSettings())
 
     @field_validator("tenant_maturity", mode="before")
     @classmethod

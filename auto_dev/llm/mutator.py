@@ -89,7 +89,12 @@ def apply_answer(parent_code: str, entrypoint: str, answer: str) -> tuple[str, s
     blocks = parse_blocks(answer)  # raises DiffError for a malformed block
     if blocks:
         return apply_blocks(parent_code, blocks), "diff"
-    return extract_code(answer, entrypoint), "rewrite"
+    try:
+        return extract_code(answer, entrypoint), "rewrite"
+    except DiffError:
+        # No block defines the entry point: take the code anyway, so the static checks can say
+        # precisely what is wrong with it (comment-only, entry point renamed...).
+        return extract_code(answer), "rewrite"
 
 
 class LLMMutator(Mutator):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -44,9 +44,9 @@ ALLOWED_TRANSITIONS: dict[CandidateStatus, frozenset[CandidateStatus]] = {
 }
 
 
-class _CandidateMixin:
-    status: Mapped[str]
-    updated_at: Mapped[datetime]
+class _CandidateMixin(Protocol):
+    status: str
+    updated_at: datetime
 
 
 def transition(candidate: _CandidateMixin, new: CandidateStatus | str) -> None:

@@ -46,7 +46,6 @@ from auto_dev.sandbox._docker_worker import (
 log = structlog.get_logger(__name__)
 
 _SPAWN_RETRIES = (0.2, 1.0)  # backoff between attempts to start a replacement
-_PING_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +130,7 @@ class ContainerPool:
         self._api: Any = None
         self._idle: asyncio.Queue[Worker | _Vacancy | object] = asyncio.Queue()
         self._workers: set[Worker] = set()
+        self._lent: set[Worker] = set()
         self._uids: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seq = itertools.count(1)
@@ -152,7 +152,18 @@ class ContainerPool:
 
     @property
     def container_ids(self) -> list[str]:
+        """Every live container of the pool (idle, lent out or one-off)."""
         return sorted(w.container_id for w in self._workers)
+
+    @property
+    def uids(self) -> set[int]:
+        """The user ids of the live containers (each container has its own)."""
+        return {w.uid for w in self._workers}
+
+    @property
+    def busy_ids(self) -> list[str]:
+        """Containers lent out to a job right now."""
+        return sorted(w.container_id for w in self._lent)
 
     async def start(self) -> None:
         """Connect, check the image, remove orphans and start every container. Idempotent."""
@@ -260,17 +271,21 @@ class ContainerPool:
                 raise SandboxError("the Docker sandbox is closed")
             if isinstance(token, _Vacancy):
                 try:
-                    return await self._spawn(self.shape)
+                    worker = await self._spawn(self.shape)
                 except BaseException:
                     self._idle.put_nowait(token)
                     raise
+                self._lent.add(worker)
+                return worker
             assert isinstance(token, Worker)
+            self._lent.add(token)
             if token.lost is None:
                 return token
             self.discard(token, token.lost)
 
     def release(self, worker: Worker, *, recycle: str | None = None, count: bool = True) -> None:
         """Give a worker back after a job; ``recycle`` (a reason) replaces it instead."""
+        self._lent.discard(worker)
         if count:
             worker.jobs += 1
         if worker.one_off:
@@ -287,6 +302,7 @@ class ContainerPool:
 
     def discard(self, worker: Worker, reason: str) -> None:
         """Remove a worker's container and start a replacement in the background."""
+        self._lent.discard(worker)
         if worker.one_off:
             self._track(asyncio.create_task(self._kill(worker)))
             return
@@ -297,7 +313,9 @@ class ContainerPool:
 
     async def one_off(self, shape: ContainerShape) -> Worker:
         """A container sized for one oversized job; :meth:`release` removes it afterwards."""
-        return await self._spawn(shape, one_off=True)
+        worker = await self._spawn(shape, one_off=True)
+        self._lent.add(worker)
+        return worker
 
     # ------------------------------------------------------------------ health
 
@@ -326,7 +344,8 @@ class ContainerPool:
                 continue
             assert isinstance(token, Worker)
             try:
-                await token.request({"info": True}, timeout=_PING_TIMEOUT_S, max_reply=1 << 20)
+                await token.request({"info": True}, timeout=self.config.health_timeout_s,
+                                    max_reply=1 << 20)
             except WorkerLost as exc:
                 self.discard(token, f"health check: {exc.reason}")
                 fixed += 1
@@ -395,6 +414,7 @@ class ContainerPool:
     async def _kill(self, worker: Worker) -> None:
         worker.close_stream()
         self._workers.discard(worker)
+        self._lent.discard(worker)
         self._uids.discard(worker.uid)
         await asyncio.to_thread(remove_containers, self._api, [worker.container_id])
 

@@ -122,6 +122,8 @@ class DockerSandboxConfig:
     open_files: int = 256
     #: Idle containers are pinged this often; one that does not answer is replaced.
     health_interval_s: float = 30.0
+    #: A ping (or a container start) not answered within this long counts as wedged.
+    health_timeout_s: float = 5.0
     start_timeout_s: float = 30.0
     #: Slack on top of the job's own deadline (cases x timeout) before the harness counts as wedged.
     job_grace_s: float = 5.0
@@ -145,7 +147,7 @@ class DockerSandboxConfig:
             raise ValidationError("docker.scratch_mb", "must be between 1 and 65536")
         if not (isinstance(self.open_files, int) and 32 <= self.open_files <= 1_048_576):
             raise ValidationError("docker.open_files", "must be between 32 and 1048576")
-        for name in ("health_interval_s", "start_timeout_s", "job_grace_s"):
+        for name in ("health_interval_s", "health_timeout_s", "start_timeout_s", "job_grace_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 < value <= 86_400):
                 raise ValidationError(f"docker.{name}", "must be a number of seconds in (0, 86400]")
@@ -287,7 +289,7 @@ def create_kwargs(
     )
     return {
         "image": config.image,
-        "command": ["python3", "-I", "-c", BOOTSTRAP],
+        "command": ["python3", "-I", "-S", "-B", "-c", BOOTSTRAP],
         "name": name,
         "hostname": "sandbox",
         "user": f"{uid}:{uid}",

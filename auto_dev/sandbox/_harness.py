@@ -53,6 +53,8 @@ _PATH = "/usr/local/bin:/usr/bin:/bin"
 _TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _PRELOAD = ("traceback,linecache,math,re,collections,itertools,functools,heapq,bisect,string,"
             "operator")
+# Bound once: a candidate rebinding json.dumps in its own process cannot stop it reporting.
+_dumps = json.dumps
 _LIMIT_DEFAULTS = {"timeout_s": 2.0, "memory_mb": 256, "output_bytes": 65_536,
                    "max_processes": 16, "file_size_mb": 16}
 
@@ -336,15 +338,15 @@ def _call_candidate(code: str, entrypoint: str, args: list[Any], kwargs: dict[st
         value = fn(*args, **kwargs)
         elapsed = time.perf_counter() - started
         output = normalise(value)
-        body = json.dumps({"kind": "ok", "output": output, "duration_s": elapsed}).encode()
+        body = _dumps({"kind": "ok", "output": output, "duration_s": elapsed}).encode()
         if len(body) > result_cap:
-            body = json.dumps({"kind": "big", "error": f"the return value is {len(body)} bytes "
+            body = _dumps({"kind": "big", "error": f"the return value is {len(body)} bytes "
                                f"of JSON, over the {result_cap}-byte limit"}).encode()
     except MemoryError:
         body = memory
     except BaseException as exc:
         try:
-            body = json.dumps({"kind": "error", "error": _format_error(exc, code)}).encode()
+            body = _dumps({"kind": "error", "error": _format_error(exc, code)}).encode()
         except MemoryError:
             body = memory
         except BaseException:
@@ -1020,7 +1022,9 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)
     _prepare(cfg)
     _sweep(cfg)  # leftovers of an earlier harness that had this uid
-    if not cfg.in_pid_ns:  # (an init with a handler could be signalled by candidates)
+    # (an init with a handler could be signalled by candidates; pid 1 is also the case of a
+    # container's harness, e.g. DockerSandbox)
+    if not cfg.in_pid_ns and os.getpid() != 1:
 
         def terminate(_signum: int, _frame: Any) -> None:
             _sweep(cfg, cfg.current)

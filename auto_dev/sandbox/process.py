@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -48,6 +49,7 @@ from auto_dev._exceptions import (
 from auto_dev.abc import Sandbox
 from auto_dev.sandbox._workers import (
     HARNESS,
+    UID_SLOTS,
     HarnessWorker,
     Identity,
     WorkerGone,
@@ -64,7 +66,9 @@ _CASE_FIELDS = frozenset({"index", "status", "output", "error", "stdout", "durat
 #: Per-case slack on top of ``timeout_s`` for forking, sweeping and reporting, before the host
 #: decides a harness is wedged.
 _CASE_SLACK_S = 6.0
-_uid_cursor = itertools.count()
+#: Where this process starts looking for a free uid slot: random, so that sandboxes in different
+#: processes rarely contend for the same lock files.
+_uid_cursor = itertools.count(secrets.randbelow(UID_SLOTS))
 
 
 class _PoolState:
@@ -79,6 +83,8 @@ class _PoolState:
         self.waiters: deque[asyncio.Future[HarnessWorker | None]] = deque()
         self.closed = False
         self.root: Path | None = None
+        self.used_uids: set[int] = set()
+        self.retiring: set[threading.Thread] = set()
 
 
 def _shutdown(state: _PoolState) -> None:
@@ -97,6 +103,10 @@ def _shutdown(state: _PoolState) -> None:
             worker.proc.stdin.close()  # type: ignore[union-attr]
     for worker in workers:
         worker.close()
+    with state.lock:
+        retiring = list(state.retiring)
+    for thread in retiring:  # replaced workers still being torn down
+        thread.join(timeout=15)
     if state.root is not None:
         shutil.rmtree(state.root, ignore_errors=True)
         state.root = None
@@ -131,9 +141,21 @@ def _return_worker(worker: HarnessWorker) -> None:
 
 
 def _retire(worker: HarnessWorker) -> None:
-    """Kill a worker now and finish tearing it down in the background."""
+    """Kill a worker now and finish tearing it down in the background (aclose waits for it)."""
+    state: _PoolState = worker.pool_state
     worker.kill()
-    threading.Thread(target=worker.close, name="auto-dev-sandbox-reaper", daemon=True).start()
+
+    def teardown() -> None:
+        try:
+            worker.close()
+        finally:
+            with state.lock:
+                state.retiring.discard(thread)
+
+    thread = threading.Thread(target=teardown, name="auto-dev-sandbox-reaper", daemon=True)
+    with state.lock:
+        state.retiring.add(thread)
+    thread.start()
 
 
 class ProcessSandbox(Sandbox):
@@ -187,9 +209,11 @@ class ProcessSandbox(Sandbox):
     def workers(self) -> int:
         return self._size
 
-    def worker_uids(self) -> list[int]:
-        """The uids of the live workers (empty unless :attr:`privileged`)."""
+    def worker_uids(self, *, include_retired: bool = False) -> list[int]:
+        """The uids of the live workers (and of replaced ones); empty unless :attr:`privileged`."""
         with self._state.lock:
+            if include_retired:
+                return sorted(self._state.used_uids)
             return sorted(w.identity.uid for w in self._state.live if w.identity is not None)
 
     def worker_pids(self) -> list[int]:
@@ -310,7 +334,9 @@ class ProcessSandbox(Sandbox):
             root = state.root
         identity: Identity | None = None
         if self._privileged:
-            identity = claim_identity(next(_uid_cursor) % 4096)
+            identity = claim_identity(next(_uid_cursor) % UID_SLOTS)
+            with state.lock:
+                state.used_uids.add(identity.uid)
         workdir = Path(tempfile.mkdtemp(prefix="worker-", dir=root))
         try:
             command = [*self._launcher, self._python, "-I", "-S", "-B", str(HARNESS),

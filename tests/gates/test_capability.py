@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -268,8 +270,14 @@ class TestAuthorize:
     def test_every_decision_is_audited_and_logged(self, world: World) -> None:
         """Each decision leaves one audit entry and one log line with its reason."""
         before = len(_audits(world))
-        with structlog.testing.capture_logs() as logs:
-            decisions = [_authorize(world), _authorize(world, "auto_dev.auto_promotion")]
+        saved = structlog.get_config()
+        # Another test may have configured a warning-level filter; info lines must pass here.
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+        try:
+            with structlog.testing.capture_logs() as logs:
+                decisions = [_authorize(world), _authorize(world, "auto_dev.auto_promotion")]
+        finally:
+            structlog.configure(**saved)
         entries = _audits(world)[before:]
         assert [e.allowed for e in entries] == [d.allowed for d in decisions] == [True, False]
         assert [e.reason for e in entries] == [d.reason for d in decisions]
@@ -288,10 +296,9 @@ class TestAuthorize:
     def test_denial_audit_survives_savepoint_rollback(self, world: World) -> None:
         """A savepoint rolled back after a denial keeps the denial in the outer transaction."""
         world.configure(alpha_evolver=False)
-        with world.database.session() as s:
-            with pytest.raises(GateDeniedError), s.begin_nested():
-                world.gatekeeper.require(s, tenant_id=TENANT, agent_id=AGENT,
-                                         capability=ALPHA, action="create_candidate")
+        with world.database.session() as s, pytest.raises(GateDeniedError), s.begin_nested():
+            world.gatekeeper.require(s, tenant_id=TENANT, agent_id=AGENT,
+                                     capability=ALPHA, action="create_candidate")
         assert len([e for e in _audits(world, "gate.create_candidate")
                     if e.allowed is False]) == 1
 
@@ -420,7 +427,7 @@ class TestGraduation:
         levels = [self._use(world, True).after for _ in range(8)]
         assert levels.count(Maturity.INTERN) >= 2
         assert levels[-1] <= Maturity.SUPERVISED
-        assert all(b.rank - a.rank <= 1 for a, b in zip(levels, levels[1:], strict=False))
+        assert all(b.rank - a.rank <= 1 for a, b in itertools.pairwise(levels))
 
     def test_demotes_on_failures(self, world: World) -> None:
         """A supervised agent that keeps failing drops to intern, with the reason audited."""

@@ -128,6 +128,27 @@ class TestRetries:
             await make_client().complete(USER)
 
 
+class TestCancellation:
+    """A call the caller cancels still leaves a settled ledger row."""
+
+    async def test_cancelled_call_is_settled(
+        self, server: OpenAICompatibleServer, make_client: MakeClient, database: Database
+    ) -> None:
+        """The row ends as an error charged at the worst case (the provider may bill it)."""
+        import asyncio
+
+        server.set_default(ServerReply.slow(3.0))
+        task = asyncio.create_task(make_client().complete(USER))
+        while not server.requests:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [row] = rows(database)
+        assert row.status == "error" and row.error.startswith("CancelledError")
+        assert row.cost_usd > 0
+
+
 class TestNonRetryable:
     """Errors that a retry cannot fix are raised at once, mapped into our tree."""
 
@@ -152,7 +173,13 @@ class TestNonRetryable:
             await make_client().complete(USER)
         assert type(info.value) is error
         assert len(server.requests) == 1
-        assert not type(info.value.__cause__).__module__.startswith("auto_dev")
+        # The chain ends at litellm's own exception: mapped at the boundary, not lost.
+        causes = []
+        cause: BaseException | None = info.value
+        while cause is not None:
+            causes.append(type(cause).__module__)
+            cause = cause.__cause__
+        assert causes[0] == "auto_dev._exceptions" and causes[-1].startswith("litellm")
 
     async def test_empty_answer(
         self, server: OpenAICompatibleServer, make_client: MakeClient, database: Database

@@ -1,0 +1,299 @@
+"""``auto-dev evolve``: evolve one standalone function against a JSON test file.
+
+::
+
+    auto-dev evolve PATH.py --entrypoint NAME --tests TESTS.json [--budget N] [--seed S] [--json]
+
+TESTS.json is a list of ``{"args": [...], "kwargs": {...}, "expected": ...}``. Results are
+compared after JSON normalisation (tuples, generators and other iterables become lists), floats
+within a small tolerance. The run is offline (AST repair operators) unless an LLM model is
+configured. With ``--json`` the last line on stdout is one JSON object (``best_code``,
+``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds`` and more).
+
+Exit codes: 0 whenever the run completed (improved or not), 2 for bad input (the file, the test
+file, an option), 1 when the sandbox itself failed. Also runnable as
+``python -m auto_dev.cli.evolve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from auto_dev.evolution.mutators import MutatorPlan
+    from auto_dev.evolution.records import SearchProgress, SearchResult
+    from auto_dev.sandbox.base import Case
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def evolve(
+    path: Annotated[Path, typer.Argument(help="Python file that defines the function.",
+                                         show_default=False)],
+    entrypoint: Annotated[str, typer.Option("--entrypoint", "-e",
+                                            help="Name of the function to evolve.")],
+    tests: Annotated[Path, typer.Option("--tests", "-t", help="JSON list of test cases.")],
+    budget: Annotated[int | None, typer.Option(
+        "--budget", "-b", min=0, help="Candidate evaluations to spend [default: "
+        "AUTO_DEV_EVOLUTION_BUDGET or 200].", show_default=False)] = None,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed.")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object last.")]
+    = False,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=0.01, help="Per-case time limit in seconds [default: "
+        "AUTO_DEV_CASE_TIMEOUT_S or 2].", show_default=False)] = None,
+    memory_mb: Annotated[int | None, typer.Option(
+        "--memory-mb", min=16, help="Per-case memory limit in MiB.", show_default=False)] = None,
+    sandbox: Annotated[str | None, typer.Option(
+        "--sandbox", help="Backend: auto, docker or process [default: AUTO_DEV_SANDBOX].",
+        show_default=False)] = None,
+    islands: Annotated[int | None, typer.Option(
+        "--islands", min=1, max=64, help="Number of islands.", show_default=False)] = None,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Use the AST repair operators even if an LLM is configured.")] = False,
+    keep_improving: Annotated[bool, typer.Option(
+        "--keep-improving", help="After every case passes, spend the rest of the budget on "
+        "latency, memory and size.")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the best program to this file.", show_default=False)]
+    = None,
+) -> None:
+    """Evolve a standalone function against a JSON test file."""
+    from auto_dev._exceptions import AutoDevError, ConfigurationError, ValidationError
+    from auto_dev.config import load_settings
+    from auto_dev.logging import configure_logging
+
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        _fail(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        code = _read_program(path, entrypoint)
+        cases = load_tests(tests)
+        from auto_dev.sandbox.base import Limits
+
+        limits = Limits(timeout_s=timeout if timeout is not None else settings.case_timeout_s,
+                        memory_mb=memory_mb if memory_mb is not None else settings.case_memory_mb)
+    except ValidationError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+    try:
+        result, plan, backend, reason = asyncio.run(_evolve(
+            code, entrypoint, cases, limits=limits,
+            budget=budget if budget is not None else settings.evolution_budget, seed=seed,
+            sandbox_mode=sandbox if sandbox is not None else settings.sandbox,
+            workers=settings.sandbox_workers,
+            islands=islands if islands is not None else max(settings.evolution_islands, 1),
+            settings=settings, offline=offline, keep_improving=keep_improving,
+            progress=not json_output,
+        ))
+    except ValidationError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+    except AutoDevError as exc:
+        _fail(str(exc), EXIT_FAILED, json_output, None)
+    if output is not None:
+        try:
+            output.write_text(result.best.code, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--output: cannot write {output}: {exc.strerror}", EXIT_FAILED, json_output,
+                  "output")
+    from auto_dev.evolution.diff import unified_diff
+
+    diff = unified_diff(code, result.best.code, fromfile=str(path), tofile="best")
+    if json_output:
+        payload = {**result.to_dict(), "sandbox": backend, "sandbox_reason": reason,
+                   "strategy": plan.strategy, "diff": diff, "path": str(path),
+                   "entrypoint": entrypoint, "budget": budget if budget is not None
+                   else settings.evolution_budget, "seed": seed}
+        print(json.dumps(_finite(payload), sort_keys=True))
+    else:
+        from rich.console import Console
+
+        _render(Console(), result, plan, backend, reason, diff)
+
+
+def load_tests(path: Path) -> list[Case]:
+    """Read TESTS.json; any problem raises ValidationError naming the element and field."""
+    from auto_dev._exceptions import ValidationError
+    from auto_dev.sandbox.base import Case
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ValidationError("--tests", f"file {str(path)!r} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError("--tests", f"cannot read {str(path)!r}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            "--tests", f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}") from exc
+    if not isinstance(data, list):
+        raise ValidationError("tests", f"must be a JSON list of test objects, got "
+                                       f"{type(data).__name__}")
+    if not data:
+        raise ValidationError("tests", "is empty: at least one test case is needed")
+    return [Case.from_dict(item, where=f"tests[{i}]") for i, item in enumerate(data)]
+
+
+def _read_program(path: Path, entrypoint: str) -> str:
+    from auto_dev._exceptions import ValidationError
+    from auto_dev.evolution.dedup import SyntaxProblem, defines, parse
+
+    try:
+        code = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ValidationError("path", f"file {str(path)!r} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError("path", f"cannot read {str(path)!r}: {exc}") from exc
+    if not entrypoint.isidentifier():
+        raise ValidationError("--entrypoint", f"{entrypoint!r} is not a Python identifier")
+    tree = parse(code)
+    if isinstance(tree, SyntaxProblem):
+        raise ValidationError("path", f"{path}: {tree}")
+    if not defines(tree, entrypoint):
+        import ast
+
+        names = [s.name for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)]
+        raise ValidationError("--entrypoint", f"{entrypoint!r} is not defined in {path} "
+                              f"(functions there: {', '.join(names) or 'none'})")
+    return code
+
+
+async def _evolve(
+    code: str, entrypoint: str, cases: list[Case], *, limits: Any, budget: int, seed: int,
+    sandbox_mode: str, workers: int | None, islands: int, settings: Any, offline: bool,
+    keep_improving: bool, progress: bool,
+) -> tuple[SearchResult, MutatorPlan, str, str]:
+    from auto_dev.evolution.mutators import build_mutators
+    from auto_dev.evolution.program import Program
+    from auto_dev.evolution.records import SearchHooks
+    from auto_dev.evolution.search import EvolutionSearch, SearchConfig
+    from auto_dev.sandbox.factory import create_sandbox
+
+    plan = build_mutators(settings, offline=offline)
+    choice = create_sandbox(sandbox_mode, workers=workers)
+    box = choice.sandbox
+    workers_attr = getattr(box, "workers", None)
+    concurrency = max(2, workers_attr if isinstance(workers_attr, int) else 2)
+    config = SearchConfig(n_islands=islands, concurrency=concurrency,
+                          continue_after_solved=keep_improving)
+    try:
+        with _progress_bar(progress, entrypoint, budget, len(cases)) as on_progress:
+            search = EvolutionSearch(
+                Program(code=code, entrypoint=entrypoint), cases, box, list(plan.mutators),
+                mix=plan.weights, budget=budget, rng_seed=seed, limits=limits, config=config,
+                hooks=SearchHooks(on_progress=on_progress),
+            )
+            result = await search.run()
+    finally:
+        await box.aclose()
+        for mutator in plan.mutators:
+            closer = getattr(mutator, "aclose", None)
+            if closer is not None:
+                await closer()
+    return result, plan, choice.backend, choice.reason
+
+
+@contextlib.contextmanager
+def _progress_bar(
+    enabled: bool, name: str, budget: int, total: int
+) -> Iterator[Callable[[SearchProgress], None] | None]:
+    """A rich progress bar on stderr, yielding the search's on_progress callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]evolving[/] {task.description}"), BarColumn(),
+               TextColumn("{task.fields[evals]}/{task.total:.0f} evaluations"),
+               TextColumn("best {task.fields[best]} cases"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(name, total=max(budget, 1), best=f"?/{total}", evals=0)
+
+        def on_progress(p: SearchProgress) -> None:
+            # A solved run stops early: the bar fills, the count says what was spent.
+            done = p.evaluations if p.best_passed < p.total else max(budget, 1)
+            bar.update(task, completed=done, best=f"{p.best_passed}/{p.total}",
+                       evals=p.evaluations)
+
+        yield on_progress
+
+
+def _render(console: Console, result: SearchResult, plan: MutatorPlan, backend: str,
+            reason: str, diff: str) -> None:
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    if result.solved and result.improved:
+        verdict = "[bold green]repaired: every case passes[/]"
+    elif result.stop_reason == "seed_passes":
+        verdict = "[green]the original already passes every case[/]"
+    elif result.improved:
+        verdict = "[yellow]improved, not every case passes[/]"
+    else:
+        verdict = "[red]no improvement found[/]"
+    table = Table(title="auto-dev evolve", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("result", verdict)
+    table.add_row("pass rate", f"{result.seed_passed}/{result.total} -> "
+                               f"{result.passed}/{result.total} ({result.pass_rate:.0%})")
+    table.add_row("evaluations", str(result.evaluations))
+    table.add_row("seconds", f"{result.seconds:.2f}")
+    table.add_row("stopped", result.stop_reason)
+    if result.best_record is not None:
+        table.add_row("fix", f"{result.best_record.operator}: "
+                             f"{result.best_record.proposal.description}")
+        table.add_row("lineage", " -> ".join(result.lineage))
+    table.add_row("mutators", plan.strategy)
+    table.add_row("sandbox", f"{backend} ({reason})")
+    console.print(table)
+    if diff:
+        console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: replace them with null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _fail(message: str, code: int, json_output: bool, field: str | None) -> NoReturn:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    if json_output:
+        print(json.dumps({"error": message, "field": field, "exit_code": code}))
+    raise typer.Exit(code)
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command("evolve", help="Evolve a standalone function against a JSON test file.")(evolve)
+
+
+def main() -> None:
+    """Entry point for ``python -m auto_dev.cli.evolve``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

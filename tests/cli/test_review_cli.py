@@ -1,0 +1,114 @@
+"""``auto-dev candidates ...`` and ``auto-dev tools ...`` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from auto_dev.cli import candidates, tools
+from auto_dev.db import Database
+from auto_dev.models import ReviewDecision
+from tests.gates.conftest import FIXED_CODE, TENANT, World, build_world
+
+OTHER = "def inc(x):\n    return 1 + x\n"
+
+
+@pytest.fixture
+def cli_world(database_url: str, monkeypatch: pytest.MonkeyPatch) -> World:
+    """The gates world, with the CLI pointed at the same database and tenant."""
+    monkeypatch.setenv("AUTO_DEV_DATABASE_URL", database_url)
+    monkeypatch.setenv("AUTO_DEV_TENANT", TENANT)
+    monkeypatch.setenv("AUTO_DEV_ACTOR", "cli-user")
+    monkeypatch.delenv("AUTO_DEV_CONFIG", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps at 80 columns when not on a terminal
+    return build_world(Database(database_url))
+
+
+def _run(app: object, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args), catch_exceptions=False)  # type: ignore[arg-type]
+    return result.exit_code, result.stdout, result.stderr
+
+
+class TestCandidatesCli:
+    """The review flow from the terminal."""
+
+    def test_list_and_show(self, cli_world: World) -> None:
+        """list shows what awaits review; show prints diff, objectives, cases and lineage."""
+        cid = cli_world.passed_mutation()
+        cli_world.mutation(OTHER)  # still pending evaluation: not in the default list
+        code, out, _ = _run(candidates.app, "list")
+        assert code == 0 and cid[:12] in out and "passed" in out and out.count("inc") == 1
+        code, out, _ = _run(candidates.app, "list", "--all")
+        assert code == 0 and "pending" in out
+        code, out, _ = _run(candidates.app, "show", cid[:8])
+        assert code == 0
+        for expected in ("-    return x + 2", "+    return x + 1", "inc v1 (active)",
+                         "pass_rate", "sandbox results: 2/2", "lineage", "inc v1"):
+            assert expected in out, expected
+
+    def test_approve_promote_with_actor(self, cli_world: World) -> None:
+        """approve and promote record the actor (default from AUTO_DEV_ACTOR) and reason."""
+        cid = cli_world.passed_mutation()
+        code, out, _ = _run(candidates.app, "approve", cid[:10], "--reason", "fixes it")
+        assert code == 0 and "approved by cli-user" in out
+        code, out, _ = _run(candidates.app, "promote", cid, "--actor", "dana",
+                            "--reason", "release")
+        assert code == 0 and "inc v2 is active (was v1)" in out
+        with cli_world.database.session() as s:
+            rows = [(d.decision, d.actor, d.reason) for d in s.query(ReviewDecision)
+                    .order_by(ReviewDecision.created_at)]
+        assert rows == [("approved", "cli-user", "fixes it"), ("promoted", "dana", "release")]
+
+    def test_reject_requires_reason(self, cli_world: World) -> None:
+        """reject without --reason is a usage error; with it, the candidate is rejected."""
+        cid = cli_world.passed_mutation()
+        code, _, err = _run(candidates.app, "reject", cid)
+        assert code == 2 and "--reason" in err
+        code, out, _ = _run(candidates.app, "reject", cid, "--reason", "wrong")
+        assert code == 0 and "rejected by cli-user" in out
+        assert cli_world.status(cid) == "rejected"
+
+    def test_errors_are_one_line(self, cli_world: World) -> None:
+        """Unknown ids, illegal moves and other tenants give a clear message and exit code."""
+        cid = cli_world.passed_mutation()
+        code, _, err = _run(candidates.app, "promote", cid)
+        assert code == 1 and "approved" in err and "Traceback" not in err
+        code, _, err = _run(candidates.app, "show", "ffffffff")
+        assert code == 1 and "does not exist" in err
+        code, _, err = _run(candidates.app, "show", cid, "--tenant", "beta")
+        assert code == 1 and "does not exist in tenant 'beta'" in err
+        code, _, err = _run(candidates.app, "list", "--kind", "rocket")
+        assert code == 2 and "kind" in err
+
+
+class TestToolsCli:
+    """Tools, their versions and rollback from the terminal."""
+
+    def test_list_show_rollback(self, cli_world: World) -> None:
+        """After a promotion, tools show v2 active; rollback needs a reason and returns v1."""
+        cid = cli_world.passed_mutation()
+        cli_world.review.approve(TENANT, cid, "alice", "ok")
+        cli_world.review.promote(TENANT, cid, "alice", "ship")
+        code, out, _ = _run(tools.app, "list")
+        assert code == 0 and "inc" in out and "v2" in out
+        code, out, _ = _run(tools.app, "show", "inc")
+        assert code == 0 and "mutation" in out and "return x + 1" in out
+        code, _, err = _run(tools.app, "rollback", "inc")
+        assert code == 2 and "--reason" in err
+        code, out, _ = _run(tools.app, "rollback", "inc", "--reason", "regressed")
+        assert code == 0 and "v2 -> v1" in out and "rolled back" in out
+        assert cli_world.status(cid) == "rolled_back"
+        code, _, err = _run(tools.app, "rollback", "inc", "--reason", "again")
+        assert code == 2 and "no earlier version" in err
+        code, out, _ = _run(tools.app, "rollback", "inc", "--to", "2", "--reason", "redo")
+        assert code == 0 and "v1 -> v2" in out
+        code, _, err = _run(tools.app, "show", "nope")
+        assert code == 1 and "does not exist" in err
+
+    def test_code_flag_and_empty_tenant(self, cli_world: World) -> None:
+        """--no-code hides the source; a tenant without tools says so."""
+        code, out, _ = _run(tools.app, "show", "inc", "--no-code")
+        assert code == 0 and "return x + 2" not in out
+        code, out, _ = _run(tools.app, "list", "--tenant", "empty")
+        assert code == 0 and "no tools in tenant empty" in out
+        assert FIXED_CODE  # the fixed code is what promotion tests install
