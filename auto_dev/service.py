@@ -13,6 +13,7 @@ review and scheduler together.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,12 @@ class AutoDev:
         migrate: bool = True,
     ) -> None:
         self.settings = settings or load_settings()
+        if not structlog.is_configured():
+            # An application that configured structlog keeps its setup; otherwise auto-dev's
+            # own (stderr, settings.log_level) replaces structlog's print-everything default.
+            from auto_dev.logging import configure_logging
+
+            configure_logging(self.settings.log_level, self.settings.log_format)
         self.tenant_id = tenant_id or self.settings.tenant
         self.database = database or Database(self.settings.database_url)
         if migrate:
@@ -188,16 +195,11 @@ class AutoDev:
 
     def configure_tenant(self, tenant_id: str | None = None, **changes: Any) -> TenantSettings:
         """Change a tenant's auto-dev settings (toggles default to off). Validated first."""
-        from auto_dev.models import Tenant
-
         tid = tenant_id or self.tenant_id
         with self.database.session() as session:
             tenant = self.database.ensure_tenant(session, tid)
-            merged = TenantSettings.from_raw(tenant.settings or {}).model_copy(update=changes)
-            validated = TenantSettings.model_validate(merged.model_dump())
-            row = session.get(Tenant, tid)
-            assert row is not None
-            row.settings = validated.model_dump(mode="json")
+            validated = TenantSettings.from_raw(tenant.settings or {}).with_changes(**changes)
+            tenant.settings = validated.model_dump(mode="json")
         return validated
 
     def set_maturity(self, agent: str, capability: str, maturity: str, *, actor: str = "admin",
@@ -359,8 +361,16 @@ class AutoDev:
                         trigger: str = "manual") -> EvolutionRunResult:
         """Run one cycle of ``engine`` on ``target`` now."""
         eng = self.engines.get(engine)
-        return await eng.run_cycle(target, budget or self.settings.evolution_budget,
-                                   trigger=trigger)  # type: ignore[call-arg]
+        budget = budget or self.settings.evolution_budget
+        # The interface is run_cycle(target, budget); built-in engines also take the trigger.
+        if _accepts(eng.run_cycle, "trigger"):
+            return await eng.run_cycle(target, budget, trigger=trigger)  # type: ignore[call-arg]
+        return await eng.run_cycle(target, budget)
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    params = inspect.signature(fn).parameters.values()
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 class _LazySandbox:

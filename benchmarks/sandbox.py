@@ -79,7 +79,8 @@ async def _measure(name: str, one: Callable[[], Awaitable[None]], jobs: int, con
 
 
 async def _docker_pool(jobs: int, pool_size: int | None, concurrency: int) -> Figures:
-    async with DockerSandbox(DockerSandboxConfig(pool_size=pool_size)) as sandbox:
+    sandbox = DockerSandbox(DockerSandboxConfig(pool_size=pool_size))
+    try:
         await sandbox.start()
 
         async def one() -> None:
@@ -90,11 +91,14 @@ async def _docker_pool(jobs: int, pool_size: int | None, concurrency: int) -> Fi
                                  note=f"{sandbox.config.size} warm containers")
         figures.note += f", {sandbox.pool.replaced} recycled"
         return figures
+    finally:
+        await sandbox.aclose()
 
 
 def _docker_run_argv(config: DockerSandboxConfig, uid: int) -> list[str]:
     """The same hardening and limits as a pooled container, as ``docker run`` flags."""
-    tmpfs = f"{SCRATCH_DIR}:rw,noexec,nosuid,nodev,size={config.scratch_mb}m,nr_inodes=16384,mode=1777"
+    tmpfs = (f"{SCRATCH_DIR}:rw,noexec,nosuid,nodev,size={config.scratch_mb}m,nr_inodes=16384,"
+             "mode=1777")
     return [
         "docker", "run", "--rm", "-i", "--network", "none", "--read-only", "--tmpfs", tmpfs,
         "--ipc", "none", "--sysctl", "kernel.shmmni=0", "--sysctl", "kernel.msgmni=0",

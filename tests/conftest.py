@@ -12,34 +12,55 @@
   ``AUTO_DEV_REQUIRE_POSTGRES=1``. Mark such tests ``@pytest.mark.postgres``.
 * ``postgres_database``: a fresh, migrated PostgreSQL :class:`Database` per test.
 
-Logging is configured once for the session (plain console lines at warning and above), as the
-CLI does: unconfigured structlog renders every logged exception as a rich traceback with locals,
-which costs about half a second each.
+Logging: structlog keeps its default levels and processors, except that exceptions are rendered
+as plain tracebacks (the default rich rendering with locals costs about half a second per logged
+exception) and lines go to whatever ``sys.stderr`` is at the time, so pytest's capture works.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from auto_dev.db import Database
-from auto_dev.logging import configure_logging
 from tests._services import require_service
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg:///autodev_test?host=/var/run/postgresql"
 
 
+class _CurrentStderrLoggerFactory:
+    """Loggers that write to the ``sys.stderr`` of the moment (pytest swaps it per test)."""
+
+    def __call__(self, *args: object) -> structlog.PrintLogger:
+        return structlog.PrintLogger(file=sys.stderr)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _plain_logging() -> None:
-    configure_logging(level="warning", fmt="console")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            ),
+        ],
+        logger_factory=_CurrentStderrLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
 
 
 @pytest.fixture(scope="session")

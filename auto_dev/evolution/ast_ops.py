@@ -282,6 +282,10 @@ class _Enumerator:
             alts = [value + 1, value - 1, 0, 1, -1, -value]
             if path[-1][0] == "value":  # a returned or assigned number may have meant None
                 alts.append(None)
+            if abs(value) < 10_000:  # a near miss, or the wrong order of magnitude
+                alts += [value + 2, value - 2, value * 10]
+                if value % 10 == 0:
+                    alts.append(value // 10)
         elif isinstance(value, float):
             alts = [value + 1.0, value - 1.0, 0.0, 1.0, -value]
         elif isinstance(value, str):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from auto_dev._exceptions import ValidationError
 from auto_dev.evolution.program import Program
@@ -183,6 +183,23 @@ class Population:
         picks.append(top)
         winner = max(picks, key=lambda i: (_rate_key(members[i]), i))
         return members[winner]
+
+    def fresh_parent(self, island: int, usable: Callable[[Program], bool]) -> Program | None:
+        """The best member of ``island`` (then of any island) that ``usable`` accepts.
+
+        The search uses it to move on from a parent whose neighbourhood a mutator has used up
+        to the next best one, instead of circling a local optimum.
+        """
+        order = list(range(self.n_islands))
+        order.remove(island % self.n_islands)
+        for index in (island % self.n_islands, *order):
+            members = self.islands[index]
+            ranked = sorted(range(len(members)), key=lambda i: (_rate_key(members[i]), i),
+                            reverse=True)
+            for i in ranked:
+                if usable(members[i]):
+                    return members[i]
+        return None
 
     def inspirations(self, parent: Program, k: int) -> list[Program]:
         """Up to ``k`` good programs other than ``parent``: archive elites and other islands'."""

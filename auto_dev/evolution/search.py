@@ -204,10 +204,8 @@ class EvolutionSearch:
             island = step % cfg.n_islands
             step += 1
             self.population.maybe_migrate(step)
-            parent = self.population.sample_parent(island)
-            if self.population.stones and self._rng_select.random() < cfg.stone_rate:
-                parent = self.population.sample_stone() or parent
             mutator = self._pick_mutator()
+            parent = self._parent(island, mutator)
             room = min(cfg.batch_size, self.budget - self._evaluations)
             context = MutationContext(
                 rng=self._rng_mutate,
@@ -269,6 +267,16 @@ class EvolutionSearch:
             return self.limits
         timeout = min(self.limits.timeout_s, max(0.5, 20 * max(ok) + 0.25))
         return dataclasses.replace(self.limits, timeout_s=timeout)
+
+    def _parent(self, island: int, mutator: Mutator) -> Program:
+        parent = self.population.sample_parent(island)
+        if self.population.stones and self._rng_select.random() < self.config.stone_rate:
+            parent = self.population.sample_stone() or parent
+        exhausted = getattr(mutator, "exhausted", None)
+        if callable(exhausted) and exhausted(parent):
+            # Its neighbourhood is used up: the next best parent with edits left, if any.
+            parent = self.population.fresh_parent(island, lambda p: not exhausted(p)) or parent
+        return parent
 
     def _pick_mutator(self) -> Mutator:
         if len(self.mutators) == 1:

@@ -18,7 +18,8 @@ import structlog
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
-from auto_dev.models import AuditEntry, Tenant, utcnow
+from auto_dev.gates._queries import get_tenant
+from auto_dev.models import AuditEntry, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +57,7 @@ def write_audit(
         "created_at": utcnow(),
     }
     try:
-        if not isinstance(tenant_id, str) or session.get(Tenant, tenant_id) is None:
+        if not isinstance(tenant_id, str) or get_tenant(session, tenant_id) is None:
             log.warning("audit_skipped", reason="no such tenant", tenant_id=tenant_id,
                         action=action)
             return None

@@ -223,10 +223,14 @@ class CreationMixin:
         text_of("strategy", strategy)
         objective_values = objectives_of(objectives)
         parent_code = ""
+        validation: dict[str, Any] = {"capability": capability, "parent_version_id": None}
         if tool_id is not None:
             tool = self._tool(session, tenant_id, tool_id)
             active = self.active_version(session, tenant_id, tool.id)
             parent_code = active.code if active else ""
+            # The version the skill repairs: lineage and review compare with it even after
+            # the skill itself has become the active version.
+            validation["parent_version_id"] = active.id if active else None
         episodes = [text_of("source_episode_ids[]", e) for e in source_episode_ids]
         test_rows = []
         for i, test in enumerate(tests):
@@ -242,7 +246,7 @@ class CreationMixin:
             name=name, description=description, code=code, entrypoint=entrypoint,
             diff=diff if diff is not None else _promotion.render_diff(parent_code, code, name),
             strategy=strategy, failure_pattern=failure_pattern, source_episode_ids=episodes,
-            tests=test_rows, validation={"capability": capability}, exchange=list(exchange),
+            tests=test_rows, validation=validation, exchange=list(exchange),
             status=CandidateStatus.PENDING.value, objectives=objective_values,
             created_at=self.gatekeeper.now(), updated_at=self.gatekeeper.now(),
         )

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from auto_dev._exceptions import ValidationError
 from auto_dev.gates._audit import write_audit
 from auto_dev.gates._maturity import Evidence, GraduationResult, Maturity, wilson_lower_bound
-from auto_dev.gates._queries import require_agent
+from auto_dev.gates._queries import get_tenant, require_agent
 from auto_dev.gates.settings import TenantSettings
-from auto_dev.models import CapabilityState, Tenant, UsageRecord
+from auto_dev.models import CapabilityState, UsageRecord
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,7 @@ class MaturityMixin:
         if not isinstance(capability, str) or not capability.strip():
             raise ValidationError("capability", "must be a non-empty string")
         agent = require_agent(session, tenant_id, agent_id)
-        tenant = session.get(Tenant, tenant_id)
+        tenant = get_tenant(session, tenant_id)
         assert tenant is not None  # _require_agent checked the agent belongs to it
         settings = TenantSettings.from_raw(tenant.settings)
         session.add(UsageRecord(tenant_id=tenant_id, agent_id=agent.id, capability=capability,
@@ -138,7 +138,7 @@ class MaturityMixin:
     ) -> Evidence:
         """The usage evidence graduation would use now."""
         agent = require_agent(session, tenant_id, agent_id)
-        tenant = session.get(Tenant, tenant_id)
+        tenant = get_tenant(session, tenant_id)
         assert tenant is not None
         graduation = TenantSettings.from_raw(tenant.settings).graduation
         return self._evidence(session, tenant_id, agent.id, capability, graduation.window,

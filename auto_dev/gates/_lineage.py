@@ -92,15 +92,21 @@ def _recorded(candidate: Candidate, key: str) -> Any:
     return None
 
 
-def _parent_version(session: Session, candidate: Candidate) -> ToolVersion | None:
+def parent_version(session: Session, candidate: Candidate) -> ToolVersion | None:
+    """The tool version a candidate was derived from (directly, not through a parent mutation)."""
     version_id: str | None = None
     if isinstance(candidate, ToolMutation):
         version_id = candidate.parent_version_id
     elif isinstance(candidate, SkillCandidate) and candidate.tool_id:
-        return session.scalars(select(ToolVersion).where(
-            ToolVersion.tenant_id == candidate.tenant_id,
-            ToolVersion.tool_id == candidate.tool_id,
-            ToolVersion.is_active.is_(True))).one_or_none()
+        validation = candidate.validation or {}
+        if "parent_version_id" in validation:  # recorded at creation (None: a brand-new tool)
+            recorded = validation["parent_version_id"]
+            version_id = recorded if isinstance(recorded, str) else None
+        else:  # a row from before it was recorded: the active version is the best guess
+            return session.scalars(select(ToolVersion).where(
+                ToolVersion.tenant_id == candidate.tenant_id,
+                ToolVersion.tool_id == candidate.tool_id,
+                ToolVersion.is_active.is_(True))).one_or_none()
     if version_id is None:
         return None
     row = session.get(ToolVersion, version_id)
@@ -144,7 +150,7 @@ def parent_objectives(session: Session, candidate: Candidate) -> dict[str, float
     parent = _parent_candidate(session, candidate)
     if parent is not None and parent.objectives:
         return dict(parent.objectives)
-    version = _parent_version(session, candidate)
+    version = parent_version(session, candidate)
     return version_objectives(session, version) if version is not None else {}
 
 
@@ -155,7 +161,7 @@ def parent_passed_cases(session: Session, candidate: Candidate) -> frozenset[int
     parent = _parent_candidate(session, candidate)
     if parent is not None:
         return passed_cases(session, parent)
-    version = _parent_version(session, candidate)
+    version = parent_version(session, candidate)
     if version is None:
         return frozenset()
     return _ok_indices(latest_evaluation(session, version.tenant_id, "tool_version", version.id))
@@ -196,11 +202,11 @@ def lineage(session: Session, candidate: Candidate) -> list[LineageStep]:
         steps.append(_candidate_step(node, note))
         parent = _parent_candidate(session, node)
         if parent is None:
-            version = _parent_version(session, node)
+            version = parent_version(session, node)
             if version is not None:
                 steps.append(_version_step(session, version,
-                                           "the active version" if isinstance(node, SkillCandidate)
-                                           else ""))
+                                           "the version it repairs"
+                                           if isinstance(node, SkillCandidate) else ""))
             break
         node = parent
     return steps

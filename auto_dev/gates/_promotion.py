@@ -116,10 +116,10 @@ def parent_code(session: Session, candidate: Candidate) -> str | None:
                 return version.code
         return None
     if isinstance(candidate, SkillCandidate) and candidate.tool_id:
-        active = session.scalars(select(ToolVersion).where(
-            ToolVersion.tenant_id == candidate.tenant_id, ToolVersion.tool_id == candidate.tool_id,
-            ToolVersion.is_active.is_(True))).one_or_none()
-        return active.code if active else None
+        from auto_dev.gates._lineage import parent_version
+
+        version = parent_version(session, candidate)
+        return version.code if version else None
     return None
 
 

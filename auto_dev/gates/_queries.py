@@ -8,7 +8,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import NotFoundError, ValidationError
-from auto_dev.models import Agent, ReviewDecision, SkillCandidate, ToolMutation, WorkflowVariant
+from auto_dev.models import (
+    Agent,
+    ReviewDecision,
+    SkillCandidate,
+    Tenant,
+    ToolMutation,
+    WorkflowVariant,
+)
 
 
 def day_start(now: datetime) -> datetime:
@@ -17,14 +24,54 @@ def day_start(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+_AGENT_CACHE = "auto_dev.gates.agent_ids"
+_KEEP = "auto_dev.gates.keep"
+
+
+def keep(session: Session, row: object) -> None:
+    """Hold ``row`` for the session's lifetime.
+
+    The identity map only references rows weakly: a tenant or agent the gate looked up and let
+    go of is forgotten, and the next ``session.get`` queries again. Sessions are short, so
+    holding the few rows the gate reads turns those repeats into identity-map hits.
+    """
+    kept: dict[int, object] = session.info.setdefault(_KEEP, {})
+    kept[id(row)] = row
+
+
+def get_tenant(session: Session, tenant_id: str) -> Tenant | None:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is not None:
+        keep(session, tenant)
+    return tenant
+
+
 def resolve_agent(session: Session, tenant_id: str, ref: str) -> Agent | None:
-    """The tenant's agent with id ``ref``, else with key ``ref`` (events carry agent keys)."""
-    agent = session.get(Agent, ref)
-    if agent is not None and agent.tenant_id == tenant_id:
-        return agent
-    return session.scalars(
-        select(Agent).where(Agent.tenant_id == tenant_id, Agent.key == ref)
-    ).one_or_none()
+    """The tenant's agent with id ``ref``, else with key ``ref`` (events carry agent keys).
+
+    Resolved ids are remembered for the session's lifetime, so later lookups are identity-map
+    hits instead of two queries (agents are never re-keyed).
+    """
+    cache: dict[tuple[str, str], str] = session.info.setdefault(_AGENT_CACHE, {})
+    known = cache.get((tenant_id, ref))
+    if known is not None:
+        agent = session.get(Agent, known)
+        if agent is not None:
+            return agent
+    # Our ids are 32 hex digits; anything else can only be a platform key: skip the miss.
+    agent = session.get(Agent, ref) if _looks_like_id(ref) else None
+    if agent is None or agent.tenant_id != tenant_id:
+        agent = session.scalars(
+            select(Agent).where(Agent.tenant_id == tenant_id, Agent.key == ref)
+        ).one_or_none()
+    if agent is not None:
+        cache[(tenant_id, ref)] = agent.id
+        keep(session, agent)
+    return agent
+
+
+def _looks_like_id(ref: str) -> bool:
+    return len(ref) == 32 and all(c in "0123456789abcdef" for c in ref)
 
 
 def require_agent(session: Session, tenant_id: str, ref: str) -> Agent:

@@ -36,10 +36,11 @@ from auto_dev.gates._queries import (
     count_candidates_today,
     count_promotions_today,
     day_start,
+    get_tenant,
     resolve_agent,
 )
 from auto_dev.gates.settings import CAPABILITY_TOGGLES, TenantSettings
-from auto_dev.models import Agent, Tenant, utcnow
+from auto_dev.models import Agent, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -138,9 +139,11 @@ class Gatekeeper(MaturityMixin):
         ``subject`` is ``(kind, id)`` of what the decision is about, for the audit trail.
         """
         try:
-            decision = self._decide(
-                session, tenant_id, agent_id, capability, action, reviewed_by, workspace_settings
-            )
+            # Reads only: flushing the caller's pending rows before each query would be wasted
+            # work (the store flushes the rows the counts must see).
+            with session.no_autoflush:
+                decision = self._decide(session, tenant_id, agent_id, capability, action,
+                                        reviewed_by, workspace_settings)
         except Exception as exc:  # fail closed: an error is a "no" that says what went wrong
             decision = GateDecision(
                 allowed=False,
@@ -224,7 +227,7 @@ class Gatekeeper(MaturityMixin):
         required = self._requirements.get(capability)
         if required is None:
             return deny(f"unknown capability {capability!r} (not registered with the gatekeeper)")
-        tenant = session.get(Tenant, tenant_id)
+        tenant = get_tenant(session, tenant_id)
         if tenant is None:
             return deny(f"tenant {tenant_id!r} does not exist")
         try:

@@ -24,7 +24,7 @@ from auto_dev.gates._lineage import (
     lineage,
     parent_objectives,
 )
-from auto_dev.gates._promotion import PromotionResult, RollbackResult, render_diff
+from auto_dev.gates._promotion import PromotionResult, RollbackResult, parent_code, render_diff
 from auto_dev.models import (
     Agent,
     CandidateStatus,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 #: Statuses that wait for a human: passed (approve or reject) and approved (promote).
 PENDING_REVIEW = (CandidateStatus.PASSED.value, CandidateStatus.APPROVED.value)
 _MIN_PREFIX = 4
+_LIVE_OR_DONE = (CandidateStatus.PROMOTED.value, CandidateStatus.ROLLED_BACK.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class CandidateDetail:
     summary: CandidateSummary
     capability: str
     code: str  # the code, or the workflow definition as JSON
-    diff: str  # against the tool's active version (recomputed now)
+    diff: str  # against the tool's active version (its parent once promoted), computed now
     diff_base: str  # what the diff is against, e.g. "slugify v3 (active)"
     objectives: list[ObjectiveRow]
     cases: list[CaseRow]
@@ -225,7 +226,16 @@ class ReviewService:
         with self.database.session(readonly=True) as session:
             candidate = self.resolve(session, tenant_id, candidate_id)
             summary = _summary(session, candidate)
+            steps = lineage(session, candidate)
             code, diff, base = _code_and_diff(session, candidate)
+            if candidate.status in _LIVE_OR_DONE and not isinstance(candidate, WorkflowVariant):
+                # Once promoted, the active version is the candidate itself (or whatever
+                # replaced it): what a reviewer wants is what the candidate changed.
+                before = parent_code(session, candidate)
+                if before is not None and len(steps) > 1:
+                    name = summary.target
+                    diff = render_diff(before, candidate.code, name)
+                    base = f"its parent, {steps[1].label}"
             evaluation = candidate_evaluation(session, candidate)
             inputs = _case_inputs(session, candidate, evaluation.total if evaluation else 0)
             cases = []
@@ -259,7 +269,7 @@ class ReviewService:
                 diff_base=base,
                 objectives=compare_objectives(dict(candidate.objectives or {}),
                                               parent_objectives(session, candidate)),
-                cases=cases, evaluation=eval_info, lineage=lineage(session, candidate),
+                cases=cases, evaluation=eval_info, lineage=steps,
                 decisions=[DecisionRow(d.decision, d.actor, d.reason, d.created_at)
                            for d in self.store.decisions(session, tenant_id, candidate.id)],
                 extra=extra,

@@ -204,6 +204,9 @@ class BudgetGuard:
             tenant_settings = self._lock_tenant(session, tenant_id)
             limit = self.limit_for(tenant_id, tenant_settings)
             if limit is not None:
+                # A separate statement, after the lock: on PostgreSQL (READ COMMITTED) each
+                # statement sees what committed before it started, so this sum includes the
+                # reservations of every transaction that held the lock before us.
                 spent = ledger.spent_since(session, tenant_id, ledger.utc_day_start(self._now()))
                 if spent + estimate_usd > limit + 1e-12:
                     raise BudgetExceededError(

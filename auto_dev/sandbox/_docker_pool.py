@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import contextlib
 import itertools
+import os
 import secrets
 import threading
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ import structlog
 from auto_dev._exceptions import SandboxError, SandboxUnavailableError
 from auto_dev.sandbox._docker_spec import (
     LABEL,
+    LABEL_OWNER_HOST,
+    LABEL_OWNER_PID,
+    LABEL_OWNER_START,
     LABEL_POOL,
     ContainerShape,
     DockerSandboxConfig,
@@ -57,20 +61,27 @@ class _Vacancy:
 
 _CLOSED = object()
 
-# Pools alive in this process, by id: removed at interpreter exit if aclose() never ran.
-_LIVE_POOLS: set[str] = set()
-_LIVE_LOCK = threading.Lock()
+# The pid that started a pool in this process (None: never). At interpreter exit every
+# container labelled with this process as its owner is removed, whether or not aclose() ran and
+# whatever a cancelled start left half-made. A forked child has another pid and removes nothing.
+_STARTED_IN: int | None = None
+_STARTED_LOCK = threading.Lock()
 
 
 def _cleanup_at_exit() -> None:
-    with _LIVE_LOCK:
-        pools = sorted(_LIVE_POOLS)
-        _LIVE_POOLS.clear()
-    if pools:
-        remove_pool_containers(pools)
+    with _STARTED_LOCK:
+        if os.getpid() != _STARTED_IN:
+            return
+    remove_owned_containers()
 
 
 atexit.register(_cleanup_at_exit)
+
+
+def _note_started() -> None:
+    global _STARTED_IN
+    with _STARTED_LOCK:
+        _STARTED_IN = os.getpid()
 
 
 def docker_client(timeout: float = 30.0) -> Any:
@@ -85,23 +96,27 @@ def docker_client(timeout: float = 30.0) -> Any:
         raise docker_error(exc, "connecting") from exc
 
 
-def remove_pool_containers(pool_ids: list[str]) -> int:
-    """Force-remove every container of these pools (blocking). Returns how many were found."""
+def remove_owned_containers() -> int:
+    """Force-remove every container this process owns (blocking). Returns how many were found."""
+    labels = owner_labels("")
     try:
         api = docker_client(timeout=15)
     except SandboxError:
         return 0
-    found = 0
-    for pool_id in pool_ids:
-        try:
-            rows = api.containers(all=True, filters={"label": f"{LABEL_POOL}={pool_id}"})
-        except Exception:
-            continue
-        found += len(rows)
+    try:
+        rows = api.containers(all=True, filters={"label": [
+            f"{LABEL_OWNER_PID}={labels[LABEL_OWNER_PID]}",
+            f"{LABEL_OWNER_START}={labels[LABEL_OWNER_START]}",
+            f"{LABEL_OWNER_HOST}={labels[LABEL_OWNER_HOST]}",
+        ]})
         remove_containers(api, [row["Id"] for row in rows])
-    with contextlib.suppress(Exception):
-        api.close()
-    return found
+        return len(rows)
+    except Exception as exc:
+        log.warning("sandbox.exit_cleanup_failed", error=str(exc))
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            api.close()
 
 
 def remove_orphans(api: Any) -> int:
@@ -176,8 +191,7 @@ class ContainerPool:
             self._api = await asyncio.to_thread(docker_client, self.config.start_timeout_s)
             await asyncio.to_thread(self._check_image)
             await asyncio.to_thread(remove_orphans, self._api)
-            with _LIVE_LOCK:
-                _LIVE_POOLS.add(self.pool_id)
+            _note_started()
             results = await asyncio.gather(
                 *(self._spawn(self.shape) for _ in range(self.config.size)), return_exceptions=True
             )
@@ -226,8 +240,6 @@ class ContainerPool:
             await asyncio.to_thread(self._remove_all, ids)
             with contextlib.suppress(Exception):
                 self._api.close()
-        with _LIVE_LOCK:
-            _LIVE_POOLS.discard(self.pool_id)
         if self._started:
             log.info("sandbox.pool_closed", pool=self.pool_id, replaced=self.replaced)
 
@@ -254,8 +266,6 @@ class ContainerPool:
                 worker.close_stream()
         if self._api is not None:
             await asyncio.to_thread(self._remove_all, [w.container_id for w in workers])
-        with _LIVE_LOCK:
-            _LIVE_POOLS.discard(self.pool_id)
         log.info("sandbox.pool_abandoned", pool=self.pool_id, reason="used from a new event loop")
 
     # ------------------------------------------------------------------ lending workers
@@ -288,6 +298,9 @@ class ContainerPool:
         self._lent.discard(worker)
         if count:
             worker.jobs += 1
+        if self._closed:
+            self._forget(worker)
+            return
         if worker.one_off:
             self._track(asyncio.create_task(self._kill(worker)))
             return
@@ -295,14 +308,15 @@ class ContainerPool:
             recycle = f"served {worker.jobs} jobs"
         if recycle is not None or worker.lost is not None:
             self.discard(worker, recycle or worker.lost or "")
-        elif self._closed:
-            self._track(asyncio.create_task(self._kill(worker)))
         else:
             self._idle.put_nowait(worker)
 
     def discard(self, worker: Worker, reason: str) -> None:
         """Remove a worker's container and start a replacement in the background."""
         self._lent.discard(worker)
+        if self._closed:
+            self._forget(worker)
+            return
         if worker.one_off:
             self._track(asyncio.create_task(self._kill(worker)))
             return
@@ -411,6 +425,12 @@ class ContainerPool:
             self._track(asyncio.ensure_future(
                 asyncio.to_thread(remove_containers, self._api, [container_id])))
 
+    def _forget(self, worker: Worker) -> None:
+        """After close: aclose() removed (or its labels sweep removes) the container already."""
+        worker.close_stream()
+        self._workers.discard(worker)
+        self._lent.discard(worker)
+
     async def _kill(self, worker: Worker) -> None:
         worker.close_stream()
         self._workers.discard(worker)
@@ -441,7 +461,7 @@ class ContainerPool:
 
     def _track(self, task: asyncio.Future[Any]) -> None:
         self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        task.add_done_callback(self._tasks.discard)
 
 
 def _as_sandbox_error(exc: BaseException) -> SandboxError:

@@ -43,6 +43,11 @@ class WorkerLost(Exception):
         self.protocol = protocol
 
 
+def encode(payload: dict[str, Any]) -> bytes:
+    """A frame body: compact JSON (raises TypeError/ValueError for what JSON cannot hold)."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
 def docker_error(exc: BaseException, doing: str, image: str | None = None) -> SandboxError:
     """Map a docker SDK / transport error to our error tree (the only place that knows them)."""
     import docker.errors
@@ -122,9 +127,12 @@ class Worker:
         return info
 
     async def request(
-        self, payload: dict[str, Any], *, timeout: float, max_reply: int
+        self, payload: dict[str, Any] | bytes, *, timeout: float, max_reply: int
     ) -> dict[str, Any]:
-        """Send one frame and wait for its answer. Raises :class:`WorkerLost`."""
+        """Send one frame (a JSON object, or its encoding) and wait for its answer.
+
+        Raises :class:`WorkerLost`.
+        """
         if self.lost is not None:
             raise WorkerLost(self.lost)
         try:
@@ -158,9 +166,9 @@ class Worker:
         self.last_used = time.monotonic()
         return reply
 
-    async def _send(self, payload: dict[str, Any]) -> None:
+    async def _send(self, payload: dict[str, Any] | bytes) -> None:
         assert self._writer is not None
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = payload if isinstance(payload, bytes) else encode(payload)
         try:
             self._writer.write(len(body).to_bytes(4, "big") + body)
             await self._writer.drain()

@@ -656,43 +656,52 @@ def _wipe(directory: str) -> None:
         pass
 
 
+def _fork(cfg: _Config) -> int:
+    """fork(), retrying after a sweep when leftovers hold the process budget; -1 on failure."""
+    for attempt in range(3):
+        try:
+            return os.fork()
+        except OSError:
+            if attempt == 2:
+                return -1
+            _sweep(cfg)
+            time.sleep(0.01)
+    return -1
+
+
 def _run_case(job: _Job, index: int, cfg: _Config) -> dict[str, Any]:
+    """Run one case in a fresh child. OSError here (no directory, no pipes) is the sandbox's."""
     cfg.counter += 1
     workdir = f"{cfg.scratch}/case-{cfg.tag}-{cfg.counter}"
     os.mkdir(workdir, 0o700)
-    out_r, out_w = os.pipe()
-    res_r, res_w = os.pipe()
-    os.set_blocking(out_r, False)
-    os.set_blocking(res_r, False)
-    nproc = _nproc_limit(cfg, job.limits["max_processes"])
-    t0 = time.monotonic()
+    fds: list[int] = []
     pid = -1
     try:
-        for attempt in range(3):
-            try:
-                pid = os.fork()
-                break
-            except OSError:
-                if attempt == 2:
-                    raise
-                _sweep(cfg)
-                time.sleep(0.01)
+        out_r, out_w = os.pipe()
+        fds += (out_r, out_w)
+        res_r, res_w = os.pipe()
+        fds += (res_r, res_w)
+        os.set_blocking(out_r, False)
+        os.set_blocking(res_r, False)
+        nproc = _nproc_limit(cfg, job.limits["max_processes"])
+        t0 = time.monotonic()
+        pid = _fork(cfg)
         if pid == 0:
             _child(job, index, workdir, out_w, res_w, cfg, nproc)
+        if pid < 0:
+            return {"index": index, "status": "crashed", "output": None, "stdout": "",
+                    "error": "could not start the case process (process limit reached?)",
+                    "duration_s": 0.0, "peak_memory_kb": 0}
         cfg.current = pid
-        os.close(out_w)
-        os.close(res_w)
-        out_w = res_w = -1
+        for fd in (out_w, res_w):
+            fds.remove(fd)
+            os.close(fd)
         verdict, status, usage, out, res = _supervise(pid, out_r, res_r, job.limits, t0)
         return _outcome(job, index, verdict, status, usage, out, res, time.monotonic() - t0)
-    except OSError as exc:
-        return {"index": index, "status": "crashed", "output": None, "stdout": "",
-                "error": f"could not run the case: {exc}", "duration_s": 0.0, "peak_memory_kb": 0}
     finally:
-        for fd in (out_r, out_w, res_r, res_w):
-            if fd >= 0:
-                os.close(fd)
-        _sweep(cfg, pid if pid > 0 else 0)
+        for fd in fds:
+            os.close(fd)
+        _sweep(cfg, max(pid, 0))
         cfg.current = 0
         _remove(workdir)
         for directory in cfg.tmp_dirs:
@@ -728,7 +737,10 @@ def _serve(cfg: _Config, stdin: Any, stdout: Any) -> int:
             if job is None:
                 reply = {"cases": [], "error": None, "info": cfg.info}
             else:
-                reply = {"cases": _run_job(job, cfg), "error": None}
+                try:
+                    reply = {"cases": _run_job(job, cfg), "error": None}
+                except OSError as exc:  # no case directory, no pipes: the sandbox is broken
+                    reply = {"cases": [], "error": f"harness: cannot run cases: {exc}"}
             del job
         _write_frame(stdout, reply)
 
@@ -955,13 +967,14 @@ def _isolate(cfg: _Config) -> None:
         _become_init(cfg)
     if got & CLONE_NEWNS:
         _mounts(cfg, libc)
-    if cfg.uid is not None:
+    if cfg.uid is not None and cfg.gid is not None:
+        uid, gid = cfg.uid, cfg.gid
         if os.geteuid() == 0:
             os.setgroups([])
-            os.setresgid(cfg.gid, cfg.gid, cfg.gid)
-            os.setresuid(cfg.uid, cfg.uid, cfg.uid)
-        if os.getresuid() != (cfg.uid,) * 3 or os.getresgid() != (cfg.gid,) * 3:
-            raise _Fatal(f"could not switch to uid {cfg.uid}, gid {cfg.gid}")
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+        if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid):
+            raise _Fatal(f"could not switch to uid {uid}, gid {gid}")
     if os.geteuid() == 0 and not cfg.allow_root:
         raise _Fatal("refusing to run candidates as root: pass --uid/--gid (or --allow-root)")
     if cfg.reap_all and os.getuid() == 0:

@@ -21,6 +21,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,11 @@ def release_identity(identity: Identity) -> None:
         os.close(identity.lock_fd)
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _FrameReader:
     """Collects one reply frame from a non-blocking fd into a future."""
 
@@ -169,6 +175,8 @@ class HarnessWorker:
         self.jobs = 0
         #: Owned by the pool that started this worker (opaque here).
         self.pool_state: Any = None
+        self._close_lock = threading.Lock()
+        self._closed = False
         assert proc.stdin is not None and proc.stdout is not None
         self._in = proc.stdin.fileno()
         self._out = proc.stdout.fileno()
@@ -256,7 +264,7 @@ class HarnessWorker:
                 view = view[os.write(self._in, view):]
             except BlockingIOError:
                 ready: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(self._in, lambda f=ready: f.done() or f.set_result(None))
+                loop.add_writer(self._in, _settle, ready)
                 try:
                     await ready
                 finally:
@@ -280,7 +288,16 @@ class HarnessWorker:
             self.proc.terminate()
 
     def close(self, grace_s: float = 1.0) -> None:
-        """Shut down (blocking): EOF first, then SIGTERM, then SIGKILL; free uid and directory."""
+        """Shut down (blocking): EOF first, then SIGTERM, then SIGKILL; free uid and directory.
+
+        Idempotent and safe from several threads: later callers wait for the first to finish.
+        """
+        with self._close_lock:
+            if not self._closed:
+                self._close(grace_s)
+                self._closed = True
+
+    def _close(self, grace_s: float) -> None:
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         for sig in (None, signal.SIGTERM, signal.SIGKILL):

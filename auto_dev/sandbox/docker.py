@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
-import json
 import time
 from typing import Any, ClassVar
 
@@ -43,7 +42,7 @@ from auto_dev.sandbox._docker_spec import (
     ContainerShape,
     DockerSandboxConfig,
 )
-from auto_dev.sandbox._docker_worker import WorkerLost
+from auto_dev.sandbox._docker_worker import WorkerLost, encode
 from auto_dev.sandbox.base import CaseResult, CaseStatus, SandboxJob, SandboxResult
 
 __all__ = ["DEFAULT_IMAGE", "DockerSandbox", "DockerSandboxConfig"]
@@ -120,6 +119,9 @@ class DockerSandbox(Sandbox):
     async def aclose(self) -> None:
         await self._pool.aclose()
 
+    async def __aenter__(self) -> DockerSandbox:
+        return self
+
     async def _ensure_pool(self) -> None:
         """Start the pool; on a different event loop than before, start a fresh one there.
 
@@ -139,9 +141,8 @@ class DockerSandbox(Sandbox):
         started = time.perf_counter()
         if not job.cases:
             return SandboxResult(backend=self.name, cases=(), total=0)
-        frame = job.to_wire()
         try:
-            json.dumps(frame)
+            frame = encode(job.to_wire())
         except (TypeError, ValueError) as exc:
             raise ValidationError("job.cases", f"must be JSON-serialisable: {exc}") from exc
         await self._ensure_pool()

@@ -258,6 +258,9 @@ class ProcessSandbox(Sandbox):
                                  duration_s=time.monotonic() - started, error=error)
         raise SandboxProtocolError(f"the harness failed on this job twice: {failure}")
 
+    async def __aenter__(self) -> ProcessSandbox:
+        return self
+
     async def aclose(self) -> None:
         if self._finalizer.alive:
             await asyncio.to_thread(self._finalizer)
@@ -286,8 +289,9 @@ class ProcessSandbox(Sandbox):
             except asyncio.CancelledError:
                 with state.lock, contextlib.suppress(ValueError):
                     state.waiters.remove(waiter)
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    _return_worker(waiter.result())  # handed over just as we were cancelled
+                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if handed is not None:  # handed over just as we were cancelled: not lost
+                    _return_worker(handed)
                 raise
             if worker is not None:
                 return worker

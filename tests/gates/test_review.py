@@ -140,6 +140,25 @@ class TestPromotion:
                 EventRecord.type == "CandidatePromoted")).one()
         assert {"candidate.approved", "candidate.promoted", "gate.promote"} <= actions
         assert event.payload["tool_version_id"] == result.version_id
+        shown = world.review.show(TENANT, cid)  # once live, the diff is against its parent
+        assert shown.diff_base == "its parent, inc v1" and "+    return x + 1" in shown.diff
+
+    def test_skill_repairing_a_tool_keeps_its_parent(self, world: World) -> None:
+        """A skill that repairs a tool diffs against the version it repaired, before and after
+        its promotion, and becomes that tool's next version."""
+        world.maturity("intern", "auto_dev.memento_skills")
+        with world.database.session() as s:
+            row = world.store.create_skill_candidate(
+                s, tenant_id=TENANT, name="inc", agent_id=AGENT, entrypoint="inc",
+                code=FIXED_CODE, strategy="retrieve_repair", tool_id=world.tool_id)
+            world.store.set_status(s, tenant_id=TENANT, candidate_id=row.id, status="passed")
+        before = world.review.show(TENANT, row.id)
+        world.review.approve(TENANT, row.id, "alice", "ok")
+        world.review.promote(TENANT, row.id, "alice", "ship")
+        after = world.review.show(TENANT, row.id)
+        assert before.diff == after.diff and "-    return x + 2" in after.diff
+        assert [st.label for st in after.lineage] == ["skill inc", "inc v1"]
+        assert _versions(world) == [(1, False, "seed"), (2, True, "skill")]
 
     def test_skill_promotion_creates_or_extends_tool(self, world: World) -> None:
         """A skill without a tool creates it; a later skill of the same name adds a version."""

@@ -135,7 +135,7 @@ class SandboxContract:
         """Code that does not compile makes every case an error naming the syntax error."""
         result = await sandbox.run(job("def f(:\n    pass\n", smoke(1), smoke(2), smoke(3)))
         assert [c.status for c in result.cases] == [CaseStatus.ERROR] * 3
-        assert all("SyntaxError" in c.error for c in result.cases)
+        assert all("SyntaxError" in (c.error or "") for c in result.cases)
 
     async def test_missing_entrypoint_is_error(self, sandbox: Sandbox) -> None:
         """An entrypoint the code does not define is an error that names it."""

@@ -255,32 +255,33 @@ class TestProtocol:
     def test_expected_answers_are_out_of_the_candidates_reach(self, harness: Harness) -> None:
         """A candidate searching its frames and the heap cannot find the expected answers."""
         code = textwrap.dedent("""
-            import gc, sys
-            def f(marker):
-                found = []
+            import gc, re, sys
+            def f(prefix):
+                pattern = re.compile(re.escape(prefix) + '[0-9a-f]+')
+                found = set()
                 frame = sys._getframe()
                 while frame is not None:
-                    found += [k for k, v in frame.f_locals.items() if marker in repr(v)[:100000]]
+                    found.update(pattern.findall(repr(frame.f_locals)))
                     frame = frame.f_back
                 for obj in gc.get_objects():
-                    try:
-                        if isinstance(obj, (list, dict, tuple)) and marker in repr(obj)[:100000]:
-                            found.append(type(obj).__name__)
-                    except Exception:
-                        pass
-                return found
+                    if isinstance(obj, (list, dict, tuple)):
+                        try:
+                            found.update(pattern.findall(repr(obj)))
+                        except Exception:
+                            pass
+                return sorted(found)
         """)
-        marker = "SECRET-EXPECTED-7f3a"
-        reply = harness.run(code, {"args": ["SECRET"], "expected": marker},
-                            {"args": ["SECRET"], "expected": [marker]})
+        prefix = "SECRET-EXPECTED-"
+        reply = harness.run(code, {"args": [prefix], "expected": prefix + "7f3a"},
+                            {"args": [prefix], "expected": [prefix + "9b1c"]})
         for case in reply["cases"]:
-            assert case["status"] == "wrong_answer"
-            # Only the case's own argument ("SECRET") may show up, never the expected marker.
-            assert all(marker not in str(x) for x in case["output"]), case
+            assert case["status"] == "wrong_answer", case
+            assert case["output"] == [], case
 
     def test_candidate_holds_only_its_own_descriptors(self, harness: Harness) -> None:
         """Inside a case only stdin, the capture pipe and the result pipe are open."""
-        code = "import os\ndef f():\n    return sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+        code = ("import os\ndef f():\n"
+                "    return sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n")
         reply = harness.run(code, {"args": []})
         fds = reply["cases"][0]["output"]
         assert set(fds) - {0, 1, 2, 3} <= {max(fds)}  # plus the one listdir itself opened

@@ -1,0 +1,3 @@
+from auto_dev.cli import main
+
+main()

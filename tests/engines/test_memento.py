@@ -1,0 +1,87 @@
+"""Memento: groups similar failures, builds regression tests, proposes a skill."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from auto_dev.engines._signatures import failure_signature
+from auto_dev.engines.memento import Memento, never_passes
+from auto_dev.models import SkillCandidate
+from auto_dev.service import AutoDev
+from tests.engines.conftest import ON
+
+AVERAGE = "def average(values):\n    return sum(values) / len(values)\n"
+ZERO = 'File "x.py", line 2, in average\nZeroDivisionError: division by zero'
+
+
+def _setup(autodev: AutoDev) -> None:
+    autodev.configure_tenant(**ON)
+    autodev.register_tool("average", AVERAGE, "average",
+                          description="arithmetic mean average of basket values",
+                          tests=[{"args": [[1, 2, 3]], "expected": 2.0}])
+    autodev.set_maturity("bot", "auto_dev.memento_skills", "intern")
+
+
+async def _fail(autodev: AutoDev, task: str, *, expected: object = 0.0) -> None:
+    await autodev.record_episode(agent="bot", task=task, success=False,
+                                 inputs={"args": [[]]}, expected=expected, error_trace=ZERO)
+
+
+class TestSignatures:
+    """Failure signatures group by shape, not by the varying values."""
+
+    def test_numbers_and_strings_are_masked(self) -> None:
+        """Two KeyErrors on different keys share a signature; a ZeroDivisionError doesn't."""
+        a = failure_signature("t", "KeyError: 'total'")
+        b = failure_signature("t", "KeyError: 'amount'")
+        c = failure_signature("t", "ZeroDivisionError: division by zero")
+        assert a == b != c
+
+
+class TestMemento:
+    """Memento's offline retrieve-and-repair path."""
+
+    async def test_learns_a_skill_after_repeated_failures(self, autodev: AutoDev) -> None:
+        """Two similar failures without a tool produce one passed retrieve_repair skill."""
+        _setup(autodev)
+        await _fail(autodev, "average basket value for an empty cart")
+        await autodev.events.drain()
+        with autodev.database.session() as session:
+            assert session.scalars(select(SkillCandidate)).first() is None  # one is not a pattern
+        await _fail(autodev, "average basket value of a new customer")
+        await autodev.events.drain()
+        with autodev.database.session() as session:
+            skills = session.scalars(select(SkillCandidate)).all()
+            assert len(skills) == 1
+            skill = skills[0]
+            assert skill.strategy == "retrieve_repair"
+            assert skill.status == "passed"
+            assert len(skill.source_episode_ids) == 2
+            assert {"args": [[]], "kwargs": {}, "expected": 0.0} in skill.tests
+            assert "ZeroDivisionError" in skill.failure_pattern
+        # A third failure of the same kind does not start a second, duplicate candidate.
+        await _fail(autodev, "average basket value again")
+        await autodev.events.drain()
+        with autodev.database.session() as session:
+            assert len(session.scalars(select(SkillCandidate)).all()) == 1
+
+    async def test_no_expected_outputs_means_no_offline_skill(self, autodev: AutoDev) -> None:
+        """Offline, failures without expected values can't become tests: the cycle says so."""
+        _setup(autodev)
+        for task in ("average one", "average two"):
+            await autodev.record_episode(agent="bot", task=task, success=False,
+                                         inputs={"args": [[]]}, error_trace=ZERO)
+        await autodev.events.drain()
+        memento = autodev.engines.get("memento")
+        assert isinstance(memento, Memento)
+        group = memento.failure_group(f"task:{failure_signature(None, ZERO)}")
+        assert group is not None and len(group.episode_ids) == 2 and not group.cases
+        result = await memento.run_cycle(f"task:{failure_signature(None, ZERO)}", 20)
+        assert result.status == "skipped" and "expected outputs" in result.reason
+
+    def test_never_passes_rules(self) -> None:
+        """Empty, comment-only and unchanged programs can never pass."""
+        assert never_passes("", None) == "empty program"
+        assert never_passes("# only a comment\n", None) == "comment-only program"
+        assert never_passes(AVERAGE + "\n# same\n", AVERAGE) == "identical to its parent"
+        assert never_passes(AVERAGE.replace("sum", "max"), AVERAGE) is None
