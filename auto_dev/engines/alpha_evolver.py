@@ -5,8 +5,10 @@ archive, cascade evaluation, AST or LLM mutators) in the sandbox, and stores thr
 candidate store (the gate's choke point) every candidate that entered the population, each with
 its parent (lineage), operator, island, generation, objective vector and evaluation. The best
 candidate, if it is promotable against the active version, is offered for review (``passed``);
-the others are closed as ``failed`` with the reason. Every other evaluated proposal is counted
-per status and operator in the run's stats, with a compact lineage line per candidate.
+the others are closed as ``failed`` with the reason. Every other evaluated proposal (broke a
+case, fixed nothing) is kept as a ``failed`` mutation with its parent, operator and reason,
+written in batches under the run's gate decision; proposals filtered before the sandbox
+(syntax errors, duplicates) are counted per status and operator in the run's stats.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ class AlphaEvolver(BaseLearningEngine):
                 run.status = "skipped"
                 outcome.status, outcome.reason = "skipped", "the tool has no test cases"
                 return outcome
-            persister = _Persister(self, snapshot, run.id, agent_key)
+            persister = _Persister(self, snapshot, run.id, agent_key, decision)
             search = EvolutionSearch(
                 snapshot.program, snapshot.cases, ctx.sandbox, ctx.mutators,
                 budget=budget, rng_seed=self.rng_seed, limits=ctx.limits,
@@ -256,13 +258,19 @@ def snapshot_tenant(engine: BaseLearningEngine, kwargs: dict[str, Any]) -> str:
 class _Persister:
     """Stores the candidates that enter the population, keeping lineage in storage ids."""
 
+    #: Rejected candidates are written in batches of this size (one INSERT each).
+    BATCH = 64
+
     def __init__(self, engine: AlphaEvolver, snapshot: ToolSnapshot, run_id: str,
-                 agent_key: str | None) -> None:
+                 agent_key: str | None, decision: Any) -> None:
         self.engine = engine
         self.snapshot = snapshot
         self.run_id = run_id
         self.agent_key = agent_key
+        self.decision = decision
         self.stored: dict[str, CandidateRecord] = {}
+        self.rejected: list[dict[str, Any]] = []
+        self.rejected_count = 0
         self.known: dict[str, tuple[dict[str, float], frozenset[int]]] = {}
         self.seed: Program | None = None
 
@@ -271,14 +279,30 @@ class _Persister:
         self.known[seed.id or self.snapshot.version_id] = (dict(seed.scores), seed.passed_cases)
 
     async def on_evaluated(self, record: CandidateRecord) -> str | None:
-        if not record.status.accepted:
-            return None
         ctx = self.engine.context
         parent = record.parent_ids[0] if record.parent_ids else self.snapshot.version_id
         parent_is_version = parent not in self.stored
         second = record.parent_ids[1] if len(record.parent_ids) > 1 else None
-        parent_scores, parent_cases = self.known.get(parent, ({}, frozenset()))
         digest = normalized_hash(record.proposal.code)
+        if not record.status.accepted:
+            # Kept for lineage, born failed: batched under the run's gate decision.
+            self.rejected.append({
+                "code": record.proposal.code, "entrypoint": record.proposal.entrypoint,
+                "operator": record.operator,
+                "parent_version_id": self.snapshot.version_id if parent_is_version else None,
+                "parent_mutation_id": None if parent_is_version else parent,
+                "second_parent_id": second if second in self.stored else None,
+                "ast_hash": digest.hex() if digest else None, "island": record.island,
+                "generation": record.generation, "objectives": record.objectives,
+                "details": {"mutator": record.mutator, "status": record.status.value,
+                            "reason": record.reason, "stage": record.stage,
+                            "passed_cases": sorted(record.passed_cases),
+                            "search_id": record.id},
+            })
+            if len(self.rejected) >= self.BATCH:
+                self.flush()
+            return None
+        parent_scores, parent_cases = self.known.get(parent, ({}, frozenset()))
         with ctx.database.session() as session:
             row = ctx.store.create_tool_mutation(
                 session, tenant_id=ctx.tenant_id, tool_id=self.snapshot.tool_id,
@@ -306,9 +330,25 @@ class _Persister:
         self.known[row.id] = (dict(record.objectives), record.passed_cases)
         return row.id
 
+    def flush(self) -> None:
+        """Write the buffered rejected candidates (one INSERT)."""
+        if not self.rejected:
+            return
+        from auto_dev.gates._bulk import record_rejected_mutations
+
+        ctx = self.engine.context
+        with ctx.database.session() as session:
+            record_rejected_mutations(
+                session, decision=self.decision, tenant_id=ctx.tenant_id,
+                tool_id=self.snapshot.tool_id, run_id=self.run_id,
+                capability=self.engine.capability, rows=self.rejected)
+        self.rejected_count += len(self.rejected)
+        self.rejected = []
+
     def settle(self, result: SearchResult) -> tuple[str | None, str]:
         """Offer the best stored candidate if promotable against the active version; close the
         rest. Returns the offered id (or None) and why."""
+        self.flush()
         ctx = self.engine.context
         best_id = result.best.id if result.best.id in self.stored else None
         offered: str | None = None
@@ -334,6 +374,7 @@ class _Persister:
     def close_all(self, reason: str) -> None:
         ctx = self.engine.context
         try:
+            self.flush()
             with ctx.database.session() as session:
                 for cid in self.stored:
                     ctx.store.set_status(session, tenant_id=ctx.tenant_id, candidate_id=cid,

@@ -24,6 +24,8 @@ from auto_dev.models import CapabilityState, UsageRecord
 
 log = structlog.get_logger(__name__)
 
+_STATES = "auto_dev.gates.capability_states"
+
 
 class MaturityMixin:
     """Maturity reads and writes for :class:`~auto_dev.gates.capability.Gatekeeper`."""
@@ -43,13 +45,24 @@ class MaturityMixin:
     def _state(
         session: Session, tenant_id: str, agent_id: str, capability: str
     ) -> CapabilityState | None:
-        return session.scalars(
+        # Remembered per session (an engine asks twice per candidate). A remembered row that a
+        # savepoint rollback discarded is no longer in the session, and is looked up again.
+        cache: dict[tuple[str, str, str], CapabilityState | None] = session.info.setdefault(
+            _STATES, {})
+        key = (tenant_id, agent_id, capability)
+        if key in cache:
+            hit = cache[key]
+            if hit is None or hit in session:
+                return hit
+        row = session.scalars(
             select(CapabilityState).where(
                 CapabilityState.tenant_id == tenant_id,
                 CapabilityState.agent_id == agent_id,
                 CapabilityState.capability == capability,
             )
         ).one_or_none()
+        cache[key] = row
+        return row
 
     def _maturity_of(
         self, session: Session, tenant_id: str, agent_id: str, capability: str
@@ -66,9 +79,10 @@ class MaturityMixin:
         state = self._state(session, tenant_id, agent_id, capability)
         now = self._clock()
         if state is None:
-            session.add(CapabilityState(tenant_id=tenant_id, agent_id=agent_id,
-                                        capability=capability, maturity=level.value,
-                                        updated_at=now))
+            state = CapabilityState(tenant_id=tenant_id, agent_id=agent_id,
+                                    capability=capability, maturity=level.value, updated_at=now)
+            session.add(state)
+            session.info.setdefault(_STATES, {})[(tenant_id, agent_id, capability)] = state
         else:
             state.maturity = level.value
             state.updated_at = now  # evidence for the next move starts here

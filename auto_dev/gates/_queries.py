@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import NotFoundError, ValidationError
@@ -83,24 +84,51 @@ def require_agent(session: Session, tenant_id: str, ref: str) -> Agent:
     return agent
 
 
-def count_candidates_today(
-    session: Session, tenant_id: str, agent_id: str | None, since: datetime
-) -> dict[str, int]:
-    """Candidates of every kind created since ``since``: for the tenant and for the agent.
+def _capped_count(model: Any, *, by_agent: bool, cap: str) -> Any:
+    conditions = [model.tenant_id == bindparam("tenant_id"), model.created_at >= bindparam("since"),
+                  # Candidates born or closed ``failed`` never reach a human or production, so
+                  # they do not use up the daily allowance (a run records hundreds of them).
+                  model.status != "failed"]
+    if by_agent:
+        conditions.append(model.agent_id == bindparam("agent_id"))
+    capped = (select(literal(1)).select_from(model).where(*conditions)
+              .limit(bindparam(cap, type_=Integer)).subquery())
+    return select(func.count()).select_from(capped).scalar_subquery()
 
-    One round trip: six scalar subqueries in a single SELECT.
+
+_KINDS = (ToolMutation, SkillCandidate, WorkflowVariant)
+# Built once: constructing six subqueries per gate decision costs more than running them.
+_TENANT_COUNTS = select(*(_capped_count(m, by_agent=False, cap="tenant_cap") for m in _KINDS))
+_TENANT_AND_AGENT_COUNTS = select(
+    *(_capped_count(m, by_agent=False, cap="tenant_cap") for m in _KINDS),
+    *(_capped_count(m, by_agent=True, cap="agent_cap") for m in _KINDS),
+)
+_NO_CAP = 2**62
+
+
+def count_candidates_today(
+    session: Session,
+    tenant_id: str,
+    agent_id: str | None,
+    since: datetime,
+    *,
+    limits: tuple[int, int] | None = None,
+) -> dict[str, int]:
+    """Candidates of every kind created since ``since`` and not failed: for the tenant and for
+    the agent.
+
+    One round trip: (up to) six scalar subqueries in a single SELECT. With ``limits`` (tenant,
+    agent) each subquery stops counting at its limit, so a check costs O(limit) rather than
+    O(today's candidates): the counts are then exact below the limit and capped at it, which is
+    all a limit check needs (``sum(min(c, L)) >= L`` exactly when ``sum(c) >= L``).
     """
-    tenant_parts = []
-    agent_parts = []
-    for model in (ToolMutation, SkillCandidate, WorkflowVariant):
-        base = select(func.count()).select_from(model).where(
-            model.tenant_id == tenant_id, model.created_at >= since
-        )
-        tenant_parts.append(base.scalar_subquery())
-        if agent_id is not None:
-            agent_parts.append(base.where(model.agent_id == agent_id).scalar_subquery())
-    row = session.execute(select(*tenant_parts, *agent_parts)).one()
-    values = [int(v or 0) for v in row]
+    tenant_cap, agent_cap = limits if limits is not None else (_NO_CAP, _NO_CAP)
+    params: dict[str, Any] = {"tenant_id": tenant_id, "since": since, "tenant_cap": tenant_cap}
+    if agent_id is None:
+        row = session.execute(_TENANT_COUNTS, params).one()
+        return {"tenant": sum(int(v or 0) for v in row), "agent": 0}
+    params.update(agent_id=agent_id, agent_cap=agent_cap)
+    values = [int(v or 0) for v in session.execute(_TENANT_AND_AGENT_COUNTS, params).one()]
     return {"tenant": sum(values[:3]), "agent": sum(values[3:])}
 
 

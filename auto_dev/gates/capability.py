@@ -265,7 +265,9 @@ class Gatekeeper(MaturityMixin):
                     return deny(f"{who} {maturity.value} is below {required.value} required "
                                 f"for {capability}", maturity=maturity, required=required)
         if action in (CREATE_CANDIDATE, CHECK_LIMITS):
-            counts = count_candidates_today(session, tenant_id, agent_id, day_start(self._clock()))
+            counts = count_candidates_today(
+                session, tenant_id, agent_id, day_start(self._clock()),
+                limits=(settings.daily_candidates_per_tenant, settings.daily_candidates_per_agent))
             if counts["tenant"] >= settings.daily_candidates_per_tenant:
                 return deny(f"daily candidate limit reached for tenant {tenant_id!r}: "
                             f"{counts['tenant']}/{settings.daily_candidates_per_tenant}",

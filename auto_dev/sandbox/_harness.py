@@ -40,7 +40,10 @@ import select
 import signal
 import sys
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: it is slow to import and unused
+if TYPE_CHECKING:
+    from typing import Any
 
 _MAX_FRAME = 256 * 1024 * 1024
 _TRACE_CAP = 8000
@@ -967,6 +970,11 @@ def _isolate(cfg: _Config) -> None:
         _become_init(cfg)
     if got & CLONE_NEWNS:
         _mounts(cfg, libc)
+    for name in cfg.preload:  # before the uid drop, which may cut us off from the library
+        try:
+            __import__(name)
+        except ImportError:
+            cfg.problems.append(f"cannot preload {name}")
     if cfg.uid is not None and cfg.gid is not None:
         uid, gid = cfg.uid, cfg.gid
         if os.geteuid() == 0:
@@ -992,11 +1000,9 @@ def _isolate(cfg: _Config) -> None:
 
 
 def _prepare(cfg: _Config) -> None:
-    for name in cfg.preload:
-        try:
-            __import__(name)
-        except ImportError:
-            cfg.problems.append(f"cannot preload {name}")
+    if not os.access(os.path.dirname(json.__file__), os.R_OK | os.X_OK):
+        cfg.problems.append(f"uid {os.getuid()} cannot read the standard library: candidates "
+                            "can import only preloaded modules")
     cfg.devnull = os.open(os.devnull, os.O_RDWR)
     # What every case child would otherwise set up itself (see _child).
     os.environ.clear()

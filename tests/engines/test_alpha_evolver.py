@@ -43,6 +43,9 @@ class TestRunCycle:
             others = session.scalars(select(ToolMutation).where(
                 ToolMutation.run_id == result.run_id, ToolMutation.id != offered.id)).all()
             assert all(o.status == "failed" for o in others)
+            # Every candidate sent to the sandbox is kept, each with its parent.
+            assert len(others) + 1 == result.evaluations
+            assert all(o.parent_version_id or o.parent_mutation_id for o in others)
         detail = autodev.review.show("t1", result.offered_ids[0])
         assert "-    return round(price * (1 + percent / 100), 2)" in detail.diff
 

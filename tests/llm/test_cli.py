@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from auto_dev.cli.llm import app
@@ -17,11 +19,16 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+def _env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[None]:
     for name in ("AUTO_DEV_LLM_MODEL", "AUTO_DEV_LLM_API_BASE", "AUTO_DEV_LLM_API_KEY",
                  "AUTO_DEV_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AUTO_DEV_DATABASE_URL", database_url)
+    # The commands configure logging onto CliRunner's stderr, which is closed afterwards:
+    # restore the suite's logging so later tests do not log into a closed file.
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def write_config(tmp_path: object, monkeypatch: pytest.MonkeyPatch, server_url: str) -> None:

@@ -193,7 +193,9 @@ class TestNonRetryable:
         assert row.cost_usd == pytest.approx(10 * 1e-6)
         assert len(server.requests) == 1
 
-    async def test_null_content(self, server: OpenAICompatibleServer, make_client: MakeClient) -> None:
+    async def test_null_content(
+        self, server: OpenAICompatibleServer, make_client: MakeClient
+    ) -> None:
         """A null message content is an empty answer too."""
         server.script(ServerReply(content=None))
         with pytest.raises(LLMResponseError):

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from auto_dev._exceptions import LLMUnavailableError, ValidationError
+from auto_dev.llm.skills import ExistingTool, FailureGroup, SkillWriter, parse_skill_answer
 from auto_dev.sandbox.base import Case, Limits
 from auto_dev.sandbox.process import ProcessSandbox
-from auto_dev.llm.skills import ExistingTool, FailureGroup, SkillWriter, parse_skill_answer
 from auto_dev.testing import FakeLLM
 
 GROUP = FailureGroup(
