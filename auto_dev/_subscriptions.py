@@ -6,6 +6,7 @@ deliveries point at, so it must stay the same across restarts.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import types
@@ -25,6 +26,12 @@ Handler = Callable[[Any], Awaitable[None] | None]
 H = TypeVar("H", bound=Callable[..., Any])
 
 _HANDLER_NAME_MAX = 300
+
+
+def _log(level: str, message: str, **fields: Any) -> None:
+    """Log without letting a broken logging setup (say, a closed stream) break the bus."""
+    with contextlib.suppress(Exception):
+        getattr(log, level)(message, **fields)
 
 
 @dataclass
@@ -101,7 +108,7 @@ class SubscriptionRegistry:
             current = Subscription(key, handler, set(), _is_async_callable(handler))
             self._subs[key] = current
         current.event_types.update(classes)
-        log.debug("handler subscribed", handler=key, events=[c.type_name for c in classes])
+        _log("debug", "handler subscribed", handler=key, events=[c.type_name for c in classes])
         return handler
 
     def on(self, event_cls: Any, *, name: str | None = None) -> Callable[[H], H]:

@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-import structlog
 from sqlalchemy import ColumnElement
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
@@ -53,7 +52,7 @@ from auto_dev._event_types import (
 )
 from auto_dev._exceptions import MalformedEventError, StorageError, ValidationError
 from auto_dev._outbox import Claim, Outbox, Result
-from auto_dev._subscriptions import Handler, Subscription, SubscriptionRegistry
+from auto_dev._subscriptions import Handler, Subscription, SubscriptionRegistry, _log
 from auto_dev.db import Database
 from auto_dev.models import utcnow
 
@@ -71,8 +70,6 @@ __all__ = [
     "TaskFailed",
     "TaskSucceeded",
 ]
-
-log = structlog.get_logger(__name__)
 
 _MAX_ERROR_CHARS = 8000
 _SESSION_KEY = "auto_dev.events.pending"
@@ -187,7 +184,8 @@ class EventBus(SubscriptionRegistry):
         event.validate()  # frozen, but object.__setattr__ could have broken it since
         handlers = self.subscribers(type(event))
         fresh = self._outbox.record(session, event, handlers)
-        log.debug(
+        _log(
+            "debug",
             "event accepted",
             event_type=event.type_name,
             event_id=event.event_id,
@@ -245,7 +243,7 @@ class EventBus(SubscriptionRegistry):
                 return
             except RuntimeError:  # the loop closed in between
                 pass
-        log.info("events kept for recover(): no running event loop", count=len(event_ids))
+        _log("info", "events kept for recover(): no running event loop", count=len(event_ids))
 
     # -- dispatching -------------------------------------------------------------------------
 
@@ -259,7 +257,8 @@ class EventBus(SubscriptionRegistry):
         self._inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            log.error(
+            _log(
+                "error",
                 "event dispatch failed; its deliveries stay in the outbox for redelivery",
                 error=str(exc),
                 error_type=type(exc).__name__,
@@ -302,7 +301,7 @@ class EventBus(SubscriptionRegistry):
         self._loop = asyncio.get_running_loop()
         count = await self._drain(outbox.recoverable(utcnow()))
         if count:
-            log.info("recovered undelivered events", deliveries=count)
+            _log("info", "recovered undelivered events", deliveries=count)
         return count
 
     async def _drain(self, condition: ColumnElement[bool]) -> int:
@@ -322,7 +321,8 @@ class EventBus(SubscriptionRegistry):
             await asyncio.to_thread(self._outbox.settle, results)
         except StorageError as exc:
             # The claims stay ``running`` and are redelivered when their lease expires.
-            log.error(
+            _log(
+                "error",
                 "could not record delivery results; they will be redelivered",
                 error=str(exc),
                 deliveries=len(results),
@@ -330,7 +330,8 @@ class EventBus(SubscriptionRegistry):
 
     async def _run_one(self, claim: Claim) -> Result:
         if claim.event is None:
-            log.error(
+            _log(
+                "error",
                 "event cannot be delivered",
                 event_id=claim.event_id,
                 handler=claim.handler,
@@ -342,30 +343,30 @@ class EventBus(SubscriptionRegistry):
             return Result(claim, "release")
         event = copy.deepcopy(claim.event)  # handlers cannot change what the others see
         started = time.perf_counter()
-        bound = log.bind(
-            event_type=event.type_name,
-            event_id=event.event_id,
-            handler=claim.handler,
-            attempt=claim.attempts,
-        )
-        will_retry = claim.attempts < self.max_attempts
+        context = {
+            "event_type": event.type_name,
+            "event_id": event.event_id,
+            "handler": claim.handler,
+            "attempt": claim.attempts,
+            "will_retry": claim.attempts < self.max_attempts,
+        }
         try:
             await asyncio.wait_for(self._call(sub, event), timeout=self.handler_timeout_s)
         except TimeoutError:
-            bound.error(
-                "event handler timed out", timeout_s=self.handler_timeout_s, will_retry=will_retry
-            )
+            _log("error", "event handler timed out", timeout_s=self.handler_timeout_s, **context)
             return Result(claim, "failed", f"handler timed out after {self.handler_timeout_s:g} s")
         except Exception as exc:
-            bound.error(
+            _log(
+                "error",
                 "event handler failed",
                 error=str(exc),
                 error_type=type(exc).__name__,
-                will_retry=will_retry,
                 exc_info=exc,
+                **context,
             )
             return Result(claim, "failed", _format_error(exc))
-        bound.debug("event delivered", seconds=round(time.perf_counter() - started, 6))
+        context.pop("will_retry")
+        _log("debug", "event delivered", seconds=round(time.perf_counter() - started, 6), **context)
         return Result(claim, "delivered")
 
     async def _call(self, sub: Subscription, event: Event) -> None:
@@ -413,7 +414,12 @@ class EventBus(SubscriptionRegistry):
             try:
                 await self.redeliver_due()
             except Exception as exc:  # keep polling: the next round may succeed
-                log.error("redelivery round failed", error=str(exc), error_type=type(exc).__name__)
+                _log(
+                    "error",
+                    "redelivery round failed",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
 
     async def aclose(self, *, drain_timeout_s: float | None = 30.0) -> None:
         """Stop polling, wait for in-flight dispatches, release the handler threads.
@@ -428,7 +434,7 @@ class EventBus(SubscriptionRegistry):
         try:
             await self.drain(drain_timeout_s)
         except TimeoutError:
-            log.warning("event dispatches still running at close; they will be redelivered")
+            _log("warning", "event dispatches still running at close; they will be redelivered")
             for task in list(self._inflight):
                 task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

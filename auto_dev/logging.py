@@ -12,6 +12,17 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+class _StderrLoggerFactory:
+    """Loggers writing to ``sys.stderr`` as it is when they are created, not when configured.
+
+    Binding the stream at configure time breaks whenever ``sys.stderr`` is replaced later (test
+    runners' capture, daemonisation): every later log call would write to a closed file.
+    """
+
+    def __call__(self, *args: object) -> structlog.PrintLogger:
+        return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(
     level: Literal["debug", "info", "warning", "error"] = "warning",
     fmt: Literal["console", "json"] = "console",
@@ -35,7 +46,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)

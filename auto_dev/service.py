@@ -129,12 +129,13 @@ class AutoDev:
             released = recover_interrupted_runs(self.database)
             if released:
                 log.warning("interrupted_runs_released", count=released)
-            await self.events.recover()
+            # Recovers what a dead process left, then keeps retrying failed deliveries.
+            await self.events.start()
         return self
 
     async def aclose(self) -> None:
         """Finish in-flight deliveries, then release the sandbox and the database."""
-        await self.events.drain()
+        await self.events.aclose()
         if self._scheduler is not None:
             await self._scheduler.shutdown()
         if self._sandbox is not None and self._owns_sandbox:

@@ -103,27 +103,35 @@ async def main(calls: int, rounds: int) -> None:
             for _ in range(20):
                 await call()
         per_round = max(1, calls // rounds)
+        names = list(variants)
         results: dict[tuple[str, int], list[tuple[float, float]]] = {}
         for concurrency in (1, 8):
-            for _ in range(rounds):
-                for name, call in variants.items():
+            for index in range(rounds):
+                # Rotate the order so no variant always runs right after another one.
+                shift = index % len(names)
+                for name in names[shift:] + names[:shift]:
                     results.setdefault((name, concurrency), []).append(
-                        await timed(per_round, concurrency, call)
+                        await timed(per_round, concurrency, variants[name])
                     )
 
-        print(f"calls per variant and concurrency: {per_round * rounds} in {rounds} rounds")
+        print(f"calls per variant and concurrency: {per_round * rounds} "
+              f"in {rounds} interleaved rounds of {per_round}")
         print(f"load average before: {load_before[0]:.2f} (2 cores, shared)")
         for concurrency in (1, 8):
             print(f"\nconcurrency {concurrency}:")
-            base = statistics.median(r[0] for r in results[("bare litellm", concurrency)])
-            for name in variants:
-                rates = [r[0] for r in results[(name, concurrency)]]
-                cpu = statistics.median(r[1] for r in results[(name, concurrency)])
-                rate = statistics.median(rates)
-                overhead = base / rate - 1
-                spread = f"{min(rates):.0f}..{max(rates):.0f}"
+            base_rounds = results[("bare litellm", concurrency)]
+            for name in names:
+                own = results[(name, concurrency)]
+                rate = statistics.median(r[0] for r in own)
+                cpu = statistics.median(r[1] for r in own)
+                # Paired: each round against the baseline round measured next to it, so a
+                # burst of load from other processes cancels out.
+                paired = statistics.median(b[0] / o[0] - 1 for b, o in zip(base_rounds, own,
+                                                                            strict=True))
+                cpu_paired = statistics.median(o[1] / b[1] - 1 for b, o in zip(base_rounds, own,
+                                                                                strict=True))
                 print(f"  {name:32s} {rate:7.1f} calls/s  {cpu:5.2f} ms CPU/call  "
-                      f"overhead vs bare {overhead:+6.1%}  (rounds {spread})")
+                      f"overhead vs bare: time {paired:+6.1%}, CPU {cpu_paired:+6.1%}")
 
         # Ledger accuracy: the server's reported usage for our clients' requests (model
         # "bench"; the bare baseline uses "bare") times the configured prices.
@@ -147,6 +155,6 @@ async def main(calls: int, rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000, help="calls per variant (>= 1000)")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args()
     asyncio.run(main(args.calls, args.rounds))

@@ -11,7 +11,9 @@ expected value. Both sides run the same number of evaluations in flight (``--con
   ``python -c``; ``-I -S`` is the cheapest start Python offers).
 
 Prints evaluations per second, p50/p95 latency, the speed-up, and the load average (the machine
-may be shared).
+may be shared). Because a shared machine skews wall-clock rates, it also prints the CPU time each
+side spent per evaluation (this process and all its children, workers and cases included) and the
+rate that would give on all CPUs of an otherwise idle machine.
 
     python benchmarks/process_sandbox.py [--evals 3000] [--baseline-evals 300] [--concurrency 8]
 """
@@ -22,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -106,11 +109,21 @@ async def baseline_side(n: int, concurrency: int, flags: list[str]) -> tuple[flo
     return await drive(n, concurrency, one)
 
 
-def summary(label: str, n: int, wall: float, latencies: list[float]) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and of every child it has reaped (workers, their cases)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def summary(label: str, n: int, wall: float, latencies: list[float], cpu: float) -> float:
     rate = n / wall
     cuts = statistics.quantiles(latencies, n=100)
-    print(f"{label:<28} {rate:9.1f} evals/s   p50 {cuts[49] * 1000:7.2f} ms   "
-          f"p95 {cuts[94] * 1000:7.2f} ms   ({n} evals in {wall:.2f} s)")
+    per_eval = cpu / n
+    idle_rate = (os.cpu_count() or 1) / per_eval
+    print(f"{label:<24} {rate:8.1f} evals/s  p50 {cuts[49] * 1000:7.2f} ms  "
+          f"p95 {cuts[94] * 1000:7.2f} ms  cpu {per_eval * 1000:6.2f} ms/eval "
+          f"(= {idle_rate:7.1f} evals/s on idle cpus)  [{n} in {wall:.2f} s]")
     return rate
 
 
@@ -125,10 +138,13 @@ async def main() -> None:
     flags = args.baseline_flags.split()
     print(f"cpus {os.cpu_count()}, load average before {os.getloadavg()}, "
           f"concurrency {args.concurrency}")
+    cpu0 = cpu_seconds()
     wall, lat = await sandbox_side(args.evals, args.concurrency, args.workers)
-    fast = summary("ProcessSandbox", args.evals, wall, lat)
+    cpu1 = cpu_seconds()  # the sandbox is closed: its workers (and their cases) are reaped
+    fast = summary("ProcessSandbox", args.evals, wall, lat, cpu1 - cpu0)
     wall, lat = await baseline_side(args.baseline_evals, args.concurrency, flags)
-    slow = summary(f"python {' '.join([*flags, '-c'])} per eval", args.baseline_evals, wall, lat)
+    slow = summary(f"python {' '.join([*flags, '-c'])}", args.baseline_evals, wall, lat,
+                   cpu_seconds() - cpu1)
     print(f"speed-up: {fast / slow:.1f}x   load average after {os.getloadavg()}")
 
 

@@ -91,7 +91,10 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from auto_dev.logging import configure_logging
+
+    configure_logging("warning")  # the in-process baseline logs to stderr, like the CLI
+    console = Console(width=max(Console().width, 150))
     cases = json.loads((HERE / "cases.json").read_text())
     if args.only:
         cases = [c for c in cases if c["name"] in args.only]
@@ -126,24 +129,31 @@ def main() -> int:
         console.print(f"  {case['name']}: {cells[2]} in {cells[3]} evaluations")
     console.print(table)
     repaired = [r for r in rows if r["ours"].get("solved")]
-    seconds = [r["ours"]["seconds"] for r in repaired]
+    seconds = [r["ours"]["seconds"] for r in repaired] or [0.0]
+    evals = [r["ours"]["evaluations"] for r in repaired] or [0]
     console.print(f"[bold]repaired {len(repaired)}/{len(rows)}[/] within budget {args.budget}; "
-                  f"median {statistics.median(seconds) if seconds else 0:.2f} s, max "
-                  f"{max(seconds) if seconds else 0:.2f} s per repaired case; evaluations median "
-                  f"{statistics.median([r['ours']['evaluations'] for r in repaired]) if repaired else 0}")
+                  f"median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s per "
+                  f"repaired case; evaluations median {statistics.median(evals)}")
     if not args.no_baseline:
         base_ok = [r for r in rows if r["base"]["solved"]]
         both = [r for r in rows if r["base"]["solved"] and r["ours"].get("solved")]
         console.print(f"baseline (random single edits, no ordering, no cascade): repaired "
                       f"{len(base_ok)}/{len(rows)}")
+        ok = [r for r in rows if "error" not in r["ours"]]
+        ours_evals = sum(r["ours"]["evaluations"] for r in ok)
+        base_evals = sum(r["base"]["evaluations"] for r in ok)
+        ours_s = sum(r["ours"]["seconds"] for r in ok)
+        base_s = sum(r["base"]["seconds"] for r in ok)
+        console.print(f"evaluations spent over all cases (a failure spends the whole budget): "
+                      f"baseline {base_evals}, auto-dev {ours_evals} "
+                      f"({base_evals / max(ours_evals, 1):.1f}x); search time baseline "
+                      f"{base_s:.1f} s, auto-dev {ours_s:.1f} s "
+                      f"({base_s / max(ours_s, 1e-9):.1f}x)")
         if both:
-            ours_evals = sum(r["ours"]["evaluations"] for r in both)
-            base_evals = sum(r["base"]["evaluations"] for r in both)
-            ours_s = sum(r["ours"]["seconds"] for r in both)
-            base_s = sum(r["base"]["seconds"] for r in both)
-            console.print(f"on the {len(both)} cases both repaired: {base_evals} vs {ours_evals} "
-                          f"evaluations ({base_evals / max(ours_evals, 1):.1f}x fewer), "
-                          f"{base_s:.1f} s vs {ours_s:.1f} s search time")
+            median_ours = statistics.median(r["ours"]["evaluations"] for r in both)
+            median_base = statistics.median(r["base"]["evaluations"] for r in both)
+            console.print(f"on the {len(both)} cases both repaired: median evaluations baseline "
+                          f"{median_base}, auto-dev {median_ours}")
     load_end = os.getloadavg()
     console.print(f"load average {load_end[0]:.2f} at end")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import sqlite3
 import string
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -872,6 +874,30 @@ class TestFaults:
         assert _deliveries(database) == {(event.event_id, "recorder"): ("delivered", 1)}
         await bus.aclose()
         database.dispose()
+
+    async def test_broken_logging_does_not_break_delivery(self, database: Database) -> None:
+        """Even if every log call raises (a closed stream), results are still recorded."""
+        closed = io.StringIO()
+        closed.close()
+        saved = structlog.get_config()
+        structlog.configure(logger_factory=lambda *a: structlog.PrintLogger(file=closed))
+        try:
+            bus = EventBus(database)
+
+            async def fails(event: Event) -> None:
+                raise RuntimeError("handler error")
+
+            bus.subscribe(TaskFailed, fails, name="fails")
+            bus.subscribe(TaskFailed, module_level_handler, name="works")
+            event = _failed()
+            await bus.publish(event, wait=True)
+        finally:
+            structlog.configure(**saved)
+        assert _deliveries(database) == {
+            (event.event_id, "fails"): ("failed", 1),
+            (event.event_id, "works"): ("delivered", 1),
+        }
+        await bus.aclose()
 
     async def test_unreadable_stored_event_goes_dead(self, database: Database) -> None:
         """A stored payload that no longer parses is marked dead with the reason, not retried."""

@@ -78,7 +78,10 @@ def evolve(
         settings = load_settings()
     except ConfigurationError as exc:
         _fail(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
-    configure_logging(settings.log_level, settings.log_format)
+    import structlog
+
+    if not structlog.is_configured():  # the main CLI (or a test harness) may have done it
+        configure_logging(settings.log_level, settings.log_format)
     try:
         code = _read_program(path, entrypoint)
         cases = load_tests(tests)

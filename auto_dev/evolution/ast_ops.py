@@ -38,6 +38,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from auto_dev.evolution import _ast_tables as T
+from auto_dev.evolution._ast_guards import guard_edits
+from auto_dev.evolution._crossover import crossover
+
+__all__ = ["Edit", "apply_edit", "crossover", "enumerate_edits", "neighbours", "render"]
 
 Path = tuple[tuple[str, int | None], ...]
 EditKind = Literal["replace", "insert", "delete"]
@@ -122,9 +126,7 @@ def render(tree: ast.Module, edit: Edit) -> str | None:
 
 # --- enumeration -----------------------------------------------------------------------------
 
-_MISSING = object()
 
-_MISSING = object()
 
 
 class _Enumerator:
@@ -421,72 +423,9 @@ class _Enumerator:
     def _function(
         self, func: ast.FunctionDef | ast.AsyncFunctionDef, path: Path, line: int
     ) -> None:
-        body_path = (*path, ("body", None))
-        at = 1 if func.body and id(func.body[0]) in self.docstrings else 0
-        insert_path = (*body_path[:-1], ("body", at))
-        params = [a.arg for a in (*func.args.posonlyargs, *func.args.args, *func.args.kwonlyargs)]
-        params = [p for p in params if p not in ("self", "cls")]
-        defaults = _ordered_defaults(func)
-        conditions: list[tuple[str, tuple[str, ...]]] = [
-            ("not {p}", tuple(defaults)),
-            ("{p} is None", tuple(defaults[:3])),
-            ("{p} <= 0", ("0", "{p}", "[]", "None")),
-            ("{p} < 2", ("{p}", "1")),
-            ("len({p}) < 2", ("{p}", "list({p})")),
-        ]
-        for p in params:
-            rank = 0
-            for condition, returns in conditions:
-                test = condition.replace("{p}", p)
-                for default in returns:
-                    value = default.replace("{p}", p)
-                    stmt = ast.parse(f"if {test}:\n    return {value}").body[0]
-                    self.add("guard", insert_path, "insert", stmt, line, rank,
-                             f"line {line}: insert `if {test}: return {value}`")
-                    rank += 1
-        body = func.body[at:]
-        if body and not (len(body) == 1 and isinstance(body[0], ast.Try)):
-            for rank, d in enumerate(("None", "0", "[]", "False", '""')):
-                wrapped = ast.parse(
-                    f"def _f():\n    try:\n        pass\n    except {T.GUARDED_ERRORS}:\n"
-                    f"        return {d}\n"
-                ).body[0]
-                assert isinstance(wrapped, ast.FunctionDef)
-                new_func = copy.copy(func)
-                try_node = wrapped.body[0]
-                assert isinstance(try_node, ast.Try)
-                try_node.body = list(body)
-                new_func.body = [*func.body[:at], try_node]
-                self.add("guard_try", path, "replace", new_func, line, rank,
-                         f"line {line}: wrap body in try/except returning {d}")
-
-
-def _ordered_defaults(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
-    """Guard defaults, the kinds the function already returns first."""
-    seen: list[str] = []
-    for node in ast.walk(func):
-        if not isinstance(node, ast.Return) or node.value is None:
-            continue
-        value = node.value
-        guess = _MISSING
-        if isinstance(value, ast.Constant):
-            if isinstance(value.value, bool):
-                guess = "False"
-            elif isinstance(value.value, int | float):
-                guess = "0"
-            elif isinstance(value.value, str):
-                guess = '""'
-            elif value.value is None:
-                guess = "None"
-        elif isinstance(value, ast.List | ast.ListComp):
-            guess = "[]"
-        elif isinstance(value, ast.Dict | ast.DictComp):
-            guess = "{}"
-        elif isinstance(value, ast.Compare | ast.BoolOp):
-            guess = "False"
-        if isinstance(guess, str) and guess not in seen:
-            seen.append(guess)
-    return seen + [d for d in T.GUARD_DEFAULTS if d not in seen]
+        has_doc = bool(func.body) and id(func.body[0]) in self.docstrings
+        for op, where, kind, node, rank, description in guard_edits(func, path, line, has_doc):
+            self.add(op, where, kind, node, line, rank, description)
 
 
 def _local_names(func: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:

@@ -151,7 +151,7 @@ class AstMutator(Mutator):
             return None
         edits = enumerate_edits(tree)
         n_lines = len(parent.code.splitlines())
-        order = prioritise(edits, context.failing_cases, self.weights, n_lines)
+        order = prioritise(edits, context.failing_cases, self.weights, n_lines, tree=tree)
         state = _ParentState(tree=tree, order=order)
         # A compound can undo itself (+ -> - -> +): the parent's own text is never proposed.
         state.emitted.add(ast.unparse(tree) + "\n")
@@ -239,6 +239,30 @@ def suspicious_lines(feedback: Sequence[CaseFeedback], n_lines: int) -> set[int]
     return {n for n in lines if 1 <= n <= n_lines}
 
 
+def answer_lines(tree: ast.Module, feedback: Sequence[CaseFeedback]) -> set[int]:
+    """Lines of the branches that return a wrong case's expected value as a literal.
+
+    When the expected answer is written in the program (``return "Buzz"``) but the case did
+    not get it, the likely culprit is the condition guarding that return: its ``if`` line and
+    the return itself are suspects.
+    """
+    wanted = [c.expected for c in feedback if c.status == "wrong_answer"
+              and isinstance(c.expected, str | int | float) and not isinstance(c.expected, bool)]
+    if not wanted:
+        return set()
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If):
+            continue
+        for stmt in node.body:
+            value = stmt.value if isinstance(stmt, ast.Return) else None
+            if isinstance(value, ast.Constant) and any(
+                type(value.value) is type(w) and value.value == w for w in wanted
+            ):
+                lines.update((node.lineno, stmt.lineno))
+    return lines
+
+
 def _is_candidate_file(filename: str) -> bool:
     lowered = filename.lower()
     if lowered.endswith("_harness.py") or "/lib/python" in lowered:
@@ -305,15 +329,20 @@ def prioritise(
     feedback: Sequence[CaseFeedback] = (),
     weights: Mapping[str, float] = FAMILY_WEIGHTS,
     n_lines: int = 10_000,
+    *,
+    tree: ast.Module | None = None,
 ) -> list[Edit]:
     """Order ``edits`` for trial: weighted fair interleaving of families, suspects first.
 
     Each family's edits are sorted by (rank, on a suspicious line first, line); the j-th edit of
     a family with weight w gets virtual time (j + 1) / w, halved when it sits on a line a
-    traceback named. The result is sorted by virtual time, so strong families lead without
+    traceback named (or that guards a literal return of a wrong case's expected value, when
+    ``tree`` is given). The result is sorted by virtual time, so strong families lead without
     starving the weak ones.
     """
     suspects = suspicious_lines(feedback, n_lines)
+    if tree is not None:
+        suspects |= answer_lines(tree, feedback)
     boosts = failure_boosts(feedback)
     families: dict[str, list[tuple[int, Edit]]] = {}
     for index, edit in enumerate(edits):
@@ -368,6 +397,8 @@ def build_mutators(
                            f"offline: AST repair operators (LLM layer unavailable: {exc})")
     if client is None:  # callers that already hold a client (the AutoDev facade) pass it in
         client = factory.build_client(settings)
+    if client is None:
+        return MutatorPlan((ast_mutator,), (1.0,), "offline: AST repair operators")
     llm_mutators = [m for m in factory.build_mutators(settings, client) if m.name != "ast"]
     if not llm_mutators:
         return MutatorPlan((ast_mutator,), (1.0,), "offline: AST repair operators")

@@ -1,21 +1,21 @@
 """The evolution loop: propose, filter cheaply, evaluate in a cascade, keep the winners.
 
-One step picks an island, samples a parent there (see :mod:`auto_dev.evolution.population`),
-asks one mutator (drawn by the configured mix) for a small batch of proposals, and then:
+One step picks an island and a mutator (by the configured mix), samples a parent there (see
+:mod:`~auto_dev.evolution.population`; a parent whose neighbourhood the mutator has used up gives
+way to the next best), asks for a small batch of proposals, and then:
 
 1. *Filters* each proposal without a sandbox: it must parse, define the entrypoint, do something
    (not empty or comment-only), differ from its parent and from everything seen before (by
-   normalised-AST hash). Filtered proposals never count against the budget and are never passed.
-2. *Evaluates* the survivors concurrently. With enough cases this is a cascade: first the quick
-   cases (some of the parent's failing cases plus the passing cases that most often caught
-   regressions); a candidate that breaks one of those, or fixes none of them, stops there. Only
-   survivors run the remaining cases. Every candidate sent to the sandbox counts once against
-   the budget, however many stages it ran.
-3. *Selects*: the hard constraint is no regression on a case the parent passed. A candidate that
-   passes a strict superset of its parent's cases joins the population; one that passes them all
-   solves the run, which then stops unless ``continue_after_solved`` asks to keep improving the
-   secondary objectives (latency, memory, size), judged by :func:`~auto_dev.fitness.pareto.
-   is_promotable` against the best so far.
+   normalised-AST hash). Filtered proposals never count against the budget and never pass.
+2. *Evaluates* the survivors concurrently through :class:`~auto_dev.evolution.cascade.
+   CascadeEvaluator` (quick cases first, the full suite only for survivors). Every candidate
+   sent to the sandbox counts once against the budget, however many stages it ran.
+3. *Selects* under the hard constraint: no regression on a case the parent (or the seed)
+   passed. A strict superset of the parent's cases joins the population; all cases solves the
+   run, which then stops unless ``continue_after_solved`` keeps improving latency, memory and
+   size (judged by :func:`~auto_dev.fitness.pareto.is_promotable`). A regressing candidate that
+   passes more cases overall is kept as a *stepping stone*: never the best, sometimes a parent,
+   which is how repairs whose first edit alone breaks a case are found.
 
 Randomness comes from generators seeded with ``seed``; given a deterministic sandbox the run is
 reproducible, concurrency included (each batch is processed in proposal order).
@@ -35,12 +35,14 @@ import structlog
 
 from auto_dev._exceptions import AutoDevError, ValidationError
 from auto_dev.abc import Mutator, Sandbox
+from auto_dev.evolution.cascade import CascadeEvaluator
 from auto_dev.evolution.dedup import (
     Deduplicator,
     SyntaxProblem,
     defines,
     hash_tree,
     is_trivial,
+    node_count,
     normalized_hash,
     parse,
 )
@@ -57,7 +59,7 @@ from auto_dev.evolution.records import (
 )
 from auto_dev.fitness.pareto import is_promotable
 from auto_dev.fitness.service import FitnessService
-from auto_dev.sandbox.base import Case, CaseResult, Limits, SandboxJob, SandboxResult
+from auto_dev.sandbox.base import Case, CaseResult, Limits, SandboxResult
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +107,7 @@ class _Candidate:
     mutator: str
     id: str
     quick: tuple[int, ...] = ()
+    size: int | None = None
     record: CandidateRecord | None = None
 
 
@@ -165,20 +168,22 @@ class EvolutionSearch:
         cfg = self.config
         self._rng_select = random.Random(f"{rng_seed}:select")
         self._rng_mutate = random.Random(f"{rng_seed}:mutate")
-        self._rng_cascade = random.Random(f"{rng_seed}:cascade")
         self.population = Population(
             random.Random(f"{rng_seed}:population"), n_islands=cfg.n_islands,
             island_capacity=cfg.island_capacity, migration_interval=cfg.migration_interval,
         )
+        self._cascade = CascadeEvaluator(
+            sandbox, self.cases, seed.entrypoint, rng=random.Random(f"{rng_seed}:cascade"),
+            limits=self.limits, quick_failing=cfg.quick_failing, quick_passing=cfg.quick_passing,
+            min_cases=cfg.cascade_min_cases, float_tolerance=cfg.float_tolerance,
+            require_gain=not cfg.continue_after_solved,
+        )
         self._dedup = Deduplicator()
         self._feedback: OrderedDict[str, list[CaseFeedback]] = OrderedDict()
         self._digests: OrderedDict[str, bytes] = OrderedDict()
-        self._catches: Counter[int] = Counter()
         self._parents: dict[str, str] = {}
         self._evaluations = 0
         self._proposals = 0
-        self._sandbox_seconds = 0.0
-        self._candidate_limits = self.limits
         self._status_counts: Counter[str] = Counter()
         self._operator_stats: dict[str, OperatorStats] = {}
         self._stats: list[CandidateStat] = []
@@ -236,8 +241,7 @@ class EvolutionSearch:
         return self._result(seed, stop)
 
     async def _evaluate_seed(self) -> Program:
-        indices = tuple(range(len(self.cases)))
-        result = await self._run(self.seed.code, indices, self.limits)
+        result = await self._cascade.run(self.seed.code, self._cascade.all_cases, self.limits)
         scores = self.fitness.score(result, self.seed.code)
         passed = result.passed_indices() if result.error is None else frozenset()
         seed = dataclasses.replace(
@@ -250,11 +254,11 @@ class EvolutionSearch:
         if digest is not None:
             self._dedup.add(digest)
         self.population.seed(seed)
-        self._candidate_limits = self._adapt_limits(result)
+        self._cascade.limits = self._adapt_limits(result)
         if self.hooks.on_seed is not None:
             await self.hooks.on_seed(seed, result)
         log.info("search.seed", passed=len(passed), total=len(self.cases),
-                 timeout_s=self._candidate_limits.timeout_s)
+                 timeout_s=self._cascade.limits.timeout_s)
         return seed
 
     def _adapt_limits(self, seed_result: SandboxResult) -> Limits:
@@ -293,7 +297,7 @@ class EvolutionSearch:
         candidate = _Candidate(proposal, parent, mutator.name, cid)
         stats = self._operator_stats.setdefault(proposal.operator, OperatorStats())
         stats.proposed += 1
-        status, reason = self._cheap_checks(proposal, parent)
+        status, reason, candidate.size = self._cheap_checks(proposal, parent)
         if status is None:
             return candidate
         record = self._record(candidate, status, "filter", reason)
@@ -304,20 +308,22 @@ class EvolutionSearch:
 
     def _cheap_checks(
         self, proposal: Proposal, parent: Program
-    ) -> tuple[CandidateStatus | None, str]:
+    ) -> tuple[CandidateStatus | None, str, int | None]:
+        """(status or None when it may run, reason, code size measured on the way)."""
         tree = parse(proposal.code)
         if isinstance(tree, SyntaxProblem):
-            return CandidateStatus.SYNTAX_ERROR, f"does not parse: {tree}"
+            return CandidateStatus.SYNTAX_ERROR, f"does not parse: {tree}", None
         if is_trivial(tree):
-            return CandidateStatus.TRIVIAL, "empty or comment-only program"
+            return CandidateStatus.TRIVIAL, "empty or comment-only program", None
         if proposal.entrypoint != self.seed.entrypoint or not defines(tree, self.seed.entrypoint):
-            return CandidateStatus.NO_ENTRYPOINT, f"does not define {self.seed.entrypoint!r}"
-        digest = hash_tree(tree, in_place=True)
+            return (CandidateStatus.NO_ENTRYPOINT, f"does not define {self.seed.entrypoint!r}",
+                    None)
+        digest = hash_tree(tree, in_place=True)  # strips docstrings: the tree is ours
         if digest == self._digest(parent.code):
-            return CandidateStatus.UNCHANGED, "same program as its parent (normalised)"
+            return CandidateStatus.UNCHANGED, "same program as its parent (normalised)", None
         if not self._dedup.add(digest):
-            return CandidateStatus.DUPLICATE, "already seen (normalised AST hash)"
-        return None, ""
+            return CandidateStatus.DUPLICATE, "already seen (normalised AST hash)", None
+        return None, "", node_count(tree)
 
     def _digest(self, code: str) -> bytes | None:
         digest = self._digests.get(code)
@@ -331,10 +337,8 @@ class EvolutionSearch:
     # --- evaluation -----------------------------------------------------------------------------
 
     async def _evaluate_batch(self, batch: list[_Candidate]) -> None:
-        n = len(self.cases)
-        cascade = n >= max(self.config.cascade_min_cases, 2)
         for candidate in batch:  # chosen up front so concurrency cannot change the choice
-            candidate.quick = self._quick_cases(candidate.parent) if cascade else ()
+            candidate.quick = self._cascade.quick_cases(candidate.parent.passed_cases)
         semaphore = asyncio.Semaphore(self.config.concurrency)
 
         async def one(candidate: _Candidate) -> None:
@@ -346,78 +350,24 @@ class EvolutionSearch:
             assert candidate.record is not None
             await self._accept(candidate, candidate.record)
 
-    def _quick_cases(self, parent: Program) -> tuple[int, ...]:
-        cfg = self.config
-        failing = [i for i in range(len(self.cases)) if i not in parent.passed_cases]
-        if len(failing) > cfg.quick_failing:
-            failing = sorted(self._rng_cascade.sample(failing, cfg.quick_failing))
-        passing = sorted(parent.passed_cases)
-        self._rng_cascade.shuffle(passing)
-        passing.sort(key=lambda i: -self._catches[i])  # stable: catchers first, random ties
-        quick = tuple(sorted(failing + passing[: cfg.quick_passing]))
-        if len(quick) >= len(self.cases) - 1:
-            return ()  # the cascade would save nothing
-        return quick
-
     async def _evaluate(self, candidate: _Candidate) -> None:
         self._evaluations += 1
         number = self._evaluations
-        code, parent = candidate.proposal.code, candidate.parent
-        all_cases = tuple(range(len(self.cases)))
+        parent = candidate.parent
         # No case the parent passed may break, nor any the seed passed (a stepping stone's
         # children must win those back before they count).
         required = parent.passed_cases | self._seed_passed
-        started = time.perf_counter()
-        stage = "full"
-        status: CandidateStatus | None = None
-        reason = ""
-        if candidate.quick:
-            quick = await self._run(code, candidate.quick, self._candidate_limits)
-            passed_quick = quick.passed_indices() if quick.error is None else frozenset()
-            broken = [i for i in candidate.quick if i in required and i not in passed_quick]
-            gained = [i for i in candidate.quick if i not in parent.passed_cases
-                      and i in passed_quick]
-            if broken and len(gained) <= len(broken):
-                status, stage, result = CandidateStatus.REGRESSED, "quick", quick
-                reason = f"breaks case(s) {broken} the parent passed (quick stage)"
-            elif not gained and not self.config.continue_after_solved:
-                status, stage, result = CandidateStatus.NO_GAIN, "quick", quick
-                reason = "fixes none of the parent's failing quick cases"
-            else:
-                rest = tuple(i for i in all_cases if i not in candidate.quick)
-                full = await self._run(code, rest, self._candidate_limits)
-                result = _merge(quick, full, len(all_cases))
-        else:
-            result = await self._run(code, all_cases, self._candidate_limits)
-        seconds = time.perf_counter() - started
-        passed = result.passed_indices() if result.error is None else frozenset()
-        stone = False
-        if status is None:
-            broken_set = required - passed
-            if broken_set:
-                status = CandidateStatus.REGRESSED
-                reason = f"breaks case(s) {sorted(broken_set)[:8]} the parent passed"
-                stone = (len(passed) > len(parent.passed_cases)
-                         and len(passed) > len(self._seed_passed))
-                if stone:
-                    reason += "; kept as a stepping stone (passes more cases overall)"
-            elif len(passed) == len(all_cases):
-                status, reason = CandidateStatus.PASSED, "passes every case"
-            elif passed > parent.passed_cases:
-                status = CandidateStatus.IMPROVED
-                reason = f"fixes case(s) {sorted(passed - parent.passed_cases)[:8]}"
-            else:
-                status, reason = CandidateStatus.NO_GAIN, "passes the same cases as its parent"
-        if status is CandidateStatus.REGRESSED:
-            for i in required - passed:
-                if any(c.index == i for c in result.cases):
-                    self._catches[i] += 1
-        ran = {c.index for c in result.cases}
-        scores = self.fitness.score(result, code, llm_cost_usd=_cost(candidate.proposal),
-                                    baseline_passed=required & ran)
-        candidate.record = self._record(candidate, status, stage, reason, result=result,
-                                        scores=scores, passed=passed, evaluation=number,
-                                        seconds=seconds, stone=stone)
+        outcome = await self._cascade.evaluate(candidate.proposal.code, parent.passed_cases,
+                                               required, candidate.quick)
+        ran = {c.index for c in outcome.result.cases}
+        scores = self.fitness.score(outcome.result, candidate.proposal.code,
+                                    llm_cost_usd=_cost(candidate.proposal),
+                                    baseline_passed=required & ran, size=candidate.size)
+        candidate.record = self._record(
+            candidate, outcome.status, outcome.stage, outcome.reason, result=outcome.result,
+            scores=scores, passed=outcome.passed, evaluation=number, seconds=outcome.seconds,
+            stone=outcome.stepping_stone,
+        )
 
     async def _accept(self, candidate: _Candidate, record: CandidateRecord) -> None:
         stats = self._operator_stats[record.operator]
@@ -467,22 +417,6 @@ class EvolutionSearch:
                      passed=len(program.passed_cases), total=len(self.cases))
             if self.hooks.on_new_best is not None:
                 await self.hooks.on_new_best(record)
-
-    async def _run(self, code: str, indices: tuple[int, ...], limits: Limits) -> SandboxResult:
-        job = SandboxJob(
-            code=code, entrypoint=self.seed.entrypoint,
-            cases=tuple(self.cases[i] for i in indices), limits=limits,
-            float_tolerance=self.config.float_tolerance,
-        )
-        started = time.perf_counter()
-        raw = await self.sandbox.run(job)
-        self._sandbox_seconds += time.perf_counter() - started
-        cases = tuple(
-            dataclasses.replace(c, index=indices[c.index])
-            for c in raw.cases if 0 <= c.index < len(indices)
-        )
-        return SandboxResult(backend=raw.backend, cases=cases, total=len(indices),
-                             duration_s=raw.duration_s, error=raw.error)
 
     # --- bookkeeping ----------------------------------------------------------------------------
 
@@ -557,8 +491,8 @@ class EvolutionSearch:
         result = SearchResult(
             best=best, seed=seed, total=len(self.cases), evaluations=self._evaluations,
             seconds=time.perf_counter() - self._started, stop_reason=stop,
-            sandbox_seconds=self._sandbox_seconds,
-            candidate_timeout_s=self._candidate_limits.timeout_s,
+            sandbox_seconds=self._cascade.sandbox_seconds,
+            candidate_timeout_s=self._cascade.limits.timeout_s,
             best_record=self._best_record if best.id != seed.id else None,
             lineage=self._lineage(best), status_counts=dict(self._status_counts),
             operator_stats=dict(self._operator_stats), candidates=self._stats,
@@ -566,13 +500,6 @@ class EvolutionSearch:
         log.info("search.done", stop=stop, evaluations=result.evaluations,
                  passed=result.passed, total=result.total, seconds=round(result.seconds, 3))
         return result
-
-
-def _merge(first: SandboxResult, second: SandboxResult, total: int) -> SandboxResult:
-    cases = tuple(sorted((*first.cases, *second.cases), key=lambda c: c.index))
-    return SandboxResult(backend=first.backend, cases=cases, total=total,
-                         duration_s=first.duration_s + second.duration_s,
-                         error=first.error or second.error)
 
 
 def _cost(proposal: Proposal) -> float:

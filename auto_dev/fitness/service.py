@@ -40,12 +40,14 @@ class FitnessService:
         *,
         llm_cost_usd: float = 0.0,
         baseline_passed: Iterable[int] | None = None,
+        size: int | None = None,
     ) -> dict[str, Any]:
         """The evaluation record of ``result``.
 
         ``latency_s`` is the mean duration of the cases that ran; ``regressions`` counts the
         cases in ``baseline_passed`` (the parent's or active version's passes) not passed now.
-        A job-level sandbox error scores pass rate 0 whatever the cases say.
+        A job-level sandbox error scores pass rate 0 whatever the cases say. ``size`` is the
+        code size when the caller already measured it (saves a parse).
         """
         if llm_cost_usd < 0:
             raise ValidationError("llm_cost_usd", "must not be negative")
@@ -60,7 +62,7 @@ class FitnessService:
             "total": result.total,
             "latency_s": result.case_seconds / ran if ran else 0.0,
             "peak_memory_kb": float(result.peak_memory_kb),
-            "code_size": float(code_size(code)),
+            "code_size": float(code_size(code) if size is None else size),
             "llm_cost_usd": float(llm_cost_usd),
             "regressions": regressions,
         }
@@ -76,10 +78,11 @@ class FitnessService:
         *,
         llm_cost_usd: float = 0.0,
         baseline_passed: Iterable[int] | None = None,
+        size: int | None = None,
     ) -> dict[str, float]:
         """``SandboxResult`` + code + cost -> ``{objective: value, ..., VIOLATION: amount}``."""
         return self.vector(self.evaluation(result, code, llm_cost_usd=llm_cost_usd,
-                                           baseline_passed=baseline_passed))
+                                           baseline_passed=baseline_passed, size=size))
 
 
 __all__ = ["VIOLATION", "FitnessService"]

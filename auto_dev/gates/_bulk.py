@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert
 
-from auto_dev._exceptions import GateDeniedError, ValidationError
-from auto_dev.models import CandidateStatus, ToolMutation, new_id, utcnow
+from auto_dev._exceptions import GateDeniedError, NotFoundError, ValidationError
+from auto_dev.models import CandidateStatus, Tool, ToolMutation, new_id, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from auto_dev.gates.capability import GateDecision
+
+#: The decisions that cover a whole evolution run.
+CYCLE_ACTIONS = frozenset({"run_cycle", "background_cycle"})
 
 _ALLOWED_KEYS = frozenset({
     "code", "entrypoint", "operator", "parent_version_id", "parent_mutation_id",
@@ -45,12 +48,18 @@ def record_rejected_mutations(
     ``tenant_id`` (fail closed: a missing or mismatched decision denies).
     """
     if decision is None or not decision.allowed:
-        raise GateDeniedError("bulk mutation record needs an allowing run decision")
+        why = f": {decision.reason}" if decision is not None else ""
+        raise GateDeniedError(f"bulk mutation record needs an allowing run decision{why}")
     if decision.tenant_id != tenant_id or decision.capability != capability:
         raise GateDeniedError(
             f"run decision was for {decision.capability!r} in {decision.tenant_id!r}, "
             f"not {capability!r} in {tenant_id!r}"
         )
+    if decision.action not in CYCLE_ACTIONS:
+        raise GateDeniedError(f"a {decision.action!r} decision does not cover a run's mutations")
+    tool = session.get(Tool, tool_id) if isinstance(tool_id, str) else None
+    if tool is None or tool.tenant_id != tenant_id:
+        raise NotFoundError(f"tool_id: tool {tool_id!r} does not exist in tenant {tenant_id!r}")
     now = utcnow()
     payload: list[dict[str, Any]] = []
     for i, row in enumerate(rows):

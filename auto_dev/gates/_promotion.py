@@ -34,7 +34,7 @@ from auto_dev.gates._kinds import (
     kind_of,
 )
 from auto_dev.gates._lineage import parent_objectives, parent_passed_cases, passed_cases
-from auto_dev.gates.capability import PROMOTE
+from auto_dev.gates.capability import APPROVE, PROMOTE
 from auto_dev.models import (
     CandidateStatus,
     ReviewDecision,
@@ -176,7 +176,7 @@ def human_decision(
     elif target is CandidateStatus.APPROVED:
         store.gatekeeper.require(session, tenant_id=candidate.tenant_id,
                                  agent_id=candidate.agent_id, capability=capability_of(candidate),
-                                 action="approve", reviewed_by=actor,
+                                 action=APPROVE, reviewed_by=actor,
                                  subject=(kind.value, candidate.id))
     else:  # pragma: no cover - set_status routes only these two here
         raise IllegalTransitionError(f"{target.value} is not a human decision")

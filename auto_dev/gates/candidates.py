@@ -22,7 +22,7 @@ comment-only, does not parse or is identical to its parent can never become ``pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -45,7 +45,7 @@ from auto_dev.gates._kinds import (
     capability_of,
     kind_of,
 )
-from auto_dev.gates.capability import Gatekeeper
+from auto_dev.gates.capability import GateDecision, Gatekeeper
 from auto_dev.models import (
     CandidateStatus,
     Evaluation,
@@ -322,6 +322,25 @@ class CandidateStore(CreationMixin):
         version being replaced becomes ``rolled_back``."""
         return _promotion.rollback_tool(self, session, tenant_id=tenant_id, tool_name=tool_name,
                                         actor=actor, reason=reason, to_version=to_version)
+
+    def record_rejected_mutations(
+        self,
+        session: Session,
+        *,
+        decision: GateDecision,
+        tenant_id: str,
+        tool_id: str,
+        run_id: str,
+        capability: str,
+        rows: Sequence[Mapping[str, Any]],
+    ) -> list[str]:
+        """Store a run's evaluated-and-rejected mutations in one INSERT, born ``failed``, under
+        the run's allowing ``run_cycle`` decision (see :mod:`auto_dev.gates._bulk`)."""
+        from auto_dev.gates._bulk import record_rejected_mutations
+
+        return record_rejected_mutations(session, decision=decision, tenant_id=tenant_id,
+                                         tool_id=tool_id, run_id=run_id, capability=capability,
+                                         rows=rows)
 
     @staticmethod
     def decisions(session: Session, tenant_id: str, candidate_id: str) -> list[ReviewDecision]:

@@ -60,6 +60,9 @@ CREATE_CANDIDATE = "create_candidate"
 PROMOTE = "promote"
 USE = "use"
 CHECK_LIMITS = "check_daily_limits"
+APPROVE = "approve"
+#: Actions a named human reviewer may take in place of the agent's maturity.
+HUMAN_ACTIONS = frozenset({APPROVE, PROMOTE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,11 @@ class Gatekeeper(MaturityMixin):
         if reviewed_by is not None and (not isinstance(reviewed_by, str)
                                         or not reviewed_by.strip()):
             raise ValidationError("reviewed_by", "must name the human reviewer")
+        if reviewed_by is not None and action not in HUMAN_ACTIONS:
+            # A reviewer stands in for maturity only where a human decides: never for an
+            # engine creating or evaluating candidates.
+            raise ValidationError("reviewed_by", f"does not apply to {action!r} (only to "
+                                  f"{', '.join(sorted(HUMAN_ACTIONS))})")
 
         agent: Agent | None = None
 
@@ -329,9 +337,11 @@ class Gatekeeper(MaturityMixin):
 
 
 __all__ = [
+    "APPROVE",
     "CHECK_LIMITS",
     "CREATE_CANDIDATE",
     "DEFAULT_REQUIREMENTS",
+    "HUMAN_ACTIONS",
     "PROMOTE",
     "USE",
     "GateDecision",

@@ -77,10 +77,10 @@ async def acompletion(
     """
     litellm = load()
     try:
-        # wait_for is a backstop: litellm's own timeout covers the HTTP exchange, not any work
-        # it does around it.
-        response = await asyncio.wait_for(
-            litellm.acompletion(
+        # The outer timeout is a backstop: litellm's own covers the HTTP exchange, not any work
+        # it does around it. (asyncio.timeout, unlike wait_for, creates no extra task per call.)
+        async with asyncio.timeout(timeout_s + 1.0):
+            response = await litellm.acompletion(
                 model=model,
                 messages=messages,
                 max_tokens=max_tokens,
@@ -90,9 +90,7 @@ async def acompletion(
                 num_retries=0,
                 drop_params=True,
                 **params,
-            ),
-            timeout=timeout_s + 1.0,
-        )
+            )
     except asyncio.CancelledError:
         raise
     except Exception as exc:

@@ -18,16 +18,18 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from auto_dev._exceptions import BudgetExceededError, ConfigurationError
+from auto_dev._exceptions import BudgetExceededError, ConfigurationError, StorageError
 from auto_dev.config import LLMSettings, ModelPrice
 from auto_dev.llm import ledger
 from auto_dev.llm.ledger import SessionSource
@@ -132,8 +134,6 @@ def prompt_token_bound(messages: Sequence[ChatMessage]) -> int:
     return total
 
 
-# FOR UPDATE is what serialises reservations across processes on PostgreSQL; SQLite renders no
-# FOR UPDATE but its write transactions (BEGIN IMMEDIATE, see auto_dev.db) are exclusive anyway.
 _LOCK_TENANT = (
     select(Tenant.settings).where(Tenant.id == bindparam("tenant_id")).with_for_update()
 )
@@ -164,6 +164,39 @@ class BudgetGuard:
         self.database = database
         self.settings = settings
         self._now = now or (lambda: datetime.now(UTC))
+        # An in-memory SQLite database is one connection shared by every thread; calls run
+        # their ledger writes in worker threads, so they must take turns on it.
+        self._serial = threading.Lock() if getattr(database, "is_memory", False) else None
+
+    @contextmanager
+    def _session(self, *, readonly: bool = False) -> Iterator[Session]:
+        if self._serial is None:
+            with self.database.session(readonly=readonly) as session:
+                yield session
+            return
+        with self._serial, self.database.session(readonly=readonly) as session:
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction on a bare connection.
+
+        The hot path (two of these per model call) skips the ORM session when the database
+        exposes its engine: same transaction and locking (auto_dev.db installs BEGIN IMMEDIATE
+        on the engine), same error mapping, a fraction of the cost.
+        """
+        engine = getattr(self.database, "engine", None)
+        translate = getattr(self.database, "translate_error", None)
+        if engine is None or translate is None:
+            with self._session() as session:
+                yield session.connection()
+            return
+        with self._serial or nullcontext():
+            try:
+                with engine.begin() as connection:
+                    yield connection
+            except SQLAlchemyError as exc:
+                raise translate(exc) from exc
 
     # -- limits -------------------------------------------------------------------------------
 
@@ -200,28 +233,46 @@ class BudgetGuard:
         """
         if not math.isfinite(estimate_usd) or estimate_usd < 0:
             raise BudgetExceededError(f"invalid cost estimate {estimate_usd!r}")
-        with _tenant_lock(tenant_id), self.database.session() as session:
-            tenant_settings = self._lock_tenant(session, tenant_id)
-            limit = self.limit_for(tenant_id, tenant_settings)
-            if limit is not None:
-                # A separate statement, after the lock: on PostgreSQL (READ COMMITTED) each
-                # statement sees what committed before it started, so this sum includes the
-                # reservations of every transaction that held the lock before us.
-                spent = ledger.spent_since(session, tenant_id, ledger.utc_day_start(self._now()))
-                if spent + estimate_usd > limit + 1e-12:
-                    raise BudgetExceededError(
-                        f"tenant {tenant_id!r}: a call estimated at up to ${estimate_usd:.6f} "
-                        f"would exceed the daily budget of ${limit:.6f} "
-                        f"(${spent:.6f} spent or reserved today, UTC)"
+        for _ in range(2):
+            with _tenant_lock(tenant_id), self._write() as connection:
+                # FOR UPDATE serialises reservations across processes on PostgreSQL; SQLite
+                # renders none, but its write transactions (BEGIN IMMEDIATE) are exclusive.
+                found = connection.execute(_LOCK_TENANT, {"tenant_id": tenant_id}).first()
+                if found is not None:
+                    return self._reserve_locked(
+                        connection, tenant_id, found[0], estimate_usd, row
                     )
-            return ledger.insert_call(
-                session,
-                tenant_id=tenant_id,
-                cost_usd=float(estimate_usd),
-                status=ledger.RESERVED,
-                created_at=self._now(),
-                **row,
-            )
+            self._create_tenant(tenant_id)
+        raise StorageError(f"tenant {tenant_id!r} vanished while reserving a model call")
+
+    def _reserve_locked(
+        self,
+        connection: Connection,
+        tenant_id: str,
+        tenant_settings: Mapping[str, Any] | None,
+        estimate_usd: float,
+        row: dict[str, Any],
+    ) -> str:
+        limit = self.limit_for(tenant_id, tenant_settings)
+        if limit is not None:
+            # A separate statement, after the lock: on PostgreSQL (READ COMMITTED) each
+            # statement sees what committed before it started, so this sum includes the
+            # reservations of every transaction that held the lock before us.
+            spent = ledger.spent_since(connection, tenant_id, ledger.utc_day_start(self._now()))
+            if spent + estimate_usd > limit + 1e-12:
+                raise BudgetExceededError(
+                    f"tenant {tenant_id!r}: a call estimated at up to ${estimate_usd:.6f} "
+                    f"would exceed the daily budget of ${limit:.6f} "
+                    f"(${spent:.6f} spent or reserved today, UTC)"
+                )
+        return ledger.insert_call(
+            connection,
+            tenant_id=tenant_id,
+            cost_usd=float(estimate_usd),
+            status=ledger.RESERVED,
+            created_at=self._now(),
+            **row,
+        )
 
     def settle(
         self,
@@ -235,9 +286,9 @@ class BudgetGuard:
         error: str | None = None,
     ) -> None:
         """Record the real outcome of a reserved call."""
-        with self.database.session() as session:
+        with self._write() as connection:
             ledger.settle_call(
-                session,
+                connection,
                 call_id,
                 status=status,
                 cost_usd=cost_usd,
@@ -249,14 +300,14 @@ class BudgetGuard:
 
     def record(self, *, tenant_id: str, status: str, **row: Any) -> str:
         """Insert a final row directly (a cache hit: nothing to reserve, nothing spent)."""
-        with self.database.session() as session:
-            self._ensure_tenant(session, tenant_id)
+        self._create_tenant(tenant_id)
+        with self._write() as connection:
             return ledger.insert_call(
-                session, tenant_id=tenant_id, status=status, created_at=self._now(), **row
+                connection, tenant_id=tenant_id, status=status, created_at=self._now(), **row
             )
 
     def spent_today(self, tenant_id: str) -> float:
-        with self.database.session(readonly=True) as session:
+        with self._session(readonly=True) as session:
             return ledger.spent_since(session, tenant_id, ledger.utc_day_start(self._now()))
 
     def limit_for_stored(self, tenant_id: str) -> float | None:
@@ -264,7 +315,7 @@ class BudgetGuard:
 
         An unreadable tenant setting counts as a budget of 0 (fail closed).
         """
-        with self.database.session(readonly=True) as session:
+        with self._session(readonly=True) as session:
             settings = session.execute(
                 select(Tenant.settings).where(Tenant.id == tenant_id)
             ).scalar_one_or_none()
@@ -282,20 +333,11 @@ class BudgetGuard:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _lock_tenant(self, session: Session, tenant_id: str) -> Mapping[str, Any] | None:
-        """Lock the tenant row for this transaction (creating it if needed); its settings."""
-        connection = session.connection()
-        settings = connection.execute(_LOCK_TENANT, {"tenant_id": tenant_id}).first()
-        if settings is None:
-            self._ensure_tenant(session, tenant_id)
-            session.flush()
-            settings = connection.execute(_LOCK_TENANT, {"tenant_id": tenant_id}).first()
-        return settings[0] if settings is not None else None
-
-    def _ensure_tenant(self, session: Session, tenant_id: str) -> None:
-        ensure = getattr(self.database, "ensure_tenant", None)
-        if ensure is not None:
-            ensure(session, tenant_id)
-        elif session.get(Tenant, tenant_id) is None:
-            session.add(Tenant(id=tenant_id, name=tenant_id, settings={}))
-            session.flush()
+    def _create_tenant(self, tenant_id: str) -> None:
+        """Create the tenant row if it does not exist (settings all off)."""
+        with self._session() as session:
+            ensure = getattr(self.database, "ensure_tenant", None)
+            if ensure is not None:
+                ensure(session, tenant_id)
+            elif session.get(Tenant, tenant_id) is None:
+                session.add(Tenant(id=tenant_id, name=tenant_id, settings={}))

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from auto_dev._exceptions import (
+    BudgetExceededError,
     ConfigurationError,
     LLMAuthError,
     LLMError,
@@ -265,6 +266,11 @@ class LLMClient:
                     prompt_tokens=prompt_bound,
                     **row,
                 )
+            except BudgetExceededError as exc:
+                breaker.release()
+                log.warning("llm.budget_exceeded", tenant=tenant, deployment=deployment.id,
+                            estimate_usd=estimate, error=str(exc))
+                raise
             except BaseException:
                 breaker.release()
                 raise

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import NotFoundError, ValidationError
@@ -66,15 +66,19 @@ _SETTLE = (
 )
 
 
-def spent_since(session: Session, tenant_id: str, since: datetime) -> float:
+def _connection(where: Session | Connection) -> Connection:
+    return where.connection() if isinstance(where, Session) else where
+
+
+def spent_since(where: Session | Connection, tenant_id: str, since: datetime) -> float:
     """What ``tenant_id`` spent (reserved rows at their estimate) since ``since``."""
-    total = session.connection().execute(
+    total = _connection(where).execute(
         _SPENT_SINCE, {"tenant_id": tenant_id, "since": since}
     ).scalar_one()
     return float(total)
 
 
-def insert_call(session: Session, **values: Any) -> str:
+def insert_call(where: Session | Connection, **values: Any) -> str:
     """Insert one ledger row; ``values`` are LLMCall columns. Returns the row id."""
     call_id = values.pop("id", None) or new_call_id()
     row = {
@@ -93,12 +97,12 @@ def insert_call(session: Session, **values: Any) -> str:
         "created_at": datetime.now(UTC),
         **values,
     }
-    session.connection().execute(_INSERT, row)
+    _connection(where).execute(_INSERT, row)
     return call_id
 
 
 def settle_call(
-    session: Session,
+    where: Session | Connection,
     call_id: str,
     *,
     status: str,
@@ -111,7 +115,7 @@ def settle_call(
     """Turn a ``reserved`` row into its final state with the real figures."""
     if status not in SETTLED_STATUSES:
         raise ValidationError("status", f"must be one of {sorted(SETTLED_STATUSES)}")
-    result = session.connection().execute(
+    result = _connection(where).execute(
         _SETTLE,
         {
             "call_id": call_id,

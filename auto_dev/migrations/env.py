@@ -31,9 +31,9 @@ def _url() -> str:
     )
     if url:
         return url
-    from auto_dev.config import Settings
+    from auto_dev.config import load_settings
 
-    return Settings().database_url
+    return load_settings().database_url
 
 
 def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:

@@ -188,7 +188,8 @@ class ContainerPool:
             if self._started:
                 return
             self._loop = asyncio.get_running_loop()
-            self._api = await asyncio.to_thread(docker_client, self.config.start_timeout_s)
+            if self._api is None:
+                self._api = await asyncio.to_thread(docker_client, self.config.start_timeout_s)
             await asyncio.to_thread(self._check_image)
             await asyncio.to_thread(remove_orphans, self._api)
             _note_started()
@@ -198,7 +199,8 @@ class ContainerPool:
             workers = [r for r in results if isinstance(r, Worker)]
             errors = [r for r in results if isinstance(r, BaseException)]
             if not workers:
-                await self.aclose()
+                # Not closed: a later start (after the image is built, say) may succeed.
+                await asyncio.to_thread(self._remove_all, [])
                 first = errors[0]
                 if isinstance(first, SandboxError):
                     raise first

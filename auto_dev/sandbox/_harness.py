@@ -379,14 +379,10 @@ def _child(job: _Job, index: int, workdir: str, out_w: int, res_w: int, cfg: _Co
         os.dup2(res_w, _RESULT_FD, inheritable=False)
         os.closerange(_RESULT_FD + 1, cfg.max_fd)  # the protocol pipes included
         os.chdir(workdir)
-        if not cfg.in_pid_ns:
+        if cfg.term_handler:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        # The parent prepared the rest of the environment once (see _prepare); every page this
-        # child writes costs a copy-on-write fault, so it does as little as possible.
-        os.environ["HOME"] = os.environ["TMPDIR"] = workdir
-        sys.stdin = io.StringIO()  # input() sees end of file
-        sys.stdout = sys.stderr  # fd 2 is the capture pipe now; line-buffered, never closed
-        sys.argv = ["<candidate>"]
+        # The parent prepared environment, sys.stdin/stdout/argv once (see _prepare): every page
+        # this child writes costs a copy-on-write fault, so it does as little as possible.
         mib = 1024 * 1024
         cpu = int(-(-lim["cpu_s"] // 1))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -659,6 +655,22 @@ def _wipe(directory: str) -> None:
         pass
 
 
+def _fresh_workdir(cfg: _Config) -> str:
+    """(Re)create the case directory: one path per harness, so HOME and TMPDIR are set once."""
+    try:
+        os.mkdir(cfg.workdir, 0o700)
+    except FileExistsError:
+        _remove(cfg.workdir)
+        try:
+            os.mkdir(cfg.workdir, 0o700)
+        except FileExistsError:  # a leftover that cannot be removed: carry on elsewhere
+            cfg.counter += 1
+            cfg.workdir = f"{cfg.scratch}/case-{cfg.tag}-{cfg.counter}"
+            os.environ["HOME"] = os.environ["TMPDIR"] = cfg.workdir
+            os.mkdir(cfg.workdir, 0o700)
+    return cfg.workdir
+
+
 def _fork(cfg: _Config) -> int:
     """fork(), retrying after a sweep when leftovers hold the process budget; -1 on failure."""
     for attempt in range(3):
@@ -674,9 +686,7 @@ def _fork(cfg: _Config) -> int:
 
 def _run_case(job: _Job, index: int, cfg: _Config) -> dict[str, Any]:
     """Run one case in a fresh child. OSError here (no directory, no pipes) is the sandbox's."""
-    cfg.counter += 1
-    workdir = f"{cfg.scratch}/case-{cfg.tag}-{cfg.counter}"
-    os.mkdir(workdir, 0o700)
+    workdir = _fresh_workdir(cfg)
     fds: list[int] = []
     pid = -1
     try:
@@ -791,7 +801,9 @@ class _Config:
         self.devnull = -1
         self.max_fd = 1024
         self.counter = 0
+        self.workdir = ""
         self.current = 0  # process group of the running case
+        self.term_handler = False
         self.tag = os.urandom(4).hex()
         self.info: dict[str, Any] = {}
 
@@ -1005,12 +1017,15 @@ def _prepare(cfg: _Config) -> None:
                             "can import only preloaded modules")
     cfg.devnull = os.open(os.devnull, os.O_RDWR)
     # What every case child would otherwise set up itself (see _child).
+    cfg.workdir = f"{cfg.scratch}/case-{cfg.tag}"
     os.environ.clear()
-    os.environ.update(PATH=_PATH, LANG="C.UTF-8")
+    os.environ.update(PATH=_PATH, LANG="C.UTF-8", HOME=cfg.workdir, TMPDIR=cfg.workdir)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes raise instead of killing
     sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
                       buffering=1, closefd=False)
-    sys.stdout = sys.stderr
+    sys.stdout = sys.stderr  # in a case child fd 2 is the capture pipe: prints land there
+    sys.stdin = io.StringIO()  # input() in a case sees end of file
+    sys.argv = ["<candidate>"]
     cfg.max_fd = max(min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536), 64)
     cfg.info = {
         "uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(),
@@ -1050,6 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
             os._exit(143)
 
         signal.signal(signal.SIGTERM, terminate)
+        cfg.term_handler = True
     try:
         return _serve(cfg, stdin, stdout)
     finally:

@@ -201,10 +201,13 @@ class HarnessWorker:
         try:
             worker.info = worker._handshake(timeout_s)
         except BaseException:
-            worker.kill()
+            proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=2)
-            raise
+                proc.wait(timeout=5)
+            for stream in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()  # type: ignore[union-attr]
+            raise  # the caller releases the uid and the directory
         return worker
 
     def _handshake(self, timeout_s: float) -> dict[str, Any]:

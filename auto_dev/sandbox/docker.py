@@ -4,10 +4,14 @@ Each container runs the stdlib-only harness (``_harness.py``) as a fork server, 
 (no host mount), so every case is a fresh forked process inside a container that is:
 
 * cut off from the network (``--network none``), with a read-only root filesystem and a
-  size-capped ``noexec,nosuid,nodev`` tmpfs as its only writable place (no ``/dev/shm``);
-* stripped of every capability, with ``no-new-privileges``, running as a non-root uid of its own;
-* capped in processes, memory (swap included) and CPU;
-* labelled with its owner, so orphans are found and removed, and removed on close and at exit.
+  size-capped ``noexec,nosuid,nodev`` tmpfs as its only writable place, emptied after every job
+  (no ``/dev/shm``; SysV IPC and POSIX message queues disabled, so nothing outlives a job);
+* stripped of every capability, with ``no-new-privileges`` and Docker's seccomp profile, running
+  as a non-root uid of its own; the harness is the container's PID 1 (the kernel drops the
+  signals a candidate sends it) and non-dumpable (no ptrace, no /proc/1/mem or fds);
+* capped in processes, memory (swap included), CPU and open files;
+* labelled with its owner, so orphans are found and removed, and removed on close and at exit
+  (and, since its stdin closes with our end of the stream, even when this process is killed).
 
 Per-case limits (deadline, CPU, address space, output, processes, file size) are enforced by the
 harness inside; the container limits are the wall around it. A container is recycled after

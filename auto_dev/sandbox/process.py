@@ -22,6 +22,7 @@ Isolation depends on privileges, and the sandbox says which it got in a structlo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -156,6 +157,11 @@ def _retire(worker: HarnessWorker) -> None:
     with state.lock:
         state.retiring.add(thread)
     thread.start()
+
+
+def _retire_spawned(done: concurrent.futures.Future[HarnessWorker]) -> None:
+    if done.exception() is None:
+        _retire(done.result())
 
 
 class ProcessSandbox(Sandbox):
@@ -299,14 +305,28 @@ class ProcessSandbox(Sandbox):
 
     async def _start_worker(self) -> HarnessWorker:
         state = self._state
+        spawned: concurrent.futures.Future[HarnessWorker] = concurrent.futures.Future()
+        spawned.set_running_or_notify_cancel()  # runs to the end even if we stop waiting
+
+        def spawn() -> None:
+            try:
+                worker = self._spawn()
+            except BaseException as exc:
+                spawned.set_exception(exc)
+            else:
+                worker.pool_state = state
+                spawned.set_result(worker)
+
+        threading.Thread(target=spawn, name="auto-dev-sandbox-spawn", daemon=True).start()
         try:
-            worker = await asyncio.to_thread(self._spawn)
-        except BaseException:
+            worker = await asyncio.wrap_future(spawned)
+        except BaseException as exc:
             with state.lock:
                 state.starting -= 1
                 self._wake_one_locked()
+            if isinstance(exc, asyncio.CancelledError):  # a worker nobody waits for: retire it
+                spawned.add_done_callback(_retire_spawned)
             raise
-        worker.pool_state = state
         with state.lock:
             state.starting -= 1
             closed = state.closed

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import random
 
-from auto_dev.config import Settings
-from auto_dev.evolution.ast_ops import enumerate_edits
+import pytest
+
+from auto_dev.config import load_settings
+from auto_dev.evolution.ast_ops import Edit, enumerate_edits
 from auto_dev.evolution.dedup import normalized_hash
 from auto_dev.evolution.mutators import (
     AstMutator,
@@ -103,7 +105,7 @@ class TestPrioritisation:
         plain = prioritise(edits)
         boosted = prioritise(edits, [_feedback("IndexError: list index out of range")])
 
-        def rank(order: list) -> int:  # type: ignore[type-arg]
+        def rank(order: list[Edit]) -> int:
             return sum(1 for e in order[:30] if e.op == "off_by_one")
 
         assert rank(boosted) > rank(plain)
@@ -132,13 +134,22 @@ class TestPrioritisation:
 class TestBuildMutators:
     """The seam that picks mutators from settings."""
 
-    def test_offline_without_a_model(self) -> None:
+    def test_offline_without_a_model(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """No model configured: the AST mutator alone, and the strategy says so."""
-        plan = build_mutators(Settings(llm_model=None))
+        monkeypatch.delenv("AUTO_DEV_CONFIG", raising=False)
+        monkeypatch.delenv("AUTO_DEV_LLM_MODEL", raising=False)
+        plan = build_mutators(load_settings())
         assert [m.name for m in plan.mutators] == ["ast"] and plan.weights == (1.0,)
         assert "offline" in plan.strategy and "no LLM" in plan.strategy
 
     def test_forced_offline(self) -> None:
         """offline=True ignores a configured model."""
-        plan = build_mutators(Settings(llm_model="gpt-4o-mini"), offline=True)
+        plan = build_mutators(load_settings(llm_model="gpt-4o-mini"), offline=True)
         assert [m.name for m in plan.mutators] == ["ast"] and "--offline" in plan.strategy
+
+    def test_configured_model_mixes_llm_and_ast(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With a model configured the LLM mutator joins, weighted by llm_mutation_fraction."""
+        monkeypatch.delenv("AUTO_DEV_CONFIG", raising=False)
+        plan = build_mutators(load_settings(llm_model="openai/gpt-4o-mini"))
+        assert [m.name for m in plan.mutators][-1] == "ast" and len(plan.mutators) == 2
+        assert plan.weights == (0.5, 0.5) and "AST" in plan.strategy

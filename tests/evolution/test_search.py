@@ -314,3 +314,67 @@ class TestDeterminismAndSpeed:
         assert result.evaluations == 1000
         rate = result.evaluations / max(elapsed - result.sandbox_seconds, 1e-9)
         assert rate > 300, f"{rate:.0f} candidates/s"
+
+
+class TestSteppingStones:
+    """A regressing candidate that passes more cases is explored but never the best."""
+
+    @staticmethod
+    def _judge(code: str, case: Case) -> bool:
+        if "FULL" in code:
+            return True
+        if "STONE" in code:
+            return case.args[0] != 0
+        return case.args[0] == 0
+
+    async def test_stone_leads_to_a_full_repair(self) -> None:
+        """The stone becomes a parent and its child that passes everything solves the run."""
+        stone = SEED + "STONE = 1\n"
+        full = SEED + "FULL = 1\n"
+        records: list[CandidateRecord] = []
+
+        async def on_evaluated(record: CandidateRecord) -> None:
+            records.append(record)
+
+        search = EvolutionSearch(
+            _seed(), [Case(args=(i,), expected=i) for i in range(6)],
+            ScriptedSandbox(self._judge), [ListMutator([stone, full])], budget=5,
+            hooks=SearchHooks(on_evaluated=on_evaluated),
+            config=SearchConfig(batch_size=1, stone_rate=1.0),
+        )
+        result = await search.run()
+        assert records[0].status is CandidateStatus.REGRESSED and records[0].stepping_stone
+        assert records[1].parent_ids == (records[0].id,)
+        assert result.solved and result.lineage == ["seed", records[0].id, records[1].id]
+
+    async def test_stone_is_never_the_best(self) -> None:
+        """Without a full repair the best stays the seed, though the stone passes more."""
+        search = EvolutionSearch(
+            _seed(), [Case(args=(i,), expected=i) for i in range(6)],
+            ScriptedSandbox(self._judge), [ListMutator([SEED + "STONE = 1\n"])], budget=5,
+            config=SearchConfig(max_idle_steps=3),
+        )
+        result = await search.run()
+        assert result.best.code == SEED and not result.improved
+        assert result.status_counts == {"regressed": 1}
+
+
+class TestFreshParents:
+    """A parent whose neighbourhood is used up gives way to the next best."""
+
+    async def test_search_returns_to_the_seed_after_a_local_optimum(self) -> None:
+        """After the improved program's neighbours run out, the seed's remaining ones are tried."""
+        seed_code = "def f(n):\n    if n % 3 == 0:\n        return 1\n    return 0\n"
+
+        def judge(code: str, case: Case) -> bool:
+            # n % 5 is the fix; n % 2 is a partial fix that passes the even cases.
+            if "n % 5" in code:
+                return True
+            return case.name == "even" and "n % 2" in code
+
+        cases = [Case(args=(i,), expected=0, name="even") for i in range(3)] + [
+            Case(args=(5,), expected=1, name="five"), Case(args=(7,), expected=0, name="x")]
+        search = EvolutionSearch(Program(code=seed_code, entrypoint="f"), cases,
+                                 ScriptedSandbox(judge), [AstMutator()], budget=1000)
+        result = await search.run()
+        assert result.solved and "n % 5" in result.best.code

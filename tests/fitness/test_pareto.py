@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -85,7 +87,7 @@ class TestSortingProperties:
         D = dominance_matrix(F, v)
         parts = fronts(F, v)
         assert sum(len(p) for p in parts) == len(F)
-        for previous, current in zip(parts, parts[1:], strict=False):
+        for previous, current in itertools.pairwise(parts):
             assert D[np.ix_(previous, current)].any(axis=0).all()
 
     @given(problems())

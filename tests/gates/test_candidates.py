@@ -22,6 +22,7 @@ from auto_dev.models import (
     AuditEntry,
     Evaluation,
     EventRecord,
+    EvolutionRun,
     ReviewDecision,
     SkillCandidate,
     ToolMutation,
@@ -32,6 +33,16 @@ from auto_dev.sandbox.base import CaseResult, CaseStatus, SandboxResult
 from tests.gates.conftest import AGENT, FIXED_CODE, TENANT, TOOL_CODE, World
 
 PACKAGE = Path(auto_dev.__file__).resolve().parent
+
+
+def _run(world: World) -> str:
+    """An evolution run row (bulk rejections belong to a run)."""
+    with world.database.session() as s:
+        run = EvolutionRun(tenant_id=TENANT, engine="alpha_evolver", target="inc",
+                           tool_id=world.tool_id, status="completed")
+        s.add(run)
+        s.flush()
+        return run.id
 
 
 def _count(world: World, model: Any) -> int:
@@ -401,6 +412,7 @@ class TestChokePoint:
             "_creation.create_workflow_variant", "candidates._move",
             "_promotion.human_decision", "_promotion.activate_new_version",
             "_promotion.promote", "_promotion.rollback_tool",
+            "_bulk.record_rejected_mutations",
         }
 
     def test_every_store_path_consults_the_gate(self, world: World) -> None:
@@ -430,6 +442,13 @@ class TestChokePoint:
                 s, tenant_id=TENANT, candidate_id=approved, actor="alice"),
             "promote(auto)": lambda s: store.promote(
                 s, tenant_id=TENANT, candidate_id=cid, actor="auto-dev", auto=True),
+            "record_rejected_mutations": lambda s: store.record_rejected_mutations(
+                s, decision=deny.authorize(s, tenant_id=TENANT, agent_id=AGENT,
+                                           capability="auto_dev.alpha_evolver",
+                                           action="run_cycle"),
+                tenant_id=TENANT, tool_id=world.tool_id, run_id="r", rows=[
+                    {"code": FIXED_CODE, "operator": "op"}],
+                capability="auto_dev.alpha_evolver"),
         }
         counts = {m: _count(world, m) for m in (ToolMutation, SkillCandidate, WorkflowVariant,
                                                  ToolVersion, Evaluation, ReviewDecision)}
@@ -441,6 +460,34 @@ class TestChokePoint:
             assert len(deny.asked) > before, name
         assert {m: _count(world, m) for m in counts} == counts
         assert world.status(cid) == "passed" and world.status(approved) == "approved"
+
+    def test_bulk_rejections_need_a_matching_run_decision(self, world: World) -> None:
+        """A run's rejected mutations are stored only under an allowing run_cycle decision for
+        the same tenant and capability, and only ever as failed."""
+        run_id = _run(world)
+        rows = [{"code": FIXED_CODE, "operator": "op", "generation": 1}]
+        with world.database.session() as s:
+            allowed = world.gatekeeper.authorize(s, tenant_id=TENANT, agent_id=AGENT,
+                                                 capability="auto_dev.alpha_evolver",
+                                                 action="run_cycle")
+            other_action = world.gatekeeper.authorize(s, tenant_id=TENANT, agent_id=AGENT,
+                                                      capability="auto_dev.alpha_evolver",
+                                                      action="use")
+        kw: dict[str, Any] = {"tenant_id": TENANT, "tool_id": world.tool_id, "run_id": run_id,
+                              "capability": "auto_dev.alpha_evolver", "rows": rows}
+        with world.database.session() as s:
+            with pytest.raises(GateDeniedError, match="does not cover"):
+                world.store.record_rejected_mutations(s, decision=other_action, **kw)
+            with pytest.raises(GateDeniedError, match=r"not 'auto_dev\.memento_skills'"):
+                world.store.record_rejected_mutations(
+                    s, decision=allowed, **{**kw, "capability": "auto_dev.memento_skills"})
+            with pytest.raises(NotFoundError):
+                world.store.record_rejected_mutations(s, decision=allowed,
+                                                      **{**kw, "tool_id": "0" * 32})
+            [cid] = world.store.record_rejected_mutations(s, decision=allowed, **kw)
+        assert world.status(cid) == "failed"
+        with world.database.session() as s, pytest.raises(IllegalTransitionError):
+            world.store.set_status(s, tenant_id=TENANT, candidate_id=cid, status="passed")
 
     def test_register_tool_is_the_only_ungated_activation(self, world: World) -> None:
         """Registering a platform tool activates versions without a capability (audited)."""

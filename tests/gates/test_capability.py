@@ -251,9 +251,11 @@ class TestAuthorize:
     def test_human_review_replaces_maturity_not_toggles(self, world: World) -> None:
         """A named reviewer stands in for maturity, but a disabled tenant stays disabled."""
         world.maturity("student")
-        assert _authorize(world, reviewed_by="alice").allowed
+        assert _authorize(world, action="approve", reviewed_by="alice").allowed
+        engine_try = _authorize(world, action="create_candidate", reviewed_by="alice")
+        assert not engine_try.allowed and "reviewed_by" in engine_try.reason
         world.configure(enabled=False)
-        assert not _authorize(world, reviewed_by="alice").allowed
+        assert not _authorize(world, action="approve", reviewed_by="alice").allowed
 
     def test_workspace_settings_only_narrow(self, world: World) -> None:
         """Seed-style workspace settings can turn things off, never on."""
@@ -363,10 +365,13 @@ class TestDailyLimits:
     @settings(max_examples=25, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.lists(st.tuples(st.sampled_from(["mutation", "skill"]), st.integers(-3, 0),
-                              st.booleans()), max_size=12))
-    def test_counting_matches_rows(self, world: World,
-                                   rows: list[tuple[str, int, bool]]) -> None:
-        """Today's counts equal the rows created since midnight UTC, per tenant and agent."""
+                              st.booleans(), st.sampled_from(["pending", "passed", "failed"])),
+                    max_size=12),
+           st.integers(0, 6), st.integers(0, 6))
+    def test_counting_matches_rows(self, world: World, rows: list[tuple[str, int, bool, str]],
+                                   tenant_cap: int, agent_cap: int) -> None:
+        """Today's counts equal the rows created since midnight UTC that did not fail, per
+        tenant and agent; capped counts reach a limit exactly when the true counts do."""
         tenant = f"t{uuid.uuid4().hex[:10]}"
         now = datetime(2031, 5, 5, 15, 30, tzinfo=UTC)
         with world.database.session() as s:
@@ -374,19 +379,26 @@ class TestDailyLimits:
             agent = world.database.ensure_agent(s, tenant, "x").id
             tool = world.store.register_tool(s, tenant_id=tenant, name="f", entrypoint="f",
                                              code="def f():\n    return 1\n")
-            for kind, day, mine in rows:
+            for kind, day, mine, status in rows:
                 at = now + timedelta(days=day, hours=-10)
                 owner = agent if mine else None
                 if kind == "mutation":
                     s.add(ToolMutation(tenant_id=tenant, tool_id=tool.id, code="x", agent_id=owner,
-                                       entrypoint="f", operator="t", created_at=at))
+                                       entrypoint="f", operator="t", created_at=at,
+                                       status=status))
                 else:
                     s.add(SkillCandidate(tenant_id=tenant, name="s", code="x", entrypoint="f",
-                                         agent_id=owner, strategy="t", created_at=at))
+                                         agent_id=owner, strategy="t", created_at=at,
+                                         status=status))
             s.flush()
             counts = count_candidates_today(s, tenant, agent, day_start(now))
-        assert counts["tenant"] == sum(1 for _, day, _ in rows if day == 0)
-        assert counts["agent"] == sum(1 for _, day, mine in rows if day == 0 and mine)
+            capped = count_candidates_today(s, tenant, agent, day_start(now),
+                                            limits=(tenant_cap, agent_cap))
+        live = [r for r in rows if r[1] == 0 and r[3] != "failed"]
+        assert counts["tenant"] == len(live)
+        assert counts["agent"] == sum(1 for r in live if r[2])
+        assert (capped["tenant"] >= tenant_cap) == (counts["tenant"] >= tenant_cap)
+        assert (capped["agent"] >= agent_cap) == (counts["agent"] >= agent_cap)
 
 
 class TestGraduation:

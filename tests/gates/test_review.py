@@ -343,3 +343,28 @@ class TestTenantIsolation:
         assert other.list_pending("beta") == []
         with world.database.session() as s:
             assert s.get(ToolMutation, cid) is not None
+
+
+@pytest.mark.postgres
+class TestOnPostgres:
+    """The same review flow on PostgreSQL (skipped locally without a server; required in CI)."""
+
+    def test_promote_rollback_and_durable_denial(self, postgres_database: Any) -> None:
+        """Promotion flips the partial unique index in the right order, rollback restores v1,
+        and a denial's audit entry survives the caller's rollback."""
+        from auto_dev._exceptions import GateDeniedError
+        from tests.gates.conftest import build_world
+
+        world = build_world(postgres_database)
+        cid = world.passed_mutation()
+        world.review.approve(TENANT, cid, "alice", "ok")
+        world.review.promote(TENANT, cid, "alice", "ship")
+        assert _versions(world) == [(1, False, "seed"), (2, True, "mutation")]
+        world.review.rollback(TENANT, "inc", "carol", "undo")
+        assert _versions(world) == [(1, True, "seed"), (2, False, "mutation")]
+        world.configure(alpha_evolver=False)
+        with pytest.raises(GateDeniedError):
+            world.mutation(OTHER)
+        with world.database.session() as s:
+            denied = s.scalars(select(AuditEntry).where(AuditEntry.allowed.is_(False))).all()
+        assert len(denied) == 1

@@ -299,6 +299,22 @@ class TestCache:
         assert len(server.requests) == 3
 
 
+class TestConcurrency:
+    """Concurrent calls each get their own ledger row, on any kind of database."""
+
+    async def test_in_memory_database(self, server: OpenAICompatibleServer) -> None:
+        """An in-memory SQLite database (one shared connection) survives concurrent calls."""
+        import asyncio
+
+        database = Database("sqlite:///:memory:")
+        database.upgrade()
+        client = LLMClient(llm_settings(server, daily_budget_usd=10.0), database)
+        responses = await asyncio.gather(*(client.complete(USER) for _ in range(20)))
+        assert len({r.call_id for r in responses}) == 20
+        assert [r.status for r in rows(database)] == ["ok"] * 20
+        database.dispose()
+
+
 class TestConstruction:
     """The client refuses to run without somewhere to keep its ledger."""
 

@@ -439,6 +439,21 @@ class TestLifecycle:
                 with contextlib.suppress(Exception):  # already gone is the expected case
                     client.remove_container(cid, force=True)
 
+    async def test_background_health_check_replaces_wedged_containers(self) -> None:
+        """Without anyone asking, the periodic health check replaces a frozen container."""
+        require_docker()
+        async with DockerSandbox(pool_size=1, health_interval_s=0.2, health_timeout_s=0.5,
+                                 image=IMAGE) as box:
+            await box.start()
+            victim = box.pool.container_ids[0]
+            await asyncio.to_thread(api().pause, victim)
+            for _ in range(100):
+                if box.pool.replaced and victim not in box.pool.container_ids:
+                    break
+                await asyncio.sleep(0.1)
+            assert box.pool.replaced == 1 and victim not in box.pool.container_ids
+            assert (await box.run(DOUBLE)).all_passed
+
     async def test_aclose_is_idempotent_and_final(self) -> None:
         """aclose() removes every container, can be repeated, and later runs raise."""
         require_docker()

@@ -288,6 +288,21 @@ def info_logs() -> Iterator[None]:
 class TestLifecycle:
     """Construction, closing and event loops."""
 
+    @root_only
+    async def test_cancelled_while_starting_leaks_no_worker(self) -> None:
+        """A run cancelled while its worker is still starting leaves no process behind."""
+        sandbox = ProcessSandbox(workers=1)
+        task = asyncio.create_task(sandbox.run(job(ADD, smoke(1, 2), entrypoint="add")))
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if sandbox.worker_uids(include_retired=True):
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)  # let the start finish, so the orphan is retired
+        await _closed_and_clean(sandbox)
+
     def test_invalid_settings_name_the_field(self) -> None:
         """Bad constructor arguments raise ValidationError naming the argument."""
         with pytest.raises(ValidationError) as err:

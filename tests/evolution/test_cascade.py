@@ -1,0 +1,93 @@
+"""Tests for the cascade evaluator: quick stage, full stage, verdicts and stepping stones."""
+
+from __future__ import annotations
+
+import random
+
+from auto_dev.evolution.cascade import CascadeEvaluator
+from auto_dev.evolution.records import CandidateStatus
+from auto_dev.sandbox.base import Case, Limits
+from tests.evolution._fakes import ScriptedSandbox
+
+CASES = [Case(args=(i,), expected=i, name=f"c{i}") for i in range(8)]
+
+
+def _evaluator(judge: object, **kwargs: object) -> tuple[CascadeEvaluator, ScriptedSandbox]:
+    sandbox = ScriptedSandbox(judge)  # type: ignore[arg-type]
+    evaluator = CascadeEvaluator(sandbox, CASES, "f", rng=random.Random(0), limits=Limits(),
+                                 **kwargs)  # type: ignore[arg-type]
+    return evaluator, sandbox
+
+
+def _passes(*indices: int) -> object:
+    return lambda code, case: int(case.name[1:]) in indices
+
+
+class TestQuickCases:
+    """Which cases the quick stage runs."""
+
+    def test_failing_cases_and_a_few_passing(self) -> None:
+        """The parent's failing cases (capped) plus quick_passing passing ones."""
+        evaluator, _ = _evaluator(_passes())
+        quick = evaluator.quick_cases(frozenset({0, 1, 2, 3, 4, 5}))
+        assert {6, 7} <= set(quick) and len(quick) == 4
+
+    def test_small_suites_skip_the_cascade(self) -> None:
+        """Below min_cases, or when the quick stage would be nearly everything, no cascade."""
+        evaluator, _ = _evaluator(_passes(), min_cases=20)
+        assert evaluator.quick_cases(frozenset({0})) == ()
+        evaluator, _ = _evaluator(_passes(), quick_failing=7)
+        assert evaluator.quick_cases(frozenset()) == ()  # 7 of 8 cases: nothing saved
+
+    def test_catching_cases_are_preferred(self) -> None:
+        """A passing case that caught a regression is chosen for later quick stages."""
+        evaluator, _ = _evaluator(_passes())
+        evaluator._caught([5])
+        for _ in range(5):
+            assert 5 in evaluator.quick_cases(frozenset({0, 1, 2, 3, 4, 5}))
+
+
+class TestVerdicts:
+    """Statuses decided by the cascade."""
+
+    async def test_no_gain_stops_after_one_job(self) -> None:
+        """Fixing nothing stops at the quick stage."""
+        evaluator, sandbox = _evaluator(_passes(0, 1, 2, 3, 4, 5))
+        parent = frozenset({0, 1, 2, 3, 4, 5})
+        quick = evaluator.quick_cases(parent)
+        outcome = await evaluator.evaluate("x = 1\n", parent, parent, quick)
+        assert outcome.status is CandidateStatus.NO_GAIN and outcome.stage == "quick"
+        assert len(sandbox.jobs) == 1
+
+    async def test_fix_runs_the_rest_and_passes(self) -> None:
+        """A full fix runs both stages and merges results with original indices."""
+        evaluator, sandbox = _evaluator(lambda code, case: True)
+        parent = frozenset({0, 1, 2, 3, 4, 5})
+        outcome = await evaluator.evaluate("x = 1\n", parent, parent,
+                                           evaluator.quick_cases(parent))
+        assert outcome.status is CandidateStatus.PASSED and outcome.stage == "full"
+        assert [c.index for c in outcome.result.cases] == list(range(8))
+        assert len(sandbox.jobs) == 2
+
+    async def test_partial_fix_is_improved(self) -> None:
+        """Fixing one more case without breaking any is improved."""
+        evaluator, _ = _evaluator(_passes(0, 1, 2, 3, 4, 5, 6))
+        parent = frozenset({0, 1, 2, 3, 4, 5})
+        outcome = await evaluator.evaluate("x\n", parent, parent, ())
+        assert outcome.status is CandidateStatus.IMPROVED
+
+    async def test_net_gain_with_a_regression_is_a_stone(self) -> None:
+        """Breaking one required case but passing more overall flags a stepping stone."""
+        evaluator, _ = _evaluator(_passes(1, 2, 3, 4, 5, 6, 7))
+        parent = frozenset({0, 1})
+        outcome = await evaluator.evaluate("x\n", parent, parent, evaluator.quick_cases(parent))
+        assert outcome.status is CandidateStatus.REGRESSED and outcome.stepping_stone
+        assert outcome.stage == "full"
+
+    async def test_plain_regression_stops_early(self) -> None:
+        """Breaking a quick passing case without a larger gain stops at the quick stage."""
+        evaluator, sandbox = _evaluator(_passes(1, 2, 3, 4, 5))
+        parent = frozenset({0, 1, 2, 3, 4, 5})
+        outcome = await evaluator.evaluate("x\n", parent, parent, (0, 6, 7))
+        assert outcome.status is CandidateStatus.REGRESSED and outcome.stage == "quick"
+        assert not outcome.stepping_stone and len(sandbox.jobs) == 1
