@@ -29,6 +29,7 @@ from auto_dev.events import Event, EventBus, SkillExecuted, TaskFailed, TaskSucc
 from auto_dev.gates.candidates import CandidateStore
 from auto_dev.gates.capability import Gatekeeper
 from auto_dev.gates.review import ReviewService
+from auto_dev.gates.watch import PromotionWatch
 from auto_dev.gates.settings import TenantSettings
 from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
 from auto_dev.sandbox.base import Case
@@ -85,6 +86,9 @@ class AutoDev:
         self.gates = Gatekeeper()
         self.store = CandidateStore(self.database, self.gates, bus=self.events)
         self.review = ReviewService(self.database, self.store)
+        # Versions auto-dev promoted by itself are watched and rolled back on regression.
+        self.watch = PromotionWatch(self.database, self.store)
+        self.watch.attach(self.events)
         self._sandbox = sandbox
         self._sandbox_reason = "passed in" if sandbox is not None else ""
         self._owns_sandbox = sandbox is None

@@ -334,11 +334,9 @@ class _Persister:
         """Write the buffered rejected candidates (one INSERT)."""
         if not self.rejected:
             return
-        from auto_dev.gates._bulk import record_rejected_mutations
-
         ctx = self.engine.context
         with ctx.database.session() as session:
-            record_rejected_mutations(
+            ctx.store.record_rejected_mutations(
                 session, decision=self.decision, tenant_id=ctx.tenant_id,
                 tool_id=self.snapshot.tool_id, run_id=self.run_id,
                 capability=self.engine.capability, rows=self.rejected)

@@ -304,7 +304,8 @@ class Memento(BaseLearningEngine):
             strategy="retrieve_repair", note=note, tests=cases, result=final,
             scores=self.fitness.score(final, result.best.code), base=base,
             evaluations=result.evaluations, pass_rate_before=result.seed_pass_rate,
-            exchange=[],
+            exchange=[], parent_scores=dict(result.seed.scores),
+            parent_passed=result.seed.passed_cases,
         )
 
     async def _draft_llm(self, group: FailureGroup) -> _Draft | None:
@@ -380,7 +381,8 @@ class Memento(BaseLearningEngine):
             ctx.store.record_evaluation(
                 session, tenant_id=ctx.tenant_id, candidate_id=row.id, result=draft.result,
                 limits=ctx.limits.to_wire(), objectives=draft.scores, verdict=verdict,
-                reason=reason,
+                reason=reason, parent_objectives=draft.parent_scores,
+                parent_passed_cases=draft.parent_passed,
             )
             return row.id, verdict
 
@@ -398,6 +400,8 @@ class _Draft:
     pass_rate_before: float
     exchange: list[Any]
     name: str | None = None
+    parent_scores: dict[str, float] | None = None
+    parent_passed: frozenset[int] | None = None
 
 
 def never_passes(code: str, parent_code: str | None) -> str | None:

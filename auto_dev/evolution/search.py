@@ -80,7 +80,8 @@ class SearchConfig:
     max_idle_steps: int = 60
     continue_after_solved: bool = False
     adaptive_timeout: bool = True
-    stone_rate: float = 0.25
+    stone_rate: float = 0.15
+    seed_rate: float = 0.4
     float_tolerance: float = 1e-6
     keep_candidate_stats: bool = True
     feedback_cases: int = 4
@@ -94,8 +95,11 @@ class SearchConfig:
                      "feedback_cases"):
             if int(getattr(self, name)) < 0:
                 raise ValidationError(f"config.{name}", "must not be negative")
-        if not 0 <= self.stone_rate <= 1:
-            raise ValidationError("config.stone_rate", "must be between 0 and 1")
+        for name in ("stone_rate", "seed_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValidationError(f"config.{name}", "must be between 0 and 1")
+        if self.stone_rate + self.seed_rate > 1:
+            raise ValidationError("config.seed_rate", "stone_rate + seed_rate must not exceed 1")
         if not 0 <= self.float_tolerance < 1:
             raise ValidationError("config.float_tolerance", "must be in [0, 1)")
 
@@ -189,6 +193,7 @@ class EvolutionSearch:
         self._stats: list[CandidateStat] = []
         self._best_record: CandidateRecord | None = None
         self._seed_passed: frozenset[int] = frozenset()
+        self._seed_program: Program | None = None
         self._started = 0.0
 
     # --- the loop -------------------------------------------------------------------------------
@@ -250,6 +255,7 @@ class EvolutionSearch:
         )
         self._remember_feedback(seed, result)
         self._seed_passed = passed
+        self._seed_program = seed
         digest = normalized_hash(seed.code)
         if digest is not None:
             self._dedup.add(digest)
@@ -273,10 +279,18 @@ class EvolutionSearch:
         return dataclasses.replace(self.limits, timeout_s=timeout)
 
     def _parent(self, island: int, mutator: Mutator) -> Program:
+        cfg = self.config
         parent = self.population.sample_parent(island)
-        if self.population.stones and self._rng_select.random() < self.config.stone_rate:
-            parent = self.population.sample_stone() or parent
         exhausted = getattr(mutator, "exhausted", None)
+        draw = self._rng_select.random()
+        if self.population.stones and draw < cfg.stone_rate:
+            parent = self.population.sample_stone() or parent
+        elif (callable(exhausted) and self._seed_program is not None
+              and draw < cfg.stone_rate + cfg.seed_rate
+              and not exhausted(self._seed_program)):
+            # Most bugs are one edit away from the seed: keep walking its neighbourhood while
+            # partial fixes are explored, rather than only after they are used up.
+            parent = self._seed_program
         if callable(exhausted) and exhausted(parent):
             # Its neighbourhood is used up: the next best parent with edits left, if any.
             parent = self.population.fresh_parent(island, lambda p: not exhausted(p)) or parent

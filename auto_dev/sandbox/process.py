@@ -16,7 +16,11 @@ Isolation depends on privileges, and the sandbox says which it got in a structlo
   confined by process groups, a child-subreaper sweep and rlimits, with the network and files of
   that user. ``RLIMIT_NPROC`` counts *all* of a user's processes, so it cannot be set to the
   case's own budget: the harness adds the user's current process count (refreshed every second),
-  which bounds fork bombs but is racy.
+  which bounds fork bombs but is racy. Such a candidate can also signal any process of the user,
+  the harness included (the job then fails with :class:`SandboxProtocolError` after its retry).
+
+A worker that dies, wedges or answers something that is not the protocol is replaced and the job
+retried once on a fresh worker; a second failure raises :class:`SandboxProtocolError`.
 """
 
 from __future__ import annotations
@@ -196,8 +200,11 @@ class ProcessSandbox(Sandbox):
         self._python = python or sys.executable or "python3"
         self._launcher = [str(part) for part in launcher]
         self._isolate_network = isolate_network
-        hide = [os.getcwd(), os.path.expanduser("~")] if hide_paths is None else list(hide_paths)
-        self._hide = [str(Path(p).resolve()) for p in hide]
+        if hide_paths is None:
+            with contextlib.suppress(OSError):  # a deleted working directory has nothing to hide
+                hide_paths = [os.getcwd()]
+            hide_paths = [*(hide_paths or ()), os.path.expanduser("~")]
+        self._hide = [str(Path(p).resolve()) for p in hide_paths]
         self._startup_timeout_s = float(startup_timeout_s)
         self._privileged = os.geteuid() == 0 and not self._launcher
         self._state = _PoolState()
@@ -253,6 +260,7 @@ class ProcessSandbox(Sandbox):
             except (WorkerGone, SandboxProtocolError) as exc:
                 failure = exc
                 log.warning("process_sandbox.worker_lost", attempt=attempt, reason=str(exc),
+                            jobs_served=worker.jobs,
                             harness_stderr=worker.stderr_tail()[-500:] or None)
                 self._discard(worker)
                 continue

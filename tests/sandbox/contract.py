@@ -262,6 +262,7 @@ class SandboxContract:
         # The secret travels as an argument, so only cmdlines of the case itself show it.
         case = await self.only(sandbox, job(code, Case(args=(canary,), expected=[])))
         assert case.status is CaseStatus.OK, case
+        await self.assert_healthy(sandbox)
 
     async def test_cwd_is_a_fresh_private_directory(self, sandbox: Sandbox) -> None:
         """The candidate's working directory is not the caller's, and starts empty."""
@@ -316,6 +317,7 @@ class SandboxContract:
         finally:
             server.close()
         assert case.status is CaseStatus.OK, case
+        await self.assert_healthy(sandbox)
 
     async def test_writes_outside_scratch_fail(self, sandbox: Sandbox) -> None:
         """Writing to /etc or to the caller's directory fails and leaves nothing on the host."""
@@ -329,6 +331,7 @@ class SandboxContract:
                                                            expected=["refused"] * 2)))
             assert case.status is CaseStatus.OK, case
             assert not any(os.path.exists(t) for t in targets)
+            await self.assert_healthy(sandbox)
         finally:
             for target in targets:
                 if os.path.exists(target):

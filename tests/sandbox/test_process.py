@@ -38,9 +38,21 @@ def _system_python_usable() -> bool:
     return probe.returncode == 0
 
 
+#: Every worker uid any sandbox of this module used (checked once more after the module).
+USED_UIDS: set[int] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_worker_uid_survives_the_module() -> Iterator[None]:
+    yield
+    survivors = {uid: uid_processes(uid) for uid in USED_UIDS}
+    assert not any(survivors.values()), f"worker uids with processes left: {survivors}"
+
+
 async def _closed_and_clean(sandbox: ProcessSandbox) -> None:
     pids = sandbox.worker_pids()
     uids = sandbox.worker_uids(include_retired=True)
+    USED_UIDS.update(uids)
     await sandbox.aclose()
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie_free(pid)
