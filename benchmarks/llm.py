@@ -92,8 +92,10 @@ async def measure(base_url: str, database: Any, calls: int, rounds: int) -> None
     messages = [{"role": "user", "content": "Fix the off-by-one in f. " * 8}]
     prices = {"openai/bench": {"input_cost_per_token": INPUT_PRICE,
                                "output_cost_per_token": OUTPUT_PRICE}}
-    common = {"model": "openai/bench", "api_base": base_url, "api_key": "sk-bench",
-              "max_tokens": 512, "temperature": 0.0, "num_retries": 0, "prices": prices}
+    common: dict[str, Any] = {
+        "model": "openai/bench", "api_base": base_url, "api_key": "sk-bench",
+        "max_tokens": 512, "temperature": 0.0, "num_retries": 0, "prices": prices,
+    }
     budgeted = LLMClient(LLMSettings(**common, daily_budget_usd=1e6), database,
                          tenant_id="budgeted")
     unbudgeted = LLMClient(LLMSettings(**common), database, tenant_id="ledger-only")

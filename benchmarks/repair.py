@@ -86,6 +86,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--sandbox", default="process")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--json-out", type=Path, default=None,
+                        help="also write the per-case figures to this JSON file")
     args = parser.parse_args()
 
     from rich.console import Console
@@ -103,7 +105,7 @@ def main() -> int:
                   f"{args.seed}, sandbox {args.sandbox}, {os.cpu_count()} CPUs, load average "
                   f"{load_start[0]:.2f} at start")
     table = Table()
-    for column in ("case", "bug", "repaired?", "evaluations", "seconds", "fix"):
+    for column in ("case", "bug", "repaired?", "evaluations", "search s", "wall s", "fix"):
         table.add_column(column)
     if not args.no_baseline:
         table.add_column("baseline evals")
@@ -115,12 +117,12 @@ def main() -> int:
             run_baseline(case, args.budget, args.seed))
         rows.append({"case": case, "ours": ours, "base": base})
         if "error" in ours:
-            cells = [case["name"], case["bug"], "[red]ERROR[/]", "-", f"{ours['wall']:.1f}",
+            cells = [case["name"], case["bug"], "[red]ERROR[/]", "-", "-", f"{ours['wall']:.1f}",
                      ours["error"][-80:]]
         else:
             cells = [case["name"], case["bug"],
                      "[green]yes[/]" if ours["solved"] else "[red]no[/]",
-                     str(ours["evaluations"]), f"{ours['seconds']:.2f}",
+                     str(ours["evaluations"]), f"{ours['seconds']:.2f}", f"{ours['wall']:.2f}",
                      f"{ours.get('best_operator') or '-'}"]
         if base is not None:
             cells += [f"{base['evaluations']}{'' if base['solved'] else ' (fail)'}",
@@ -131,9 +133,12 @@ def main() -> int:
     repaired = [r for r in rows if r["ours"].get("solved")]
     seconds = [r["ours"]["seconds"] for r in repaired] or [0.0]
     evals = [r["ours"]["evaluations"] for r in repaired] or [0]
+    walls = [r["ours"]["wall"] for r in repaired] or [0.0]
     console.print(f"[bold]repaired {len(repaired)}/{len(rows)}[/] within budget {args.budget}; "
-                  f"median {statistics.median(seconds):.2f} s, max {max(seconds):.2f} s per "
-                  f"repaired case; evaluations median {statistics.median(evals)}")
+                  f"search time median {statistics.median(seconds):.2f} s, max "
+                  f"{max(seconds):.2f} s; wall time with process start median "
+                  f"{statistics.median(walls):.2f} s; evaluations median "
+                  f"{statistics.median(evals)}")
     if not args.no_baseline:
         base_ok = [r for r in rows if r["base"]["solved"]]
         both = [r for r in rows if r["base"]["solved"] and r["ours"].get("solved")]
@@ -154,6 +159,12 @@ def main() -> int:
             median_base = statistics.median(r["base"]["evaluations"] for r in both)
             console.print(f"on the {len(both)} cases both repaired: median evaluations baseline "
                           f"{median_base}, auto-dev {median_ours}")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(
+            [{"case": r["case"]["name"], "solved": bool(r["ours"].get("solved")),
+              "evaluations": r["ours"].get("evaluations"), "seconds": r["ours"].get("seconds"),
+              "wall": r["ours"]["wall"], "operator": r["ours"].get("best_operator"),
+              "baseline": r["base"]} for r in rows], indent=1))
     load_end = os.getloadavg()
     console.print(f"load average {load_end[0]:.2f} at end")
     return 0

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from auto_dev.evolution.program import CaseFeedback
 from auto_dev.evolution.records import CandidateStatus
 from auto_dev.sandbox.base import Case, Limits, SandboxJob, SandboxResult
 
@@ -164,6 +165,27 @@ class CascadeEvaluator:
     def _caught(self, indices: Sequence[int] | frozenset[int]) -> None:
         for i in indices:
             self._catches[i] += 1
+
+
+def case_feedback(
+    cases: Sequence[Case], result: SandboxResult, passed: frozenset[int], limit: int
+) -> list[CaseFeedback]:
+    """Up to ``limit`` failing cases of ``result`` as mutator feedback (in case order)."""
+    by_index = {c.index: c for c in result.cases}
+    feedback: list[CaseFeedback] = []
+    for index, case in enumerate(cases):
+        if index in passed:
+            continue
+        if len(feedback) >= limit:
+            break
+        outcome = by_index.get(index)
+        feedback.append(CaseFeedback(
+            index=index, args=case.args, kwargs=dict(case.kwargs), expected=case.expected,
+            actual=outcome.output if outcome else None,
+            status=outcome.status.value if outcome else "skipped",
+            error=(outcome.error if outcome else None) or result.error,
+        ))
+    return feedback
 
 
 def _passed(result: SandboxResult) -> frozenset[int]:

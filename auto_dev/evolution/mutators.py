@@ -373,20 +373,23 @@ class MutatorPlan:
 
 
 def build_mutators(
-    settings: Settings | None = None, *, offline: bool = False, client: Any = None
+    settings: Settings | None = None, *, client: Any = None, offline: bool = False
 ) -> MutatorPlan:
     """The mutators for ``settings``: the LLM mutators when a model is configured, else AST.
 
-    This is the seam for the LLM layer: when ``settings.effective_llm().configured`` and
-    ``offline`` is false, it calls ``auto_dev.llm.factory.build_client(settings)`` and
-    ``auto_dev.llm.factory.build_mutators(settings, client)``, and mixes the result with the AST
-    mutator using ``settings.llm.llm_mutation_fraction``. Without a model (or when that layer is
-    not installed) it says so and returns the offline AST mutator alone.
+    This is the seam for the LLM layer. Unless ``offline``, when ``client`` (an LLM client the
+    caller already built, e.g. with its database for the cost ledger) is given or
+    ``settings.effective_llm().configured``, it asks ``auto_dev.llm.factory.build_mutators
+    (settings, client)`` for the LLM mutators (building the client with ``factory.build_client
+    (settings)`` when none was given) and mixes them with the AST mutator by
+    ``settings.llm.llm_mutation_fraction``. Without a model (or when that layer is not
+    installed) it says so and returns the offline AST mutator alone.
     """
     ast_mutator = AstMutator()
     if offline:
         return MutatorPlan((ast_mutator,), (1.0,), "offline: AST repair operators (--offline)")
-    if settings is None or not settings.effective_llm().configured:
+    configured = settings is not None and settings.effective_llm().configured
+    if client is None and not configured:
         return MutatorPlan((ast_mutator,), (1.0,),
                            "offline: AST repair operators (no LLM model configured)")
     try:
@@ -395,7 +398,11 @@ def build_mutators(
         log.warning("mutators.llm_unavailable", error=str(exc))
         return MutatorPlan((ast_mutator,), (1.0,),
                            f"offline: AST repair operators (LLM layer unavailable: {exc})")
-    if client is None:  # callers that already hold a client (the AutoDev facade) pass it in
+    if settings is None:
+        from auto_dev.config import load_settings
+
+        settings = load_settings()
+    if client is None:
         client = factory.build_client(settings)
     if client is None:
         return MutatorPlan((ast_mutator,), (1.0,), "offline: AST repair operators")

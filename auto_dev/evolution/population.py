@@ -1,7 +1,10 @@
 """A population per target: islands with periodic migration and a MAP-Elites archive.
 
 Islands evolve apart so that one early partial fix does not take over every lineage; every
-``migration_interval`` steps each island sends its best members to the next one (a ring). The
+``migration_interval`` steps each island sends its best members to the next one (a ring). A full
+island evicts by NSGA-II survival (constraint-domination rank, then crowding distance over the
+objectives) so that a diverse front survives; parents are chosen greedily on pass rate, which is
+what a repair needs. The
 archive keeps the best program per cell of a behaviour grid (code size relative to the first
 program x latency decade), which is where diverse inspirations come from.
 
@@ -18,7 +21,8 @@ from collections.abc import Callable, Iterator
 
 from auto_dev._exceptions import ValidationError
 from auto_dev.evolution.program import Program
-from auto_dev.fitness.objectives import VIOLATION
+from auto_dev.fitness.objectives import DEFAULT_OBJECTIVES, VIOLATION
+from auto_dev.fitness.pareto import select, to_minimisation
 
 Cell = tuple[int, int]
 
@@ -119,12 +123,10 @@ class Population:
         if any(member.code == program.code for member in island):
             return False
         island.append(program)
+        admitted = True
         if len(island) > self.island_capacity:
-            worst = min(range(len(island)), key=lambda i: (_rate_key(island[i]), -i))
-            evicted = island.pop(worst)
+            evicted = island.pop(self._worst(island))
             admitted = evicted is not program
-        else:
-            admitted = True
         cell = self.cell(program)
         incumbent = self.archive.get(cell)
         if incumbent is None or fitness_key(program) > fitness_key(incumbent):
@@ -146,6 +148,19 @@ class Population:
             return None
         index = min(int(self.rng.random() ** 2 * len(self.stones)), len(self.stones) - 1)
         return self.stones[index]
+
+    def _worst(self, island: list[Program]) -> int:
+        """Index of the member to evict: the last by constraint-domination rank and crowding
+        over the objectives (NSGA-II survival), or by pass rate when scores are incomplete.
+        The island's best by pass rate is never evicted."""
+        names = [o.name for o in DEFAULT_OBJECTIVES]
+        keep_top = max(range(len(island)), key=lambda i: (_rate_key(island[i]), -i))
+        if all(all(n in p.scores for n in names) for p in island):
+            F, v = to_minimisation([p.scores for p in island], DEFAULT_OBJECTIVES)
+            order = [int(i) for i in select(F, v, len(island)) if int(i) != keep_top]
+            return order[-1]
+        rest = [i for i in range(len(island)) if i != keep_top]
+        return min(rest, key=lambda i: (_rate_key(island[i]), -i))
 
     def cell(self, program: Program) -> Cell:
         """MAP-Elites descriptor: (code size relative to the first program, latency decade)."""

@@ -191,3 +191,15 @@ class SearchResult:
                 for name, s in sorted(self.operator_stats.items())
             },
         }
+
+
+def lineage(parents: dict[str, str], last: str | None, limit: int = 1000) -> list[str]:
+    """The chain of ids from the seed to ``last``, following ``parents`` (child -> parent)."""
+    chain: list[str] = []
+    current = last
+    while current and current in parents and len(chain) < limit:
+        chain.append(current)
+        current = parents[current]
+    if current:
+        chain.append(current)
+    return list(reversed(chain))

@@ -35,7 +35,7 @@ import structlog
 
 from auto_dev._exceptions import AutoDevError, ValidationError
 from auto_dev.abc import Mutator, Sandbox
-from auto_dev.evolution.cascade import CascadeEvaluator
+from auto_dev.evolution.cascade import CascadeEvaluator, case_feedback
 from auto_dev.evolution.dedup import (
     Deduplicator,
     SyntaxProblem,
@@ -56,10 +56,11 @@ from auto_dev.evolution.records import (
     SearchHooks,
     SearchProgress,
     SearchResult,
+    lineage,
 )
 from auto_dev.fitness.pareto import is_promotable
 from auto_dev.fitness.service import FitnessService
-from auto_dev.sandbox.base import Case, CaseResult, Limits, SandboxResult
+from auto_dev.sandbox.base import Case, Limits, SandboxResult
 
 log = structlog.get_logger(__name__)
 
@@ -359,7 +360,15 @@ class EvolutionSearch:
             async with semaphore:
                 await self._evaluate(candidate)
 
-        await asyncio.gather(*(one(c) for c in batch))
+        tasks = [asyncio.ensure_future(one(c)) for c in batch]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # A broken sandbox (or a cancelled run) stops the whole batch, not just one task.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         for candidate in batch:
             assert candidate.record is not None
             await self._accept(candidate, candidate.record)
@@ -459,21 +468,8 @@ class EvolutionSearch:
             ))
 
     def _remember_feedback(self, program: Program, result: SandboxResult) -> None:
-        by_index = {c.index: c for c in result.cases}
-        feedback: list[CaseFeedback] = []
-        for index, case in enumerate(self.cases):
-            if index in program.passed_cases:
-                continue
-            outcome: CaseResult | None = by_index.get(index)
-            feedback.append(CaseFeedback(
-                index=index, args=case.args, kwargs=dict(case.kwargs), expected=case.expected,
-                actual=outcome.output if outcome else None,
-                status=outcome.status.value if outcome else "skipped",
-                error=(outcome.error if outcome else None) or result.error,
-            ))
-            if len(feedback) >= self.config.feedback_cases:
-                break
-        self._feedback[program.code] = feedback
+        self._feedback[program.code] = case_feedback(
+            self.cases, result, program.passed_cases, self.config.feedback_cases)
         while len(self._feedback) > 4 * self.config.n_islands * self.config.island_capacity:
             self._feedback.popitem(last=False)
 
@@ -489,16 +485,6 @@ class EvolutionSearch:
             elapsed_s=time.perf_counter() - self._started, proposals=self._proposals,
         ))
 
-    def _lineage(self, best: Program) -> list[str]:
-        chain: list[str] = []
-        current = best.id
-        while current and current in self._parents and len(chain) < 1000:
-            chain.append(current)
-            current = self._parents[current]
-        if current:
-            chain.append(current)
-        return list(reversed(chain))
-
     def _result(self, seed: Program, stop: str) -> SearchResult:
         best = self.population.best()
         self._progress()
@@ -508,7 +494,7 @@ class EvolutionSearch:
             sandbox_seconds=self._cascade.sandbox_seconds,
             candidate_timeout_s=self._cascade.limits.timeout_s,
             best_record=self._best_record if best.id != seed.id else None,
-            lineage=self._lineage(best), status_counts=dict(self._status_counts),
+            lineage=lineage(self._parents, best.id), status_counts=dict(self._status_counts),
             operator_stats=dict(self._operator_stats), candidates=self._stats,
         )
         log.info("search.done", stop=stop, evaluations=result.evaluations,

@@ -322,8 +322,9 @@ class LLMClient:
                     attempt=attempt + 1,
                     error=str(err)[:300],
                 )
-                if isinstance(err, _RETRYABLE) and attempt < retries:
-                    await self._sleep(self._backoff(attempt, err))
+                delay = self._backoff(attempt, err)
+                if isinstance(err, _RETRYABLE) and attempt < retries and delay is not None:
+                    await self._sleep(delay)
                     continue
                 return None
             latency = time.perf_counter() - started
@@ -370,10 +371,12 @@ class LLMClient:
             )
         return None
 
-    def _backoff(self, attempt: int, err: LLMError) -> float:
+    def _backoff(self, attempt: int, err: LLMError) -> float | None:
+        """Seconds to wait before retrying; ``None`` when the provider asks for longer than
+        we are willing to wait (move on to the next deployment instead)."""
         retry_after = getattr(err, "retry_after_s", None)
         if isinstance(retry_after, int | float) and retry_after >= 0:
-            return float(min(retry_after, _MAX_BACKOFF_S))
+            return float(retry_after) if retry_after <= _MAX_BACKOFF_S else None
         base = self.settings.retry_backoff_s * (2**attempt)
         # Full jitter in [base/2, base]: concurrent callers do not retry in lockstep.
         return float(min(_MAX_BACKOFF_S, base * (0.5 + 0.5 * self._rng.random())))

@@ -187,14 +187,21 @@ def outputs_match(actual: Any, expected: Any, tolerance: float = 1e-6) -> bool:
         if a == b:
             return True
         return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
+    # Plain loops, not all(<generator>): one stack frame per level of nesting.
     if isinstance(actual, list | tuple) and isinstance(expected, list | tuple):
-        return len(actual) == len(expected) and all(
-            outputs_match(x, y, tolerance) for x, y in zip(actual, expected, strict=True)
-        )
+        if len(actual) != len(expected):
+            return False
+        for x, y in zip(actual, expected, strict=True):  # noqa: SIM110 - see above
+            if not outputs_match(x, y, tolerance):
+                return False
+        return True
     if isinstance(actual, dict) and isinstance(expected, dict):
-        return actual.keys() == expected.keys() and all(
-            outputs_match(actual[k], expected[k], tolerance) for k in actual
-        )
+        if actual.keys() != expected.keys():
+            return False
+        for key in actual:  # noqa: SIM110 - see above
+            if not outputs_match(actual[key], expected[key], tolerance):
+                return False
+        return True
     try:
         return bool(actual == expected)
     except Exception:
@@ -469,6 +476,23 @@ def _supervise(pid: int, out_r: int, res_r: int, lim: dict[str, Any], t0: float
     return verdict, waited[1], waited[2], out, res
 
 
+def _shallow(value: Any, raw: bytes | bytearray) -> bool:
+    """Whether ``value`` nests at most _MAX_DEPTH + 2 deep, as everything normalise() produced
+    does; deeper means forged, and could overflow the recursion of whoever reads it next."""
+    limit = _MAX_DEPTH + 2
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return True
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | dict):
+            if depth > limit:
+                return False
+            stack.extend((x, depth + 1) for x in (item.values() if isinstance(item, dict)
+                                                   else item))
+    return True
+
+
 def _outcome(job: _Job, index: int, verdict: str | None, status: int, usage: Any,
              out: bytearray, res: bytearray, elapsed: float) -> dict[str, Any]:
     lim = job.limits
@@ -491,11 +515,16 @@ def _outcome(job: _Job, index: int, verdict: str | None, status: int, usage: Any
         if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= lim["cpu_s"] - 0.05):
             result.update(status="timeout", error=f"CPU time limit of {lim['cpu_s']} s exceeded")
         else:
-            result["error"] = f"killed by signal {signal.Signals(sig).name}"
+            try:
+                result["error"] = f"killed by signal {signal.Signals(sig).name}"
+            except ValueError:  # a real-time signal has no name
+                result["error"] = f"killed by signal {sig}"
         return result
-    try:
+    try:  # the candidate's process wrote these bytes: it may have forged anything
         msg = json.loads(res) if res else None
-    except ValueError:
+        if not _shallow(msg, res):
+            msg = None
+    except (ValueError, RecursionError):
         msg = None
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
     if not isinstance(msg, dict) or msg.get("kind") not in ("ok", "error", "memory", "big"):

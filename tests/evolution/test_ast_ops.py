@@ -120,6 +120,31 @@ class TestOperatorProperties:
             assert normalized_hash(child) not in parents
 
 
+class TestMutatorProperty:
+    """The mutator's proposals, compounds and crossover included, are valid and new."""
+
+    @given(functions(), functions())
+    @settings(max_examples=25, deadline=None)
+    def test_mutator_proposals_parse_and_differ(self, code: str, other: str) -> None:
+        """Every proposal over several calls compiles and differs from the parent."""
+        import asyncio
+
+        from auto_dev.evolution.mutators import AstMutator
+        from auto_dev.evolution.program import MutationContext, Program
+
+        mutator = AstMutator(crossover_rate=0.5)
+        parent = Program(code=code, entrypoint="f", id="p")
+        parent_hash = normalized_hash(code)
+        context = MutationContext(rng=random.Random(0), max_proposals=16,
+                                  inspirations=[Program(code=other, entrypoint="f", id="q")])
+        for _ in range(6):
+            for proposal in asyncio.run(mutator.mutate(parent, context)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", SyntaxWarning)
+                    compile(proposal.code, "<candidate>", "exec")
+                assert normalized_hash(proposal.code) != parent_hash
+
+
 class TestFamilies:
     """Each family produces the classic one-edit repairs."""
 

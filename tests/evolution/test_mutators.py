@@ -153,3 +153,12 @@ class TestBuildMutators:
         plan = build_mutators(load_settings(llm_model="openai/gpt-4o-mini"))
         assert [m.name for m in plan.mutators][-1] == "ast" and len(plan.mutators) == 2
         assert plan.weights == (0.5, 0.5) and "AST" in plan.strategy
+
+    def test_a_given_client_is_used(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A client built by the caller is passed through to the LLM factory."""
+        from auto_dev.testing import FakeLLM
+
+        monkeypatch.delenv("AUTO_DEV_CONFIG", raising=False)
+        monkeypatch.delenv("AUTO_DEV_LLM_MODEL", raising=False)
+        plan = build_mutators(load_settings(), client=FakeLLM())
+        assert len(plan.mutators) == 2 and plan.mutators[-1].name == "ast"

@@ -112,3 +112,30 @@ class TestPopulation:
         """best() on an empty population is a clear error."""
         with pytest.raises(ValidationError):
             Population(random.Random(0)).best()
+
+
+def _full(name: str, rate: float, latency: float, size: float) -> Program:
+    scores = {"pass_rate": rate, "latency_s": latency, "peak_memory_kb": 1000.0,
+              "code_size": size, "llm_cost_usd": 0.0, "constraint_violation": 0.0}
+    return Program(code=f"# {name}\n", entrypoint="f", id=name, scores=scores)
+
+
+class TestSurvival:
+    """A full island evicts by constraint-domination rank and crowding."""
+
+    def test_dominated_member_is_evicted(self) -> None:
+        """The member dominated on every objective leaves; the trade-offs stay."""
+        pop = Population(random.Random(0), n_islands=1, island_capacity=3)
+        pop.add(_full("fast", 0.5, 0.001, 60))
+        pop.add(_full("small", 0.5, 0.010, 20))
+        pop.add(_full("best", 0.75, 0.005, 40))
+        pop.add(_full("dominated", 0.5, 0.020, 80))
+        assert {p.id for p in pop.islands[0]} == {"fast", "small", "best"}
+
+    def test_best_by_pass_rate_is_never_evicted(self) -> None:
+        """Even when crowding would drop it, the island's best pass rate stays."""
+        pop = Population(random.Random(0), n_islands=1, island_capacity=2)
+        pop.add(_full("top", 1.0, 0.5, 500))
+        for k in range(6):
+            pop.add(_full(f"p{k}", 0.25, 0.001 * (k + 1), 10 + k))
+        assert "top" in {p.id for p in pop.islands[0]}

@@ -340,7 +340,7 @@ class TestSteppingStones:
             _seed(), [Case(args=(i,), expected=i) for i in range(6)],
             ScriptedSandbox(self._judge), [ListMutator([stone, full])], budget=5,
             hooks=SearchHooks(on_evaluated=on_evaluated),
-            config=SearchConfig(batch_size=1, stone_rate=1.0),
+            config=SearchConfig(batch_size=1, stone_rate=1.0, seed_rate=0.0),
         )
         result = await search.run()
         assert records[0].status is CandidateStatus.REGRESSED and records[0].stepping_stone

@@ -221,6 +221,25 @@ class TestConcurrentBudget:
         assert guard.spent_today("t1") <= 1.0 + 1e-9
         assert accepted >= 5
 
+    @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
+                                                                 marks=pytest.mark.postgres)])
+    def test_database_alone_serialises(
+        self, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the in-process lock (as with several processes), the transaction's own lock
+        (BEGIN IMMEDIATE / SELECT ... FOR UPDATE) still keeps spend within the budget."""
+        from auto_dev.llm import budget as budget_module
+
+        database = request.getfixturevalue(
+            "database" if backend == "sqlite" else "postgres_database"
+        )
+        monkeypatch.setattr(budget_module, "_tenant_lock", lambda tenant_id: threading.Lock())
+        guard = BudgetGuard(database, LLMSettings(model="m", daily_budget_usd=0.5))
+        jobs = [(0.03, 1.0), (0.05, 0.5), (0.02, 1.0)] * 20
+        accepted = _hammer(guard, jobs, threads=8)
+        assert guard.spent_today("t1") <= 0.5 + 1e-9
+        assert accepted >= 10
+
     @given(
         usages=st.lists(st.tuples(st.integers(0, 50), st.integers(0, 64)), min_size=1,
                         max_size=16),

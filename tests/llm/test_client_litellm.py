@@ -96,6 +96,34 @@ class TestRetries:
         assert len(server.requests) == 3
         assert [r.status for r in rows(database)] == ["error"] * 3
 
+    async def test_long_retry_after_moves_on(
+        self, server: OpenAICompatibleServer, make_client: MakeClient
+    ) -> None:
+        """A Retry-After longer than we would wait goes to the fallback instead of sleeping."""
+        server.script(ServerReply.rate_limited(retry_after_s=3600), model="primary-model")
+        server.script("backup answered", model="backup-model")
+        response = await make_client(two_group_settings(server)).complete(USER)
+        assert response.text == "backup answered"
+        assert len(server.requests_for("primary-model")) == 1
+
+    async def test_backoff_grows(
+        self, server: OpenAICompatibleServer, make_client: MakeClient
+    ) -> None:
+        """Without Retry-After the delay doubles per retry, with jitter in [base/2, base]."""
+        delays: list[float] = []
+
+        async def record(seconds: float) -> None:
+            delays.append(seconds)
+
+        server.set_default(ServerReply.server_error())
+        client = make_client(llm_settings(server, retry_backoff_s=1.0, num_retries=3),
+                             sleep=record)
+        with pytest.raises(LLMUnavailableError):
+            await client.complete(USER)
+        assert len(delays) == 3
+        for attempt, delay in enumerate(delays):
+            assert 0.5 * 2**attempt <= delay <= 2**attempt
+
     async def test_timeout(
         self, server: OpenAICompatibleServer, make_client: MakeClient, database: Database
     ) -> None:

@@ -278,6 +278,28 @@ class TestProtocol:
             assert case["status"] == "wrong_answer", case
             assert case["output"] == [], case
 
+    @pytest.mark.parametrize("forged", [
+        "b'[' * 100_000 + b']' * 100_000",
+        "b'{\"kind\": \"ok\", \"output\": ' + b'[' * 600 + b']' * 600 + b'}'",
+        "b'\\xff\\xfe not json'",
+        "b'{\"kind\": \"ok\"' * 10",
+    ])
+    def test_forged_results_are_crashes(self, harness: Harness, forged: str) -> None:
+        """Bytes a candidate writes on the result pipe itself (absurdly nested, not JSON) make
+        its case crashed, and the harness serves on."""
+        code = f"import os\ndef f():\n    os.write(3, {forged})\n    os._exit(0)\n"
+        reply = harness.run(code, {"args": [], "expected": 1})
+        assert reply["cases"][0]["status"] == "crashed", reply
+        ok = harness.run("def f():\n    return 1\n", {"args": [], "expected": 1})
+        assert ok["cases"][0]["status"] == "ok"
+
+    def test_death_by_unnamed_signal_is_crashed(self, harness: Harness) -> None:
+        """A real-time signal (which has no name) still gives a crashed case."""
+        code = "import os, signal\ndef f():\n    os.kill(os.getpid(), signal.SIGRTMIN + 2)\n"
+        reply = harness.run(code, {"args": []})
+        assert reply["cases"][0]["status"] == "crashed"
+        assert "signal" in reply["cases"][0]["error"]
+
     def test_candidate_holds_only_its_own_descriptors(self, harness: Harness) -> None:
         """Inside a case only stdin, the capture pipe and the result pipe are open."""
         code = ("import os\ndef f():\n"

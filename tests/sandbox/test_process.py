@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -58,6 +60,16 @@ async def _closed_and_clean(sandbox: ProcessSandbox) -> None:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie_free(pid)
     for uid in uids:
         assert uid_processes(uid) == [], f"processes of worker uid {uid} survived"
+
+
+@contextlib.asynccontextmanager
+async def opened(**settings: Any) -> AsyncIterator[ProcessSandbox]:
+    """A sandbox that is closed, and checked for survivors, on the way out."""
+    sandbox = ProcessSandbox(**settings)
+    try:
+        yield sandbox
+    finally:
+        await _closed_and_clean(sandbox)
 
 
 def _is_zombie_free(pid: int) -> bool:
@@ -186,7 +198,7 @@ class TestLimits:
                         break
                 return made
         """)
-        async with ProcessSandbox(workers=1) as sandbox:
+        async with opened(workers=1) as sandbox:
             info = await sandbox.describe()
             if info["nproc"] != "exact":
                 pytest.skip("RLIMIT_NPROC is only an estimate without a dedicated uid")
@@ -197,7 +209,7 @@ class TestLimits:
 
     async def test_cpu_limit_ends_as_timeout(self) -> None:
         """Burning CPU past cpu_s (SIGXCPU) is a timeout even before the wall-clock deadline."""
-        async with ProcessSandbox(workers=1) as sandbox:
+        async with opened(workers=1) as sandbox:
             case = (await sandbox.run(job("def f():\n    while True:\n        pass\n", smoke(),
                                           limits=Limits(timeout_s=6.0, cpu_s=1.0)))).cases[0]
         assert case.status is CaseStatus.TIMEOUT
@@ -260,13 +272,13 @@ class TestFaults:
 
     async def test_harness_that_cannot_start_is_unavailable(self, tmp_path: Path) -> None:
         """An interpreter that does not exist is reported as SandboxError, not a hang."""
-        async with ProcessSandbox(workers=1, python=str(tmp_path / "no-python")) as sandbox:
+        async with opened(workers=1, python=str(tmp_path / "no-python")) as sandbox:
             with pytest.raises(SandboxError):
                 await sandbox.run(job(ADD, smoke(1, 2), entrypoint="add"))
 
     async def test_cancelled_run_leaves_a_working_pool(self) -> None:
         """Cancelling a run mid-case kills its worker, and the pool keeps serving."""
-        async with ProcessSandbox(workers=1) as sandbox:
+        async with opened(workers=1) as sandbox:
             marker = "auto-dev-cancelled-sleeper"
             code = ("import os, sys\ndef f(tag):\n    os.execv(sys.executable, [tag, '-c', "
                     "'import time; time.sleep(60)'])\n")
@@ -326,7 +338,7 @@ class TestLifecycle:
 
     async def test_unserialisable_case_is_a_validation_error(self) -> None:
         """A case argument that is not JSON is refused before any worker is involved."""
-        async with ProcessSandbox(workers=1) as sandbox:
+        async with opened(workers=1) as sandbox:
             with pytest.raises(ValidationError) as err:
                 await sandbox.run(SandboxJob(code=ADD, entrypoint="add",
                                              cases=(Case(args=({1, 2}, 1)),)))
@@ -335,7 +347,7 @@ class TestLifecycle:
 
     async def test_empty_job_needs_no_worker(self) -> None:
         """A job without cases returns an empty result at once."""
-        async with ProcessSandbox(workers=1) as sandbox:
+        async with opened(workers=1) as sandbox:
             result = await sandbox.run(SandboxJob(code=ADD, entrypoint="add", cases=()))
             assert result.total == 0 and result.cases == ()
             assert sandbox.worker_pids() == []
@@ -364,7 +376,7 @@ class TestLifecycle:
     async def test_start_is_logged_with_the_isolation_achieved(self) -> None:
         """The first worker start logs the mode and the isolation the harness achieved."""
         with capture_logs() as logs:
-            async with ProcessSandbox(workers=1) as sandbox:
+            async with opened(workers=1) as sandbox:
                 await sandbox.run(job(ADD, smoke(1, 2), entrypoint="add"))
         [started] = [e for e in logs if e["event"] == "process_sandbox.started"]
         assert started["mode"] == ("dedicated-uid" if IS_ROOT else "best-effort")
@@ -374,7 +386,7 @@ class TestLifecycle:
     async def test_unprivileged_start_says_best_effort(self) -> None:
         """Without dedicated uids the start line is a warning that says so."""
         with capture_logs() as logs:
-            async with ProcessSandbox(workers=1, python=SYSTEM_PYTHON, launcher=NOBODY) as sb:
+            async with opened(workers=1, python=SYSTEM_PYTHON, launcher=NOBODY) as sb:
                 await sb.run(job(ADD, smoke(1, 2), entrypoint="add"))
         [started] = [e for e in logs if e["event"] == "process_sandbox.started"]
         assert started["mode"] == "best-effort" and started["log_level"] == "warning"
