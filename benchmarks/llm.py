@@ -2,7 +2,8 @@
 
 Measures, side by side in one run and against the same server:
 
-* calls/s of bare ``litellm.acompletion`` (the baseline);
+* calls/s of bare ``litellm.acompletion`` (the baseline), and of litellm's own ``Router`` with
+  no ledger (for reference: what LLMClient replaces);
 * calls/s through ``LLMClient`` with a daily budget (reserve + settle: two ledger transactions
   per call, the budget sum included) and without one (ledger only);
 * sequentially and with 8 calls in flight;
@@ -108,8 +109,19 @@ async def measure(base_url: str, database: Any, calls: int, rounds: int) -> None
             max_tokens=512, temperature=0.0, max_retries=0,
         )
 
+    # Reference only: litellm's own Router (which LLMClient replaces), without any ledger.
+    router = litellm.Router(
+        model_list=[{"model_name": "r", "litellm_params": {
+            "model": "openai/bare", "api_base": base_url, "api_key": "sk-bench"}}],
+        num_retries=0,
+    )
+
+    async def routed() -> None:
+        await router.acompletion(model="r", messages=messages, max_tokens=512, temperature=0.0)
+
     variants: dict[str, Callable[[], Awaitable[Any]]] = {
         "bare litellm": bare,
+        "litellm.Router (reference)": routed,
         "LLMClient + budget + ledger": lambda: budgeted.complete(messages),
         "LLMClient + ledger (no budget)": lambda: unbudgeted.complete(messages),
     }

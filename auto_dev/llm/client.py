@@ -20,8 +20,10 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from auto_dev.llm.ledger import SessionSource
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 _RETRYABLE = (LLMRateLimitedError, LLMTimeoutError, LLMUnavailableError)
 _BREAKER_ERRORS = (LLMRateLimitedError, LLMTimeoutError, LLMUnavailableError, LLMAuthError)
@@ -110,6 +114,7 @@ class LLMClient:
         self._cache = DiskCache(settings.cache_dir) if settings.cache_dir else None
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._executor: ThreadPoolExecutor | None = None
         self._breakers = {
             d.id: CircuitBreaker(
                 settings.circuit_failure_threshold, settings.circuit_cooldown_s, clock=clock
@@ -118,6 +123,27 @@ class LLMClient:
         }
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    async def _ledger(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a ledger write off the event loop, on this client's one ledger thread.
+
+        One thread, not the shared pool: ledger writes are short and serialise in the database
+        anyway (SQLite has one writer), while several threads would only fight over the GIL
+        with the event loop; measured, that contention costs more than the writes.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="auto-dev-ledger")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Stop the ledger thread (it is restarted on the next call). Idempotent."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
     @property
     def database(self) -> SessionSource:
@@ -257,7 +283,7 @@ class LLMClient:
                 state.skipped.append(deployment.id)
                 return None
             try:
-                call_id = await asyncio.to_thread(
+                call_id = await self._ledger(
                     self.budget.reserve,
                     tenant_id=tenant,
                     estimate_usd=estimate,
@@ -302,7 +328,7 @@ class LLMClient:
                 latency = time.perf_counter() - started
                 # A timed-out request may still have been processed and billed.
                 cost = estimate if isinstance(err, LLMTimeoutError) else 0.0
-                await asyncio.to_thread(
+                await self._ledger(
                     self.budget.settle,
                     call_id,
                     status="error",
@@ -337,7 +363,7 @@ class LLMClient:
                     f"{deployment.id}: the model returned an empty answer "
                     f"(finish_reason={result.finish_reason!r})"
                 )
-                await asyncio.to_thread(
+                await self._ledger(
                     self.budget.settle,
                     call_id,
                     status="error",
@@ -348,7 +374,7 @@ class LLMClient:
                     error=ledger.error_text(error),
                 )
                 raise error
-            await asyncio.to_thread(
+            await self._ledger(
                 self.budget.settle,
                 call_id,
                 status="ok",
@@ -414,7 +440,7 @@ class LLMClient:
             completion_tokens = int(hit.get("completion_tokens", 0))
         except (KeyError, TypeError, ValueError) as exc:
             raise LLMResponseError(f"unusable cache entry: {exc}") from exc
-        call_id = await asyncio.to_thread(
+        call_id = await self._ledger(
             self.budget.record,
             tenant_id=tenant,
             status="cache_hit",

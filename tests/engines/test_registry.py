@@ -121,3 +121,30 @@ class TestRegistry:
                                              execution_seconds=0.5)
         await autodev.events.drain()
         assert sorted(seen) == ["fail:t1", "ok:t2", "skill:s:True", "sub:a1"]
+
+
+class TestFaults:
+    """An engine whose handler raises is isolated and its delivery kept for retry."""
+
+    async def test_raising_engine_does_not_affect_others(self, autodev: AutoDev) -> None:
+        """The failure is recorded on the delivery; the other engine still gets the event."""
+        from sqlalchemy import select
+
+        from auto_dev.models import EventDelivery
+
+        class Exploding(RecordingEngine):
+            name = "exploding"
+
+            async def handle_event(self, event: Any) -> None:
+                raise RuntimeError("engine bug")
+
+        autodev.engines.register(Exploding())
+        good = autodev.engines.register(RecordingEngine())
+        await autodev.record_episode(agent="a", task="x", success=False, error_trace="E: x")
+        await autodev.events.drain()
+        assert len(good.events) == 1  # type: ignore[attr-defined]
+        with autodev.database.session() as session:
+            delivery = session.scalars(select(EventDelivery).where(
+                EventDelivery.handler == "engine:exploding")).one()
+            assert delivery.status == "failed" and "engine bug" in (delivery.last_error or "")
+            assert delivery.next_attempt_at is not None
