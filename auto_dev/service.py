@@ -29,8 +29,8 @@ from auto_dev.events import Event, EventBus, SkillExecuted, TaskFailed, TaskSucc
 from auto_dev.gates.candidates import CandidateStore
 from auto_dev.gates.capability import Gatekeeper
 from auto_dev.gates.review import ReviewService
-from auto_dev.gates.watch import PromotionWatch
 from auto_dev.gates.settings import TenantSettings
+from auto_dev.gates.watch import PromotionWatch
 from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
 from auto_dev.sandbox.base import Case
 

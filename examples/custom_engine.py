@@ -13,8 +13,8 @@ from collections import Counter
 from typing import Any
 
 from auto_dev import AutoDev, BaseLearningEngine, TaskFailed, load_settings
-from auto_dev.engines.base import EvolutionRunResult, ValidationResult, episode_analysis
 from auto_dev.engines._signatures import exception_of
+from auto_dev.engines.base import EvolutionRunResult, ValidationResult, episode_analysis
 from auto_dev.evolution.program import Proposal
 
 

@@ -147,9 +147,9 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
         if "clamp" in promoted:
             rolled = autodev.review.rollback(tid, "clamp", actor="demo-reviewer",
                                              reason="product wants the old behaviour back")
+            undone = str(rolled.rolled_back_candidate_id)[:12]
             console.print(f"[yellow]rolled back[/] clamp: v{rolled.from_version} -> "
-                          f"v{rolled.to_version} (candidate {str(rolled.rolled_back_candidate_id)[:12]} "
-                          "is now rolled_back)")
+                          f"v{rolled.to_version} (candidate {undone} is now rolled_back)")
         summary["rolled_back"] = 1 if rolled else 0
         await autodev.events.drain()
         _tools_table(console, autodev, "tools after review")

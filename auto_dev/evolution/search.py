@@ -111,6 +111,7 @@ class _Candidate:
     parent: Program
     mutator: str
     id: str
+    island: int  # the island of the step: children of the seed or a stone spread out
     quick: tuple[int, ...] = ()
     size: int | None = None
     record: CandidateRecord | None = None
@@ -231,7 +232,8 @@ class EvolutionSearch:
             except AutoDevError as exc:
                 log.warning("search.mutator_failed", mutator=mutator.name, error=str(exc))
                 proposals = []
-            batch = [c for c in [await self._filter(p, parent, mutator) for p in proposals] if c]
+            batch = [c for c in [await self._filter(p, parent, mutator, island)
+                                 for p in proposals] if c]
             if not batch:
                 idle += 1
                 if idle >= cfg.max_idle_steps:
@@ -305,11 +307,11 @@ class EvolutionSearch:
     # --- filtering ------------------------------------------------------------------------------
 
     async def _filter(
-        self, proposal: Proposal, parent: Program, mutator: Mutator
+        self, proposal: Proposal, parent: Program, mutator: Mutator, island: int
     ) -> _Candidate | None:
         self._proposals += 1
         cid = f"{self._prefix}c{self._proposals}"
-        candidate = _Candidate(proposal, parent, mutator.name, cid)
+        candidate = _Candidate(proposal, parent, mutator.name, cid, island)
         stats = self._operator_stats.setdefault(proposal.operator, OperatorStats())
         stats.proposed += 1
         status, reason, candidate.size = self._cheap_checks(proposal, parent)
@@ -453,7 +455,8 @@ class EvolutionSearch:
         parent_ids = candidate.proposal.parent_ids or ((parent.id,) if parent.id else ())
         return CandidateRecord(
             id=candidate.id, proposal=candidate.proposal, parent_ids=parent_ids,
-            mutator=candidate.mutator, island=parent.island, generation=parent.generation + 1,
+            mutator=candidate.mutator, island=candidate.island,
+            generation=parent.generation + 1,
             status=status, stage=stage, reason=reason, result=result, objectives=scores or {},
             passed_cases=passed, evaluation=evaluation, seconds=seconds, stepping_stone=stone,
         )
