@@ -3,7 +3,7 @@
 Each case in ``benchmarks/repair/`` is a buggy function (``NAME.py``) with its tests
 (``NAME.tests.json``); ``cases.json`` names the entrypoint and the kind of bug. For every case
 this runs ``auto-dev evolve NAME.py --entrypoint E --tests NAME.tests.json --budget 1000 --json``
-as a subprocess (``python -m auto_dev.cli.evolve`` when the ``auto-dev`` command is not
+as a subprocess (``python -m auto_dev.cli evolve`` when the ``auto-dev`` command is not
 installed) and reads the JSON object on its last line.
 
 Baseline, measured in the same run: the same search in-process with an *unprioritised random*
@@ -34,7 +34,7 @@ def _command() -> list[str]:
     exe = shutil.which("auto-dev")
     if exe:
         return [exe, "evolve"]
-    return [sys.executable, "-m", "auto_dev.cli.evolve"]
+    return [sys.executable, "-m", "auto_dev.cli", "evolve"]
 
 
 def run_cli(case: dict[str, str], budget: int, seed: int, sandbox: str) -> dict[str, Any]:

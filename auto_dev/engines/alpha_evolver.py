@@ -37,7 +37,7 @@ from auto_dev.evolution.records import CandidateRecord, SearchHooks, SearchProgr
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
 from auto_dev.fitness.pareto import promotion_verdict
 from auto_dev.fitness.service import FitnessService
-from auto_dev.models import Agent, Episode
+from auto_dev.models import Agent, Episode, new_id
 from auto_dev.sandbox.base import SandboxJob
 
 log = structlog.get_logger(__name__)
@@ -270,6 +270,8 @@ class _Persister:
         self.decision = decision
         self.stored: dict[str, CandidateRecord] = {}
         self.rejected: list[dict[str, Any]] = []
+        #: Stored ids that children may name as parents (population members, stepping stones).
+        self.parents: set[str] = set()
         self.rejected_count = 0
         self.known: dict[str, tuple[dict[str, float], frozenset[int]]] = {}
         self.seed: Program | None = None
@@ -281,17 +283,22 @@ class _Persister:
     async def on_evaluated(self, record: CandidateRecord) -> str | None:
         ctx = self.engine.context
         parent = record.parent_ids[0] if record.parent_ids else self.snapshot.version_id
-        parent_is_version = parent not in self.stored
+        parent_is_version = parent not in self.parents
         second = record.parent_ids[1] if len(record.parent_ids) > 1 else None
+        if second not in self.parents:
+            second = None
         digest = normalized_hash(record.proposal.code)
         if not record.status.accepted:
-            # Kept for lineage, born failed: batched under the run's gate decision.
+            # Kept for lineage, born failed: batched under the run's gate decision. The id is
+            # chosen now so that a stepping stone's children can name it as their parent.
+            row_id = new_id()
             self.rejected.append({
+                "id": row_id,
                 "code": record.proposal.code, "entrypoint": record.proposal.entrypoint,
                 "operator": record.operator,
                 "parent_version_id": self.snapshot.version_id if parent_is_version else None,
                 "parent_mutation_id": None if parent_is_version else parent,
-                "second_parent_id": second if second in self.stored else None,
+                "second_parent_id": second,
                 "ast_hash": digest.hex() if digest else None, "island": record.island,
                 "generation": record.generation, "objectives": record.objectives,
                 "details": {"mutator": record.mutator, "status": record.status.value,
@@ -299,9 +306,12 @@ class _Persister:
                             "passed_cases": sorted(record.passed_cases),
                             "search_id": record.id},
             })
-            if len(self.rejected) >= self.BATCH:
-                self.flush()
-            return None
+            if record.stepping_stone:
+                self.parents.add(row_id)
+                self.known[row_id] = (dict(record.objectives), record.passed_cases)
+            if len(self.rejected) >= self.BATCH or record.stepping_stone:
+                self.flush()  # a stone's children must find it in the table
+            return row_id if record.stepping_stone else None
         parent_scores, parent_cases = self.known.get(parent, ({}, frozenset()))
         with ctx.database.session() as session:
             row = ctx.store.create_tool_mutation(
@@ -311,7 +321,7 @@ class _Persister:
                 run_id=self.run_id,
                 parent_version_id=self.snapshot.version_id if parent_is_version else None,
                 parent_mutation_id=None if parent_is_version else parent,
-                second_parent_id=second if second in self.stored else None,
+                second_parent_id=second,
                 ast_hash=digest.hex() if digest else None, island=record.island,
                 generation=record.generation, objectives=record.objectives,
                 details={"mutator": record.mutator, "reason": record.reason,
@@ -327,6 +337,7 @@ class _Persister:
                     parent_objectives=parent_scores, parent_passed_cases=parent_cases,
                 )
         self.stored[row.id] = record
+        self.parents.add(row.id)
         self.known[row.id] = (dict(record.objectives), record.passed_cases)
         return row.id
 

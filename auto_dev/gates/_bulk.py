@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CYCLE_ACTIONS = frozenset({"run_cycle", "background_cycle"})
 
 _ALLOWED_KEYS = frozenset({
+    "id",  # the caller may pick ids (new_id()) so children can name a parent not yet flushed
     "code", "entrypoint", "operator", "parent_version_id", "parent_mutation_id",
     "second_parent_id", "ast_hash", "island", "generation", "objectives", "details", "diff",
 })
@@ -69,7 +70,7 @@ def record_rejected_mutations(
         if not isinstance(row.get("code"), str) or not isinstance(row.get("operator"), str):
             raise ValidationError(f"rows[{i}]", "code and operator must be strings")
         payload.append({
-            "id": new_id(), "tenant_id": tenant_id, "tool_id": tool_id, "run_id": run_id,
+            "id": row.get("id") or new_id(), "tenant_id": tenant_id, "tool_id": tool_id, "run_id": run_id,
             "agent_id": decision.agent_id if decision.agent_key else None,
             "code": row["code"], "entrypoint": row.get("entrypoint") or "",
             "operator": row["operator"], "diff": row.get("diff") or "",

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from auto_dev.llm.types import ChatMessage
+from auto_dev.llm.types import ChatMessage, LLMResponse
 
 log = structlog.get_logger(__name__)
 
@@ -69,3 +69,14 @@ class DiskCache:
                 raise
         except (OSError, TypeError, ValueError) as exc:
             log.warning("llm.cache_write_failed", path=str(path), error=str(exc))
+
+
+def cache_entry(response: LLMResponse) -> dict[str, Any]:
+    """What is stored for an answer."""
+    return {
+        "text": response.text,
+        "model": response.model,
+        "deployment": response.deployment,
+        "prompt_tokens": response.prompt_tokens,
+        "completion_tokens": response.completion_tokens,
+    }

@@ -21,7 +21,8 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,32 +31,34 @@ import structlog
 from auto_dev._exceptions import (
     BudgetExceededError,
     ConfigurationError,
-    LLMAuthError,
     LLMError,
-    LLMRateLimitedError,
     LLMResponseError,
     LLMTimeoutError,
-    LLMUnavailableError,
     ValidationError,
 )
 from auto_dev.config import LLMSettings
 from auto_dev.llm import ledger
-from auto_dev.llm._cache import DiskCache, cache_key
+from auto_dev.llm._attempts import (
+    BREAKER_ERRORS,
+    RETRYABLE,
+    CallState,
+    backoff,
+    check_messages,
+    final_error,
+)
+from auto_dev.llm._cache import DiskCache, cache_entry, cache_key
 from auto_dev.llm.breaker import BreakerState, CircuitBreaker
 from auto_dev.llm.budget import BudgetGuard, Price, Pricing, prompt_token_bound
 from auto_dev.llm.deployments import Deployment, DeploymentTable, parse_deployments
 from auto_dev.llm.types import ChatMessage, LLMResponse
 
 if TYPE_CHECKING:
+    from auto_dev.llm._litellm import Completion
     from auto_dev.llm.ledger import SessionSource
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-_RETRYABLE = (LLMRateLimitedError, LLMTimeoutError, LLMUnavailableError)
-_BREAKER_ERRORS = (LLMRateLimitedError, LLMTimeoutError, LLMUnavailableError, LLMAuthError)
-_MAX_BACKOFF_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +72,6 @@ class DeploymentStatus:
     state: BreakerState
     consecutive_failures: int
     retry_in_s: float
-
-
-@dataclass(slots=True)
-class _CallState:
-    """What happened so far in one logical call."""
-
-    errors: list[tuple[str, Exception]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    cost_usd: float = 0.0
-    attempts: int = 0
 
 
 class LLMClient:
@@ -131,15 +124,28 @@ class LLMClient:
         anyway (SQLite has one writer), while several threads would only fight over the GIL
         with the event loop; measured, that contention costs more than the writes.
         """
+        if self._inline_ledger:
+            # An in-memory database is one connection shared with every other user in this
+            # process, who use it from the event loop's thread: so do we.
+            return fn(*args, **kwargs)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="auto-dev-ledger")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
 
+    @property
+    def _inline_ledger(self) -> bool:
+        return bool(getattr(self._database, "is_memory", False))
+
     def close(self) -> None:
-        """Stop the ledger thread (it is restarted on the next call). Idempotent."""
+        """Stop the ledger thread and close its connection (restarted on the next call).
+
+        Idempotent; call from outside the event loop (or use :meth:`aclose`).
+        """
         executor, self._executor = self._executor, None
         if executor is not None:
+            if self._budget is not None:
+                executor.submit(self._budget.release_connection).result()
             executor.shutdown(wait=True)
 
     async def aclose(self) -> None:
@@ -157,7 +163,10 @@ class LLMClient:
     @property
     def budget(self) -> BudgetGuard:
         if self._budget is None:
-            self._budget = BudgetGuard(self.database, self.settings)
+            database = self.database
+            self._budget = BudgetGuard(
+                database, self.settings, hold_connection=not getattr(database, "is_memory", False)
+            )
         return self._budget
 
     def breaker(self, deployment_id: str) -> CircuitBreaker:
@@ -217,7 +226,7 @@ class LLMClient:
         mapped error of the failures (:class:`~auto_dev.LLMUnavailableError` when they differ
         or every circuit is open).
         """
-        msgs = _check_messages(messages)
+        msgs = check_messages(messages)
         tenant = tenant_id or self.default_tenant
         group = model or self.table.default_group
         if group not in self.table.groups:
@@ -238,7 +247,7 @@ class LLMClient:
             if hit is not None:
                 return await self._answer_from_cache(hit, tenant, row)
 
-        state = _CallState()
+        state = CallState()
         for group_name in self.table.chain(group):
             for deployment in self._ordered(group_name):
                 response = await self._try_deployment(
@@ -246,7 +255,7 @@ class LLMClient:
                 )
                 if response is not None:
                     if key is not None and self._cache is not None:
-                        self._cache.set(key, _cache_entry(response))
+                        self._cache.set(key, cache_entry(response))
                     return response
         raise self._final_error(group, state)
 
@@ -265,8 +274,9 @@ class LLMClient:
         row: dict[str, Any],
         max_tokens: int,
         temperature: float,
-        state: _CallState,
+        state: CallState,
     ) -> LLMResponse | None:
+        """Up to 1 + num_retries attempts on one deployment; None to move on to the next."""
         breaker = self._breakers[deployment.id]
         try:
             params = deployment.call_params()
@@ -302,93 +312,61 @@ class LLMClient:
                 raise
             state.attempts += 1
             started = time.perf_counter()
-            try:
-                from auto_dev.llm import _litellm
-
-                result = await _litellm.acompletion(
-                    model=deployment.model,
-                    messages=messages,
-                    params=params,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    timeout_s=self.settings.timeout_s,
-                )
-            except asyncio.CancelledError:
-                # The provider may bill a call we stopped waiting for: keep the worst case.
-                self.budget.settle(
-                    call_id,
-                    status="error",
-                    cost_usd=estimate,
-                    latency_s=time.perf_counter() - started,
-                    error="CancelledError: the caller cancelled the call",
-                )
-                breaker.release()
-                raise
-            except LLMError as err:
-                latency = time.perf_counter() - started
+            outcome = await self._call(
+                deployment, messages, params, max_tokens, temperature, call_id, estimate, breaker
+            )
+            latency = time.perf_counter() - started
+            if isinstance(outcome, LLMError):
                 # A timed-out request may still have been processed and billed.
-                cost = estimate if isinstance(err, LLMTimeoutError) else 0.0
+                cost = estimate if isinstance(outcome, LLMTimeoutError) else 0.0
                 await self._ledger(
-                    self.budget.settle,
-                    call_id,
-                    status="error",
-                    cost_usd=cost,
-                    latency_s=latency,
-                    error=ledger.error_text(err),
+                    self.budget.settle, call_id, status="error", cost_usd=cost,
+                    latency_s=latency, error=ledger.error_text(outcome),
                 )
                 state.cost_usd += cost
-                state.errors.append((deployment.id, err))
-                if isinstance(err, _BREAKER_ERRORS):
+                state.errors.append((deployment.id, outcome))
+                if isinstance(outcome, BREAKER_ERRORS):
                     breaker.record_failure()
                 else:
                     breaker.release()
-                log.info(
-                    "llm.attempt_failed",
-                    deployment=deployment.id,
-                    attempt=attempt + 1,
-                    error=str(err)[:300],
-                )
-                delay = self._backoff(attempt, err)
-                if isinstance(err, _RETRYABLE) and attempt < retries and delay is not None:
+                log.info("llm.attempt_failed", deployment=deployment.id, attempt=attempt + 1,
+                         error=str(outcome)[:300])
+                delay = self._backoff(attempt, outcome)
+                if isinstance(outcome, RETRYABLE) and attempt < retries and delay is not None:
                     await self._sleep(delay)
                     continue
                 return None
-            latency = time.perf_counter() - started
-            cost = price.cost(result.prompt_tokens, result.completion_tokens)
+            cost = price.cost(outcome.prompt_tokens, outcome.completion_tokens)
             state.cost_usd += cost
             # The deployment answered: whatever the content, it is healthy.
             breaker.record_success()
-            if result.text is None or not result.text.strip():
-                error = LLMResponseError(
+            empty = outcome.text is None or not outcome.text.strip()
+            error = (
+                LLMResponseError(
                     f"{deployment.id}: the model returned an empty answer "
-                    f"(finish_reason={result.finish_reason!r})"
+                    f"(finish_reason={outcome.finish_reason!r})"
                 )
-                await self._ledger(
-                    self.budget.settle,
-                    call_id,
-                    status="error",
-                    cost_usd=cost,
-                    prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens,
-                    latency_s=latency,
-                    error=ledger.error_text(error),
-                )
-                raise error
+                if empty
+                else None
+            )
             await self._ledger(
                 self.budget.settle,
                 call_id,
-                status="ok",
+                status="error" if error else "ok",
                 cost_usd=cost,
-                prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
                 latency_s=latency,
+                error=ledger.error_text(error) if error else None,
             )
+            if error is not None:
+                raise error
             return LLMResponse(
-                text=result.text,
+                text=outcome.text or "",
                 model=deployment.model,
                 deployment=deployment.id,
-                prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
                 cost_usd=state.cost_usd,
                 latency_s=latency,
                 cache_hit=False,
@@ -397,37 +375,59 @@ class LLMClient:
             )
         return None
 
-    def _backoff(self, attempt: int, err: LLMError) -> float | None:
-        """Seconds to wait before retrying; ``None`` when the provider asks for longer than
-        we are willing to wait (move on to the next deployment instead)."""
-        retry_after = getattr(err, "retry_after_s", None)
-        if isinstance(retry_after, int | float) and retry_after >= 0:
-            return float(retry_after) if retry_after <= _MAX_BACKOFF_S else None
-        base = self.settings.retry_backoff_s * (2**attempt)
-        # Full jitter in [base/2, base]: concurrent callers do not retry in lockstep.
-        return float(min(_MAX_BACKOFF_S, base * (0.5 + 0.5 * self._rng.random())))
+    async def _call(
+        self,
+        deployment: Deployment,
+        messages: list[ChatMessage],
+        params: dict[str, Any],
+        max_tokens: int,
+        temperature: float,
+        call_id: str,
+        estimate: float,
+        breaker: CircuitBreaker,
+    ) -> Completion | LLMError:
+        """The model call of one reserved attempt: its answer or its (mapped) error.
 
-    def _final_error(self, group: str, state: _CallState) -> Exception:
-        if not state.errors:
-            snapshots = {d: self._breakers[d].snapshot() for d in state.skipped}
-            wait = min((s.retry_in_s for s in snapshots.values()), default=0.0)
-            return LLMUnavailableError(
-                f"model group {group!r}: circuit open for every deployment "
-                f"({', '.join(state.skipped)}); next trial in {wait:.1f}s"
+        Anything else (cancellation, a bug) settles the reservation at the worst case, since
+        the provider may still bill the request, and propagates.
+        """
+        from auto_dev.llm import _litellm
+
+        started = time.perf_counter()
+        try:
+            return await _litellm.acompletion(
+                model=deployment.model,
+                messages=messages,
+                params=params,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                timeout_s=self.settings.timeout_s,
             )
-        detail = "; ".join(f"{dep}: {err}"[:300] for dep, err in state.errors[-6:])
-        if state.skipped:
-            detail += f"; circuit open: {', '.join(sorted(set(state.skipped)))}"
-        kinds = {type(err) for _, err in state.errors}
-        last = state.errors[-1][1]
-        message = f"model group {group!r}: every deployment failed ({detail})"
-        error: Exception
-        if len(kinds) == 1 and not state.skipped:
-            error = type(last)(message)
-        else:
-            error = LLMUnavailableError(message)
-        error.__cause__ = last
-        return error
+        except LLMError as err:
+            return err
+        except BaseException as exc:
+            reason = (
+                "CancelledError: the caller cancelled the call"
+                if isinstance(exc, asyncio.CancelledError)
+                else ledger.error_text(exc)
+            )
+            # Shielded, so that the row is settled even if the caller cancels again.
+            settling = asyncio.ensure_future(
+                self._ledger(
+                    self.budget.settle, call_id, status="error", cost_usd=estimate,
+                    latency_s=time.perf_counter() - started, error=reason,
+                )
+            )
+            with suppress(asyncio.CancelledError):
+                await asyncio.shield(settling)
+            breaker.release()
+            raise
+
+    def _backoff(self, attempt: int, err: LLMError) -> float | None:
+        return backoff(attempt, err, self.settings.retry_backoff_s, self._rng)
+
+    def _final_error(self, group: str, state: CallState) -> Exception:
+        return final_error(group, state, self._breakers)
 
     async def _answer_from_cache(
         self, hit: dict[str, Any], tenant: str, row: dict[str, Any]
@@ -463,35 +463,6 @@ class LLMClient:
             call_id=call_id,
             attempts=0,
         )
-
-
-def _cache_entry(response: LLMResponse) -> dict[str, Any]:
-    return {
-        "text": response.text,
-        "model": response.model,
-        "deployment": response.deployment,
-        "prompt_tokens": response.prompt_tokens,
-        "completion_tokens": response.completion_tokens,
-    }
-
-
-def _check_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
-        raise ValidationError("messages", "must be a list of {'role', 'content'} objects")
-    if not messages:
-        raise ValidationError("messages", "must not be empty")
-    out = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ValidationError(f"messages[{index}]", "must be an object")
-        role = message.get("role")
-        if role not in {"system", "user", "assistant", "tool"}:
-            raise ValidationError(f"messages[{index}].role", f"unknown role {role!r}")
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise ValidationError(f"messages[{index}].content", "must be a string or a list")
-        out.append(dict(message))
-    return out
 
 
 __all__ = ["DeploymentStatus", "LLMClient"]

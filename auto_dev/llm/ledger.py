@@ -78,10 +78,10 @@ def spent_since(where: Session | Connection, tenant_id: str, since: datetime) ->
     return float(total)
 
 
-def insert_call(where: Session | Connection, **values: Any) -> str:
-    """Insert one ledger row; ``values`` are LLMCall columns. Returns the row id."""
+def call_row(**values: Any) -> dict[str, Any]:
+    """A complete ledger row from ``values`` (LLMCall columns), with defaults and a new id."""
     call_id = values.pop("id", None) or new_call_id()
-    row = {
+    return {
         "id": call_id,
         "run_id": None,
         "engine": None,
@@ -97,13 +97,16 @@ def insert_call(where: Session | Connection, **values: Any) -> str:
         "created_at": datetime.now(UTC),
         **values,
     }
+
+
+def insert_call(where: Session | Connection, **values: Any) -> str:
+    """Insert one ledger row; ``values`` are LLMCall columns. Returns the row id."""
+    row = call_row(**values)
     _connection(where).execute(_INSERT, row)
-    return call_id
+    return str(row["id"])
 
 
-def settle_call(
-    where: Session | Connection,
-    call_id: str,
+def settle_values(
     *,
     status: str,
     cost_usd: float,
@@ -111,22 +114,24 @@ def settle_call(
     completion_tokens: int,
     latency_s: float,
     error: str | None = None,
-) -> None:
-    """Turn a ``reserved`` row into its final state with the real figures."""
+) -> dict[str, Any]:
+    """The checked final values of a settled row."""
     if status not in SETTLED_STATUSES:
         raise ValidationError("status", f"must be one of {sorted(SETTLED_STATUSES)}")
-    result = _connection(where).execute(
-        _SETTLE,
-        {
-            "call_id": call_id,
-            "status": status,
-            "cost_usd": float(cost_usd),
-            "prompt_tokens": int(prompt_tokens),
-            "completion_tokens": int(completion_tokens),
-            "latency_s": float(latency_s),
-            "error": error[:4000] if error else None,
-        },
-    )
+    return {
+        "status": status,
+        "cost_usd": float(cost_usd),
+        "prompt_tokens": int(prompt_tokens),
+        "completion_tokens": int(completion_tokens),
+        "latency_s": float(latency_s),
+        "error": error[:4000] if error else None,
+    }
+
+
+def settle_call(where: Session | Connection, call_id: str, **values: Any) -> None:
+    """Turn a ``reserved`` row into its final state with the real figures."""
+    params = settle_values(**values)
+    result = _connection(where).execute(_SETTLE, {"call_id": call_id, **params})
     if result.rowcount != 1:
         raise NotFoundError(f"no reserved ledger row {call_id!r} to settle")
 
