@@ -166,7 +166,7 @@ class Memento(BaseLearningEngine):
                 run.status, run.error = "denied", decision.reason
                 outcome.status, outcome.reason = "denied", decision.reason
                 return outcome
-            draft = await self._draft(group, budget)
+            draft = await self._draft(group, budget, run.id)
             if draft is None:
                 run.status = "skipped"
                 outcome.status = "skipped"
@@ -267,9 +267,10 @@ class Memento(BaseLearningEngine):
 
     _last_skip = ""
 
-    async def _draft(self, group: FailureGroup, budget: int) -> _Draft | None:
+    async def _draft(self, group: FailureGroup, budget: int,
+                     run_id: str | None = None) -> _Draft | None:
         if self.context.skill_writer is not None:
-            return await self._draft_llm(group)
+            return await self._draft_llm(group, run_id)
         return await self._draft_offline(group, budget)
 
     async def _draft_offline(self, group: FailureGroup, budget: int) -> _Draft | None:
@@ -308,37 +309,46 @@ class Memento(BaseLearningEngine):
             parent_passed=result.seed.passed_cases,
         )
 
-    async def _draft_llm(self, group: FailureGroup) -> _Draft | None:
-        writer = self.context.skill_writer
+    async def _draft_llm(self, group: FailureGroup, run_id: str | None) -> _Draft | None:
+        from auto_dev.llm.skills import ExistingTool
+        from auto_dev.llm.skills import FailureGroup as SkillGroup
+
         base = self._closest_tool(group)
-        draft = await writer.write(
-            task_descriptions=list(group.task_descriptions),
-            error_traces=list(group.error_traces),
-            examples=[c.to_dict() for c in group.cases],
-            existing_code=base.program.code if base else None,
-            entrypoint=base.program.entrypoint if base else None,
-            sandbox=self.context.sandbox, limits=self.context.limits,
-            tenant_id=self.context.tenant_id,
+        draft = await self.context.skill_writer.write(
+            SkillGroup(
+                task_descriptions=group.task_descriptions,
+                error_traces=group.error_traces,
+                examples=group.cases,
+                closest_tool=ExistingTool(base.name, base.program.code,
+                                          base.program.entrypoint, base.description)
+                if base else None,
+                pattern=group.pattern,
+                episode_ids=group.episode_ids,
+            ),
+            self.context.sandbox, tenant_id=self.context.tenant_id, run_id=run_id,
         )
-        if draft is None or not getattr(draft, "code", ""):
-            self._last_skip = "the model produced no usable skill"
+        if not draft.code:
+            self._last_skip = f"the model produced no usable skill: {draft.failure}"
             return None
-        tests = tuple(draft.tests) if getattr(draft, "tests", None) else group.cases
+        tests = tuple(draft.tests) or group.cases
         result = await self.context.sandbox.run(SandboxJob(
             code=draft.code, entrypoint=draft.entrypoint, cases=tests,
             limits=self.context.limits))
         note = (f"model wrote skill {draft.name!r} in {draft.rounds} round(s): "
-                f"{result.passed}/{result.total} tests pass")
+                f"{result.passed}/{result.total} tests pass"
+                + (f" ({draft.failure})" if draft.failure else ""))
+        # A skill named like the tool it started from replaces that tool when promoted.
+        replaces = base if base and draft.name == base.name else None
         return _Draft(
             proposal=Proposal(code=draft.code, entrypoint=draft.entrypoint, operator="llm.skill",
-                              parent_ids=(base.version_id,) if base else (),
-                              description=draft.description),
+                              parent_ids=(replaces.version_id,) if replaces else (),
+                              description=draft.description,
+                              meta={"llm_call_ids": draft.llm_call_ids,
+                                    "llm_cost_usd": draft.cost_usd}),
             strategy="llm", note=note, tests=tests, result=result,
-            scores=self.fitness.score(result, draft.code,
-                                      llm_cost_usd=float(getattr(draft, "cost_usd", 0.0))),
-            base=base if base and base.name == group.tool_name else None,
-            evaluations=int(getattr(draft, "rounds", 1)), pass_rate_before=0.0,
-            exchange=list(getattr(draft, "exchange", [])), name=draft.name,
+            scores=self.fitness.score(result, draft.code, llm_cost_usd=draft.cost_usd),
+            base=replaces, evaluations=draft.rounds, pass_rate_before=0.0,
+            exchange=list(draft.exchange), name=draft.name,
         )
 
     def _closest_tool(self, group: FailureGroup) -> ToolSnapshot | None:

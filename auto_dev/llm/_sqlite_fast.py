@@ -23,18 +23,19 @@ from sqlalchemy import Engine
 from auto_dev.models import LLMCall, Tenant
 
 _CALLS = LLMCall.__table__
+_NAME = LLMCall.__tablename__
 _COLUMNS = [c.name for c in _CALLS.columns]
 _INSERT = (
-    f"INSERT INTO {_CALLS.name} ({', '.join(_COLUMNS)}) "
+    f"INSERT INTO {_NAME} ({', '.join(_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 _TENANT = f"SELECT settings FROM {Tenant.__tablename__} WHERE id = ?"
 _SPENT = (
-    f"SELECT coalesce(sum(cost_usd), 0.0) FROM {_CALLS.name} "
+    f"SELECT coalesce(sum(cost_usd), 0.0) FROM {_NAME} "
     "WHERE tenant_id = ? AND created_at >= ?"
 )
 _SETTLE = (
-    f"UPDATE {_CALLS.name} SET status = ?, cost_usd = ?, prompt_tokens = ?, "
+    f"UPDATE {_NAME} SET status = ?, cost_usd = ?, prompt_tokens = ?, "
     "completion_tokens = ?, latency_s = ?, error = ? WHERE id = ? AND status = 'reserved'"
 )
 
@@ -44,13 +45,19 @@ _MISSING = object()
 class FastLedgerConnection:
     """One pooled SQLite connection used through the driver for ledger writes (one thread)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, nowait: bool = False) -> None:
         self._proxy = engine.raw_connection()
         driver = self._proxy.driver_connection
         if not isinstance(driver, sqlite3.Connection):  # pragma: no cover - guarded by caller
             self._proxy.close()
             raise TypeError("FastLedgerConnection needs an sqlite3 connection")
         self._db: sqlite3.Connection = driver
+        self.nowait = nowait
+        if nowait:
+            # A connection that never waits for the write lock (the caller falls back to a
+            # thread that does). Detached from the pool, so its setting never leaks to others.
+            self._proxy.detach()
+            self._db.execute("PRAGMA busy_timeout = 0")
         processor = _CALLS.c.created_at.type.bind_processor(engine.dialect)
         self._time: Callable[[datetime], Any] = processor or (lambda value: value)
 
@@ -106,3 +113,11 @@ class FastLedgerConnection:
 
 def is_missing(value: Any) -> bool:
     return value is _MISSING
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite said the database is locked (another writer holds it)."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message

@@ -48,8 +48,9 @@ from auto_dev.llm._attempts import (
 )
 from auto_dev.llm._cache import DiskCache, cache_entry, cache_key
 from auto_dev.llm.breaker import BreakerState, CircuitBreaker
-from auto_dev.llm.budget import BudgetGuard, Price, Pricing, prompt_token_bound
+from auto_dev.llm.budget import BudgetGuard
 from auto_dev.llm.deployments import Deployment, DeploymentTable, parse_deployments
+from auto_dev.llm.pricing import Price, Pricing, prompt_token_bound
 from auto_dev.llm.types import ChatMessage, LLMResponse
 
 if TYPE_CHECKING:
@@ -137,11 +138,25 @@ class LLMClient:
     def _inline_ledger(self) -> bool:
         return bool(getattr(self._database, "is_memory", False))
 
+    async def _reserve(self, **kwargs: Any) -> str:
+        # Uncontended (the usual case), the reservation is written right here: a hand-off to
+        # the ledger thread costs more than the write itself.
+        call_id = self.budget.reserve_nowait(**kwargs)
+        if call_id is None:
+            call_id = await self._ledger(self.budget.reserve, **kwargs)
+        return call_id
+
+    async def _settle(self, call_id: str, **kwargs: Any) -> None:
+        if not self.budget.settle_nowait(call_id, **kwargs):
+            await self._ledger(self.budget.settle, call_id, **kwargs)
+
     def close(self) -> None:
         """Stop the ledger thread and close its connection (restarted on the next call).
 
         Idempotent; call from outside the event loop (or use :meth:`aclose`).
         """
+        if self._budget is not None:
+            self._budget.release_connection()  # the calling thread's (the event loop's, often)
         executor, self._executor = self._executor, None
         if executor is not None:
             if self._budget is not None:
@@ -149,6 +164,8 @@ class LLMClient:
             executor.shutdown(wait=True)
 
     async def aclose(self) -> None:
+        if self._budget is not None:
+            self._budget.release_connection()
         await asyncio.to_thread(self.close)
 
     @property
@@ -293,8 +310,7 @@ class LLMClient:
                 state.skipped.append(deployment.id)
                 return None
             try:
-                call_id = await self._ledger(
-                    self.budget.reserve,
+                call_id = await self._reserve(
                     tenant_id=tenant,
                     estimate_usd=estimate,
                     model=deployment.model,
@@ -319,8 +335,8 @@ class LLMClient:
             if isinstance(outcome, LLMError):
                 # A timed-out request may still have been processed and billed.
                 cost = estimate if isinstance(outcome, LLMTimeoutError) else 0.0
-                await self._ledger(
-                    self.budget.settle, call_id, status="error", cost_usd=cost,
+                await self._settle(
+                    call_id, status="error", cost_usd=cost,
                     latency_s=latency, error=ledger.error_text(outcome),
                 )
                 state.cost_usd += cost
@@ -349,8 +365,7 @@ class LLMClient:
                 if empty
                 else None
             )
-            await self._ledger(
-                self.budget.settle,
+            await self._settle(
                 call_id,
                 status="error" if error else "ok",
                 cost_usd=cost,
@@ -413,8 +428,8 @@ class LLMClient:
             )
             # Shielded, so that the row is settled even if the caller cancels again.
             settling = asyncio.ensure_future(
-                self._ledger(
-                    self.budget.settle, call_id, status="error", cost_usd=estimate,
+                self._settle(
+                    call_id, status="error", cost_usd=estimate,
                     latency_s=time.perf_counter() - started, error=reason,
                 )
             )

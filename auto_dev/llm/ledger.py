@@ -110,9 +110,9 @@ def settle_values(
     *,
     status: str,
     cost_usd: float,
-    prompt_tokens: int,
-    completion_tokens: int,
-    latency_s: float,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    latency_s: float = 0.0,
     error: str | None = None,
 ) -> dict[str, Any]:
     """The checked final values of a settled row."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from auto_dev.db import Database
 from auto_dev.engines._signatures import failure_signature
 from auto_dev.engines.memento import Memento, never_passes
 from auto_dev.models import SkillCandidate
+from auto_dev.sandbox.process import ProcessSandbox
 from auto_dev.service import AutoDev
 from tests.engines.conftest import ON
 
@@ -85,3 +87,38 @@ class TestMemento:
         assert never_passes("# only a comment\n", None) == "comment-only program"
         assert never_passes(AVERAGE + "\n# same\n", AVERAGE) == "identical to its parent"
         assert never_passes(AVERAGE.replace("sum", "max"), AVERAGE) is None
+
+
+class TestMementoWithModel:
+    """Memento's LLM path: the model writes a new skill, validated in the sandbox."""
+
+    async def test_model_writes_a_new_skill(
+        self, database: Database, database_url: str, sandbox: ProcessSandbox
+    ) -> None:
+        """With a (fake) model, two similar failures become a passed ``llm`` skill candidate."""
+        import json
+
+        from auto_dev.config import load_settings
+        from auto_dev.testing import FakeLLM
+
+        code = ("def safe_average(values):\n    if not values:\n        return 0.0\n"
+                "    return sum(values) / len(values)\n")
+        answer = ("NAME: safe_average\nDESCRIPTION: Average that is 0.0 for an empty basket.\n"
+                  f"```python\n{code}```\n```json\n"
+                  + json.dumps([{"args": [[2, 4]], "expected": 3.0}]) + "\n```")
+        llm = FakeLLM([answer])
+        autodev = AutoDev(load_settings(database_url=database_url, tenant="t1"),
+                          database=database, sandbox=sandbox, llm=llm, load_plugins=False)
+        try:
+            _setup(autodev)
+            await _fail(autodev, "average basket value for an empty cart")
+            await _fail(autodev, "average basket value of a new customer")
+            await autodev.events.drain()
+            with autodev.database.session() as session:
+                [skill] = session.scalars(select(SkillCandidate)).all()
+                assert skill.strategy == "llm" and skill.name == "safe_average"
+                assert skill.status == "passed" and skill.tool_id is None
+                assert skill.exchange, "the whole exchange is stored"
+            assert llm.calls, "the model was asked"
+        finally:
+            await autodev.aclose()

@@ -75,11 +75,18 @@ def two_group_settings(server: OpenAICompatibleServer, **overrides: Any) -> LLMS
 
 
 @pytest.fixture
-def make_client(server: OpenAICompatibleServer, database: Database) -> MakeClient:
-    def make(settings: LLMSettings | None = None, **kwargs: Any) -> LLMClient:
-        return LLMClient(settings or llm_settings(server), database, tenant_id="t1", **kwargs)
+def make_client(server: OpenAICompatibleServer, database: Database) -> Iterator[MakeClient]:
+    """Build clients on ``server`` and ``database``; they are closed after the test."""
+    made: list[LLMClient] = []
 
-    return make
+    def make(settings: LLMSettings | None = None, **kwargs: Any) -> LLMClient:
+        client = LLMClient(settings or llm_settings(server), database, tenant_id="t1", **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
 
 
 USER = [{"role": "user", "content": "fix my function please"}]

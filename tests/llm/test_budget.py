@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +17,9 @@ from auto_dev._exceptions import BudgetExceededError, ConfigurationError, NotFou
 from auto_dev.config import LLMSettings, ModelPrice
 from auto_dev.db import Database
 from auto_dev.llm import ledger
-from auto_dev.llm.budget import BudgetGuard, Pricing, prompt_token_bound
+from auto_dev.llm.budget import BudgetGuard
 from auto_dev.llm.client import LLMClient
+from auto_dev.llm.pricing import Pricing, prompt_token_bound
 from auto_dev.models import LLMCall, Tenant
 from auto_dev.testing import OpenAICompatibleServer, ServerReply
 from tests.llm.conftest import USER, llm_settings
@@ -85,9 +87,13 @@ class TestPromptBound:
         assert prompt_token_bound(messages) >= counted
 
 
-@pytest.fixture
-def guard(database: Database) -> BudgetGuard:
-    return BudgetGuard(database, LLMSettings(model="m", daily_budget_usd=1.0))
+@pytest.fixture(params=[False, True], ids=["sqlalchemy", "raw-sqlite"])
+def guard(database: Database, request: pytest.FixtureRequest) -> Iterator[BudgetGuard]:
+    """A guard on the SQLAlchemy path and one on the raw SQLite fast path (held connection)."""
+    guard = BudgetGuard(database, LLMSettings(model="m", daily_budget_usd=1.0),
+                        hold_connection=request.param)
+    yield guard
+    guard.release_connection()
 
 
 def row(**extra: object) -> dict[str, object]:
@@ -170,6 +176,7 @@ def _hammer(guard: BudgetGuard, jobs: list[tuple[float, float]], threads: int) -
             with lock:
                 job = next(queue, None)
             if job is None:
+                guard.release_connection()
                 return
             estimate, fraction = job
             try:
@@ -196,15 +203,19 @@ jobs_strategy = st.lists(
 class TestConcurrentBudget:
     """However calls interleave, today's spend never exceeds the budget."""
 
-    @given(jobs=jobs_strategy, budget=st.floats(0.05, 2.0), threads=st.integers(2, 8))
-    @settings(max_examples=25, deadline=None,
+    @given(jobs=jobs_strategy, budget=st.floats(0.05, 2.0), threads=st.integers(2, 8),
+           hold=st.booleans())
+    @settings(max_examples=30, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     def test_threads_never_overshoot(
-        self, database: Database, jobs: list[tuple[float, float]], budget: float, threads: int
+        self, database: Database, jobs: list[tuple[float, float]], budget: float, threads: int,
+        hold: bool
     ) -> None:
-        """Concurrent reserve/settle on SQLite: spend <= budget, and fitting calls pass."""
+        """Concurrent reserve/settle on SQLite (either path): spend <= budget, and fitting
+        calls pass."""
         tenant_budgets = {"t1": budget}
-        guard = BudgetGuard(database, LLMSettings(model="m", tenant_budgets_usd=tenant_budgets))
+        guard = BudgetGuard(database, LLMSettings(model="m", tenant_budgets_usd=tenant_budgets),
+                            hold_connection=hold)
         with database.session() as s:
             s.execute(update(LLMCall).values(created_at=datetime.now(UTC) - timedelta(days=2)))
         accepted = _hammer(guard, jobs, threads)
@@ -234,7 +245,8 @@ class TestConcurrentBudget:
             "database" if backend == "sqlite" else "postgres_database"
         )
         monkeypatch.setattr(budget_module, "_tenant_lock", lambda tenant_id: threading.Lock())
-        guard = BudgetGuard(database, LLMSettings(model="m", daily_budget_usd=0.5))
+        guard = BudgetGuard(database, LLMSettings(model="m", daily_budget_usd=0.5),
+                            hold_connection=True)
         jobs = [(0.03, 1.0), (0.05, 0.5), (0.02, 1.0)] * 20
         accepted = _hammer(guard, jobs, threads=8)
         assert guard.spent_today("t1") <= 0.5 + 1e-9
@@ -268,6 +280,7 @@ class TestConcurrentBudget:
             )
 
         results = asyncio.run(run())
+        client.close()
         assert all(isinstance(r, BudgetExceededError) or not isinstance(r, Exception)
                    for r in results), results
         assert total_cost(database, tenant) <= budget + 1e-12
@@ -299,3 +312,83 @@ class TestLedgerQueries:
         yesterday = ledger.utc_day_start() - timedelta(days=1)
         assert ledger.spend(database, since=yesterday) == []
         assert len(list(ledger.calls(database, tenant_id="t1"))) == 4
+
+
+class TestFastPath:
+    """The raw SQLite path stores exactly what the SQLAlchemy path stores."""
+
+    def test_rows_match_the_orm_view(self, database: Database) -> None:
+        """Rows written raw read back through the ORM with the same values and times."""
+        fast = BudgetGuard(database, LLMSettings(model="m", daily_budget_usd=5.0),
+                           hold_connection=True)
+        call_id = fast.reserve(tenant_id="t1", estimate_usd=0.5, engine="e", purpose="p",
+                               **row(prompt_tokens=7))
+        assert fast.spent_today("t1") == pytest.approx(0.5)
+        fast.settle(call_id, status="ok", cost_usd=0.25, prompt_tokens=7, completion_tokens=3,
+                    latency_s=0.5)
+        fast.release_connection()
+        with database.session(readonly=True) as s:
+            stored = s.get(LLMCall, call_id)
+            assert stored is not None
+            assert (stored.status, stored.cost_usd, stored.prompt_tokens,
+                    stored.completion_tokens, stored.engine, stored.cache_hit) == (
+                "ok", 0.25, 7, 3, "e", False)
+            assert abs(stored.created_at.replace(tzinfo=UTC) - datetime.now(UTC)) < timedelta(
+                minutes=1)
+        [spent] = ledger.spend(database)
+        assert spent.cost_usd == pytest.approx(0.25) and spent.calls == 1
+
+    def test_locked_database_is_mapped(self, database_url: str) -> None:
+        """A database another process keeps locked raises DatabaseLockedError, not sqlite3's."""
+        import sqlite3
+
+        from auto_dev._exceptions import DatabaseLockedError
+
+        database = Database(database_url, busy_timeout_s=0.1)
+        guard = BudgetGuard(database, LLMSettings(model="m"), hold_connection=True)
+        guard.reserve(tenant_id="t1", estimate_usd=0.0, **row())
+        blocker = sqlite3.connect(Path(database_url.removeprefix("sqlite:///")),
+                                  isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(DatabaseLockedError):
+                guard.reserve(tenant_id="t1", estimate_usd=0.0, **row())
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        guard.reserve(tenant_id="t1", estimate_usd=0.0, **row())  # usable again
+        guard.release_connection()
+        database.dispose()
+
+    def test_nowait_never_waits(self, database_url: str) -> None:
+        """reserve_nowait/settle_nowait give up at once when another writer holds the
+        database (or the tenant does not exist yet), and work when it does not."""
+        import sqlite3
+        import time
+
+        database = Database(database_url)
+        guard = BudgetGuard(database, LLMSettings(model="m"), hold_connection=True)
+        assert guard.reserve_nowait(tenant_id="fresh", estimate_usd=0.1, **row()) is None
+        call_id = guard.reserve(tenant_id="fresh", estimate_usd=0.1, **row())
+        blocker = sqlite3.connect(Path(database_url.removeprefix("sqlite:///")),
+                                  isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        started = time.perf_counter()
+        try:
+            assert guard.reserve_nowait(tenant_id="fresh", estimate_usd=0.1, **row()) is None
+            assert guard.settle_nowait(call_id, status="ok", cost_usd=0.05) is False
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert time.perf_counter() - started < 1.0  # the busy timeout (5 s) was not waited
+        assert guard.settle_nowait(call_id, status="ok", cost_usd=0.05) is True
+        assert guard.reserve_nowait(tenant_id="fresh", estimate_usd=0.1, **row()) is not None
+        assert guard.spent_today("fresh") == pytest.approx(0.15)
+        guard.release_connection()
+        database.dispose()
+
+    def test_nowait_does_not_apply_elsewhere(self, database: Database) -> None:
+        """Without held connections the nowait variants always defer to the normal path."""
+        guard = BudgetGuard(database, LLMSettings(model="m"))
+        assert guard.reserve_nowait(tenant_id="t1", estimate_usd=0.0, **row()) is None
+        assert guard.settle_nowait("x", status="ok", cost_usd=0.0) is False

@@ -74,6 +74,7 @@ class TestStatus:
                       model="primary-model")
         for _ in range(2):
             assert (await client.complete(USER)).deployment == "backup"
+        await client.aclose()
         result = runner.invoke(app, ["status", "--json"])
         assert result.exit_code == 0, result.output
         data = json.loads(result.output)
@@ -117,6 +118,8 @@ class TestSpend:
             await a.complete(USER, engine="alpha_evolver")
         await a.complete(USER, engine="memento")
         await b.complete(USER, engine="memento")
+        await a.aclose()
+        await b.aclose()
         one = 1000 * 1e-6 + 500 * 2e-6
         result = runner.invoke(app, ["spend", "--json"])
         assert result.exit_code == 0, result.output

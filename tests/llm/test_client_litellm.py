@@ -343,6 +343,44 @@ class TestConcurrency:
         database.dispose()
 
 
+class TestContention:
+    """With the database briefly locked by another writer, calls wait instead of failing."""
+
+    async def test_locked_database_falls_back_to_the_ledger_thread(
+        self, server: OpenAICompatibleServer, make_client: MakeClient, database_url: str,
+        database: Database
+    ) -> None:
+        """The event loop never waits for the lock; the ledger thread does, then writes."""
+        import asyncio
+        import sqlite3
+        import threading
+        from pathlib import Path
+
+        client = make_client()
+        await client.complete(USER)  # warm: tenant row and connections exist
+        blocker = sqlite3.connect(Path(database_url.removeprefix("sqlite:///")),
+                                  isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        timer = threading.Timer(0.3, lambda: blocker.execute("ROLLBACK"))
+        timer.start()
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.02)
+                ticks += 1
+
+        tick_task = asyncio.create_task(ticker())
+        response = await client.complete(USER)
+        tick_task.cancel()
+        timer.join()
+        blocker.close()
+        assert response.text == "ok"
+        assert ticks >= 5  # the loop kept running while the ledger thread waited
+        assert [r.status for r in rows(database)] == ["ok", "ok"]
+
+
 class TestConstruction:
     """The client refuses to run without somewhere to keep its ledger."""
 
@@ -359,4 +397,5 @@ class TestConstruction:
         """With only a URL the client opens the database on its first call."""
         client = LLMClient(llm_settings(server), database_url=database_url, tenant_id="t9")
         await client.complete(USER)
+        await client.aclose()
         assert [r.tenant_id for r in rows(database)] == ["t9"]
