@@ -106,6 +106,12 @@ class FakeLLM:
     def total_cost_usd(self) -> float:
         return self.cost_per_call * len(self.calls)
 
+    def close(self) -> None:
+        """Nothing to release (parity with ``LLMClient.close``)."""
+
+    async def aclose(self) -> None:
+        """Nothing to release (parity with ``LLMClient.aclose``)."""
+
     async def complete(
         self,
         messages: Sequence[ChatMessage],

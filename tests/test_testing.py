@@ -54,6 +54,8 @@ class TestFakeLLM:
         assert llm.prompts == ["hello there"] * 3
         assert llm.calls[0].tenant_id == "t" and llm.calls[0].purpose == "p"
         assert llm.total_cost_usd == 1.5 and llm.remaining == 0
+        llm.close()
+        await llm.aclose()  # same lifecycle methods as LLMClient
 
     async def test_exceptions_and_responses(self) -> None:
         """An exception in the script is raised; a full LLMResponse is returned as is."""
