@@ -142,6 +142,9 @@ class AutoDev:
         await self.events.aclose()
         if self._scheduler is not None:
             await self._scheduler.shutdown()
+        closer = getattr(self.llm, "aclose", None)
+        if closer is not None:
+            await closer()  # the client's ledger thread and connections
         if self._sandbox is not None and self._owns_sandbox:
             await self._sandbox.aclose()
             self._sandbox = None

@@ -186,7 +186,16 @@ async def _evolve(
     from auto_dev.evolution.search import EvolutionSearch, SearchConfig
     from auto_dev.sandbox.factory import create_sandbox
 
-    plan = build_mutators(settings, offline=offline)
+    client = None
+    if not offline and settings is not None and settings.effective_llm().configured:
+        # The cost ledger lands in the configured database, migrated like every other use.
+        from auto_dev.db import Database
+        from auto_dev.llm.factory import build_client
+
+        database = Database(settings.database_url)
+        database.upgrade()
+        client = build_client(settings, database)
+    plan = build_mutators(settings, offline=offline, client=client)
     choice = create_sandbox(sandbox_mode, workers=workers)
     box = choice.sandbox
     workers_attr = getattr(box, "workers", None)
@@ -203,8 +212,8 @@ async def _evolve(
             result = await search.run()
     finally:
         await box.aclose()
-        for mutator in plan.mutators:
-            closer = getattr(mutator, "aclose", None)
+        for closable in (*plan.mutators, client):
+            closer = getattr(closable, "aclose", None)
             if closer is not None:
                 await closer()
     return result, plan, choice.backend, choice.reason

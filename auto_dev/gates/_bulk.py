@@ -70,7 +70,8 @@ def record_rejected_mutations(
         if not isinstance(row.get("code"), str) or not isinstance(row.get("operator"), str):
             raise ValidationError(f"rows[{i}]", "code and operator must be strings")
         payload.append({
-            "id": row.get("id") or new_id(), "tenant_id": tenant_id, "tool_id": tool_id, "run_id": run_id,
+            "id": row.get("id") or new_id(), "tenant_id": tenant_id, "tool_id": tool_id,
+            "run_id": run_id,
             "agent_id": decision.agent_id if decision.agent_key else None,
             "code": row["code"], "entrypoint": row.get("entrypoint") or "",
             "operator": row["operator"], "diff": row.get("diff") or "",

@@ -70,7 +70,8 @@ class TestLLMDrivenRepair:
             assert "+    return round(price * (1 - percent / 100), 2)" in detail.diff
             # The prompt showed the model the failing case with its inputs and expected value.
             prompt = " ".join(m.get("content") or "" for m in server.requests[0].messages)
-            assert "expected: 90" in prompt and "actual:   110" in prompt and "apply_discount" in prompt
+            assert "expected: 90" in prompt and "actual:   110" in prompt
+            assert "apply_discount" in prompt
             with autodev.database.session() as session:
                 calls = session.scalars(select(LLMCall)).all()
                 assert calls and all(c.status in ("ok", "cache_hit") for c in calls)
