@@ -14,6 +14,8 @@ exceptions. The schema is created only by the alembic migrations shipped in
 
 from __future__ import annotations
 
+import os
+
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -118,6 +120,7 @@ class Database:
         if not uri_mode:
             path = Path(database).expanduser().resolve()
             path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(path)
             url = url.set(database=str(path))
         return url, kwargs
 
@@ -359,6 +362,18 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.dispose()
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (SQLite gives its -wal and -shm files
+    the same mode). Candidates run under other uids and must never read the database."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError as exc:  # a read-only location: SQLite will report it on connect
+        log.warning("sqlite file permissions not restricted", path=str(path), error=str(exc))
 
 
 def _check_identifier(field: str, value: object, max_len: int) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from auto_dev import ValidationError
 from auto_dev.models import Episode, EventRecord, TestCase
+from auto_dev.sandbox.process import ProcessSandbox
 from auto_dev.service import AutoDev
 
 
@@ -61,3 +62,32 @@ class TestTenantSettings:
         with pytest.raises(ValidationError, match="no_such_toggle"):
             autodev.configure_tenant(no_such_toggle=True)
         assert autodev.tenant_settings().enabled  # the failed change wrote nothing
+
+
+class TestCandidatesCannotReadTheDatabase:
+    """The SQLite file is private to its owner, so sandboxed candidates can't read it."""
+
+    async def test_candidate_gets_permission_denied(self, sandbox: ProcessSandbox) -> None:
+        """Even in a world-readable directory, a candidate cannot open the database file."""
+        import os
+        import stat
+        import tempfile
+
+        from auto_dev.db import Database
+        from auto_dev.sandbox.base import Case, SandboxJob
+
+        if os.geteuid() != 0:
+            pytest.skip("candidates share the uid of a non-root user (documented best effort)")
+        folder = tempfile.mkdtemp(dir="/srv")  # not hidden, not a private tmp
+        os.chmod(folder, 0o755)
+        path = os.path.join(folder, "private.db")
+        database = Database(f"sqlite:///{path}")
+        database.upgrade()
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        code = ("def peek(path):\n    with open(path, 'rb') as f:\n"
+                "        return len(f.read())\n")
+        result = await sandbox.run(SandboxJob(code=code, entrypoint="peek",
+                                              cases=(Case(args=(path,), has_expected=False),)))
+        assert result.cases[0].status.value == "error"
+        assert "PermissionError" in (result.cases[0].error or "")
+        database.dispose()
