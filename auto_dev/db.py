@@ -15,7 +15,6 @@ exceptions. The schema is created only by the alembic migrations shipped in
 from __future__ import annotations
 
 import os
-
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager

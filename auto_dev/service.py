@@ -170,6 +170,7 @@ class AutoDev:
                 require_containers=tenant.require_containers,
                 image=self.settings.sandbox_image,
                 workers=self.settings.sandbox_workers,
+                private_paths=_private_paths(self.database),
             )
             self._sandbox, self._sandbox_reason = choice.sandbox, choice.reason
             log.info("sandbox_selected", backend=self._sandbox.name, reason=choice.reason)
@@ -374,6 +375,19 @@ class AutoDev:
         if _accepts(eng.run_cycle, "trigger"):
             return await eng.run_cycle(target, budget, trigger=trigger)  # type: ignore[call-arg]
         return await eng.run_cycle(target, budget)
+
+
+def _private_paths(database: Database) -> list[str]:
+    """Host directories candidates must not see: the SQLite file's and the config file's."""
+    import os
+
+    paths = []
+    if database.is_sqlite and not database.is_memory and database.url.database:
+        paths.append(os.path.dirname(os.path.abspath(database.url.database)))
+    config = os.environ.get("AUTO_DEV_CONFIG")
+    if config:
+        paths.append(os.path.dirname(os.path.abspath(config)))
+    return paths
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:

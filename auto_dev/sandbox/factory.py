@@ -15,6 +15,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -135,14 +136,20 @@ def create_sandbox(
     require_containers: bool = False,
     image: str | None = None,
     workers: int | None = None,
+    private_paths: Sequence[str] = (),
     **kwargs: Any,
 ) -> SandboxChoice:
     """Build the sandbox the mode asks for (see the module docstring).
 
     ``workers`` sizes the pool of either backend; other keyword arguments go to the backend's
     constructor (``DockerSandboxConfig`` fields for Docker). Containers start lazily, on the
-    first job (or on ``await sandbox.start()``).
+    first job (or on ``await sandbox.start()``). ``private_paths`` are host directories (the
+    database's, the config file's) that the process backend hides from candidates besides the
+    working directory and home; containers see no host files at all.
     """
+    if private_paths:
+        hidden = [os.getcwd(), os.path.expanduser("~"), *private_paths]
+        kwargs = {**kwargs, "_hide_paths": list(dict.fromkeys(hidden))}
     chosen = resolve_mode(mode)
     image = resolve_image(image)
     if chosen == "process":
@@ -206,14 +213,19 @@ def _choose(sandbox: Sandbox, backend: str, reason: str) -> SandboxChoice:
 def _docker(image: str, workers: int | None, kwargs: dict[str, Any]) -> Sandbox:
     from auto_dev.sandbox.docker import DockerSandbox, DockerSandboxConfig
 
+    kwargs = {k: v for k, v in kwargs.items() if k != "_hide_paths"}  # no host files in there
     return DockerSandbox(DockerSandboxConfig(image=image, pool_size=workers, **kwargs))
 
 
 def _process(workers: int | None, kwargs: dict[str, Any]) -> Sandbox:
     from auto_dev.sandbox.process import ProcessSandbox
 
+    kwargs = dict(kwargs)
+    hidden = kwargs.pop("_hide_paths", None)
+    if hidden is not None:
+        kwargs.setdefault("hide_paths", hidden)
     if workers is not None:
-        kwargs = {**kwargs, "workers": workers}
+        kwargs["workers"] = workers
     return ProcessSandbox(**kwargs)
 
 

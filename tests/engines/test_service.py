@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sqlalchemy import select
 
@@ -91,3 +93,28 @@ class TestCandidatesCannotReadTheDatabase:
         assert result.cases[0].status.value == "error"
         assert "PermissionError" in (result.cases[0].error or "")
         database.dispose()
+
+    async def test_facade_hides_the_database_directory(self) -> None:
+        """The process sandbox the facade builds covers the database's directory."""
+        import os
+        import shutil
+        import tempfile
+
+        from auto_dev.config import load_settings
+        from auto_dev.sandbox.base import Case, SandboxJob
+
+        if os.geteuid() != 0:
+            pytest.skip("path hiding needs root (mount namespaces)")
+        folder = Path(tempfile.mkdtemp(dir="/srv"))  # outside cwd, home and the private tmp
+        os.chmod(folder, 0o755)
+        url = f"sqlite:///{folder}/facade.db"
+        autodev = AutoDev(load_settings(database_url=url, sandbox="process"),
+                          load_plugins=False)
+        try:
+            code = "import os\n\ndef ls(d):\n    return sorted(os.listdir(d))\n"
+            result = await autodev.sandbox.run(SandboxJob(
+                code=code, entrypoint="ls", cases=(Case(args=(str(folder),), expected=[]),)))
+            assert result.all_passed, result.cases  # an empty cover, not the database
+        finally:
+            await autodev.aclose()
+            shutil.rmtree(folder, ignore_errors=True)
