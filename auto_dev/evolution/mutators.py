@@ -24,6 +24,7 @@ import structlog
 
 from auto_dev.abc import Mutator
 from auto_dev.evolution._crossover import crossover
+from auto_dev.evolution._layout import preserve_layout
 from auto_dev.evolution.ast_ops import Edit, enumerate_edits, render
 from auto_dev.evolution.program import CaseFeedback, MutationContext, Program, Proposal
 
@@ -166,6 +167,8 @@ class AstMutator(Mutator):
     ) -> Proposal | None:
         if code is None:
             code = render(tree, edit)
+            if code is not None:  # keep the parent's formatting and comments around the edit
+                code = preserve_layout(parent.code, code)
         if code is None or code in state.emitted:
             return None
         state.emitted.add(code)
