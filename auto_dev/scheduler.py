@@ -75,7 +75,7 @@ class EvolutionScheduler:
             self._add_job(row)
         return row
 
-    def list(self) -> list[Schedule]:
+    def schedules(self) -> list[Schedule]:
         with self.autodev.database.session() as session:
             return list(session.scalars(
                 select(Schedule).where(Schedule.tenant_id == self.autodev.tenant_id)
@@ -121,7 +121,7 @@ class EvolutionScheduler:
         _active = self
         self._scheduler = scheduler
         scheduler.start()
-        wanted = {s.id: s for s in self.list() if s.enabled}
+        wanted = {s.id: s for s in self.schedules() if s.enabled}
         for job in scheduler.get_jobs():
             if job.id not in wanted and self._owned(job.id):
                 scheduler.remove_job(job.id)

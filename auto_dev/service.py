@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import select
 
 from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev.abc import Sandbox
 from auto_dev.config import Settings, load_settings
 from auto_dev.db import Database
 from auto_dev.engines.base import EngineContext, EvolutionRunResult, recover_interrupted_runs
@@ -32,10 +33,9 @@ from auto_dev.gates.review import ReviewService
 from auto_dev.gates.settings import TenantSettings
 from auto_dev.gates.watch import PromotionWatch
 from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
-from auto_dev.sandbox.base import Case
+from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
 
 if TYPE_CHECKING:
-    from auto_dev.abc import Sandbox
     from auto_dev.evolution.mutators import MutatorPlan
     from auto_dev.scheduler import EvolutionScheduler
 
@@ -395,22 +395,20 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-class _LazySandbox:
-    """Defers choosing the sandbox until an engine first needs it."""
+class _LazySandbox(Sandbox):
+    """Defers choosing the sandbox until an engine first needs it; the facade closes the
+    real one."""
 
     name = "lazy"
 
     def __init__(self, owner: AutoDev) -> None:
         self._owner = owner
 
-    async def run(self, job: Any) -> Any:
+    async def run(self, job: SandboxJob) -> SandboxResult:
         return await self._owner.sandbox.run(job)
 
     async def aclose(self) -> None:
         return None
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self._owner.sandbox, item)
 
 
 def _tool(session: Any, tenant_id: str, name: str) -> Tool:

@@ -33,7 +33,7 @@ async def main() -> None:
         await autodev.events.drain()
 
         autodev.scheduler.add("alpha_evolver", interval_s=1, budget=300, schedule_id="nightly")
-        print("schedules:", [s.id for s in autodev.scheduler.list()])
+        print("schedules:", [s.id for s in autodev.scheduler.schedules()])
         await autodev.scheduler.start()  # jobs live in the apscheduler_jobs table
         for _ in range(60):
             await asyncio.sleep(0.25)

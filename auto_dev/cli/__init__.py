@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from auto_dev.cli import candidates, db, engines, llm, sandbox, schedule, tools
+from auto_dev.cli.candidates import app as candidates_app
+from auto_dev.cli.db import app as db_app
+from auto_dev.cli.db import init
 from auto_dev.cli.demo import demo
+from auto_dev.cli.engines import app as engines_app
 from auto_dev.cli.evolve import evolve
+from auto_dev.cli.llm import app as llm_app
+from auto_dev.cli.sandbox import app as sandbox_app
+from auto_dev.cli.schedule import app as schedule_app
+from auto_dev.cli.schedule import scheduler_app
+from auto_dev.cli.tools import app as tools_app
 
 app = typer.Typer(
     name="auto-dev",
@@ -22,15 +30,15 @@ app = typer.Typer(
 
 app.command("demo", help="Run the end-to-end story on embedded defaults.")(demo)
 app.command("evolve", help="Evolve a standalone function against a JSON test file.")(evolve)
-app.command("init", help="Create or migrate the database named by AUTO_DEV_DATABASE_URL.")(db.init)
-app.add_typer(db.app, name="db", help="Database schema: upgrade, current revision.")
-app.add_typer(candidates.app, name="candidates", help="Review candidates.")
-app.add_typer(tools.app, name="tools", help="Tools, their versions and rollback.")
-app.add_typer(schedule.app, name="schedule", help="Manage scheduled evolution cycles.")
-app.add_typer(schedule.scheduler_app, name="scheduler", help="Run the scheduler.")
-app.add_typer(engines.app, name="engines", help="Learning engines.")
-app.add_typer(sandbox.app, name="sandbox", help="Sandbox backends: check, build the image.")
-app.add_typer(llm.app, name="llm", help="The LLM layer: status and spend.")
+app.command("init", help="Create or migrate the database named by AUTO_DEV_DATABASE_URL.")(init)
+app.add_typer(db_app, name="db", help="Database schema: upgrade, current revision.")
+app.add_typer(candidates_app, name="candidates", help="Review candidates.")
+app.add_typer(tools_app, name="tools", help="Tools, their versions and rollback.")
+app.add_typer(schedule_app, name="schedule", help="Manage scheduled evolution cycles.")
+app.add_typer(scheduler_app, name="scheduler", help="Run the scheduler.")
+app.add_typer(engines_app, name="engines", help="Learning engines.")
+app.add_typer(sandbox_app, name="sandbox", help="Sandbox backends: check, build the image.")
+app.add_typer(llm_app, name="llm", help="The LLM layer: status and spend.")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ against the same database, and prints that tenant so the review commands can be 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
@@ -72,7 +73,7 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
                             MofNCompleteColumn(), TimeElapsedColumn(), console=console)
         cycles: dict[str, Any] = {}
 
-        def on_progress_for(label: str):  # type: ignore[no-untyped-def]
+        def on_progress_for(label: str) -> Callable[[Any], None]:
             def update(p: Any) -> None:
                 task = cycles.get(label)
                 if task is None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from auto_dev.service import AutoDev
 
 app = typer.Typer(no_args_is_help=True)
 scheduler_app = typer.Typer(no_args_is_help=True)
@@ -25,7 +28,7 @@ def add(
 
     from auto_dev.cli._common import run_with_autodev
 
-    def _add(autodev):  # type: ignore[no-untyped-def]
+    def _add(autodev: AutoDev) -> str:
         row = autodev.scheduler.add(engine, interval_s=every, target=target, budget=budget,
                                     schedule_id=schedule_id)
         return row.id
@@ -42,7 +45,7 @@ def list_schedules() -> None:
 
     from auto_dev.cli._common import run_with_autodev
 
-    rows = run_with_autodev(lambda autodev: autodev.scheduler.list())
+    rows = run_with_autodev(lambda autodev: autodev.scheduler.schedules())
     table = Table(title="schedules")
     for column in ("id", "engine", "target", "every (s)", "budget", "enabled", "last run"):
         table.add_column(column)
@@ -89,14 +92,14 @@ def run(
                 table = Table(title="scheduled cycles")
                 for column in ("schedule", "target", "status", "evaluations", "offered", "reason"):
                     table.add_column(column)
-                for row in autodev.scheduler.list():
+                for row in autodev.scheduler.schedules():
                     for result in await autodev.scheduler.run_schedule(row.id):
                         table.add_row(row.id, result.target, result.status,
                                       str(result.evaluations), str(len(result.offered_ids)),
                                       result.reason)
                 console.print(table)
             else:
-                console.print(f"scheduler running with {len(autodev.scheduler.list())} "
+                console.print(f"scheduler running with {len(autodev.scheduler.schedules())} "
                               "schedule(s); Ctrl-C stops it")
                 await autodev.scheduler.run_forever(duration_s=duration)
         finally:

@@ -35,7 +35,7 @@ class TestSchedules:
         """Schedules are stored; bad fields are named; removal of unknown ids is an error."""
         row = autodev.scheduler.add("alpha_evolver", interval_s=60, budget=20)
         assert row.id == "alpha_evolver.recent-failures"
-        assert [s.id for s in autodev.scheduler.list()] == [row.id]
+        assert [s.id for s in autodev.scheduler.schedules()] == [row.id]
         with pytest.raises(ValidationError) as info:
             autodev.scheduler.add("nope", interval_s=60)
         assert info.value.field == "engine"
@@ -45,7 +45,7 @@ class TestSchedules:
         with pytest.raises(ValidationError, match="already exists"):
             autodev.scheduler.add("alpha_evolver", interval_s=60)
         autodev.scheduler.remove(row.id)
-        assert autodev.scheduler.list() == []
+        assert autodev.scheduler.schedules() == []
         with pytest.raises(NotFoundError):
             autodev.scheduler.remove(row.id)
 
