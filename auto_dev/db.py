@@ -85,6 +85,7 @@ class Database:
         self.busy_timeout_s = float(busy_timeout_s)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_memory = False
+        self._private_path: Path | None = None  # the SQLite file to keep owner-only
         engine_kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             parsed, engine_kwargs = self._sqlite_options(parsed, engine_kwargs)
@@ -119,7 +120,7 @@ class Database:
         if not uri_mode:
             path = Path(database).expanduser().resolve()
             path.parent.mkdir(parents=True, exist_ok=True)
-            _private_file(path)
+            self._private_path = path
             url = url.set(database=str(path))
         return url, kwargs
 
@@ -127,8 +128,12 @@ class Database:
         busy_ms = int(self.busy_timeout_s * 1000)
         memory = self.is_memory
 
+        private = self._private_path
+
         @event.listens_for(self.engine, "connect")
         def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            if private is not None:
+                _private_file(private)  # SQLite has just created the file, if it was missing
             # Take transaction control away from pysqlite: it would defer BEGIN to the first
             # write and commit implicitly before DDL. We emit BEGIN ourselves below.
             dbapi_connection.isolation_level = None
@@ -364,14 +369,15 @@ class Database:
 
 
 def _private_file(path: Path) -> None:
-    """Create the SQLite file readable by its owner only (SQLite gives its -wal and -shm files
-    the same mode). Candidates run under other uids and must never read the database."""
+    """Make the SQLite file readable by its owner only (SQLite gives the -wal and -shm files it
+    creates later the same mode). Candidates run under other uids and must never read it."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
-        if path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
             os.chmod(path, 0o600)
-    except OSError as exc:  # a read-only location: SQLite will report it on connect
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # not ours to change: say so rather than fail
         log.warning("sqlite file permissions not restricted", path=str(path), error=str(exc))
 
 
