@@ -3,6 +3,10 @@
 A row is written ``reserved`` before the call (holding the worst-case cost, see
 :mod:`auto_dev.llm.budget`) and settled to ``ok``, ``error`` or ``cache_hit`` with the real cost
 after it. Days are UTC days. The queries here back ``auto-dev llm spend`` and ``llm status``.
+
+The ledger rows are the record. :class:`~auto_dev.models.LLMBudgetDay` holds each tenant's
+totals per day, derived from them by database triggers (see the initial migration) so that a
+budget check reads one row; :func:`reconcile_day` recomputes such a row from the ledger.
 """
 
 from __future__ import annotations
@@ -10,19 +14,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev._exceptions import NotFoundError, StorageError, ValidationError
 from auto_dev.llm.types import new_call_id
-from auto_dev.models import LLMCall
+from auto_dev.models import LLMBudgetDay, LLMCall
 
 #: Statuses a settled row may have.
 SETTLED_STATUSES = frozenset({"ok", "error", "cache_hit"})
 RESERVED = "reserved"
+#: The error kind of a reservation nobody settled in time (its process died, most likely): an
+#: ``error`` row charged at its estimate, which a late settlement may still replace.
+ABANDONED = "AbandonedReservation"
+ABANDONED_ERROR = (
+    f"{ABANDONED}: never settled (the process making the call stopped?); charged at its "
+    "worst-case estimate"
+)
 
 #: Error kinds (the class name stored as the error's prefix) that count against a deployment's
 #: circuit breaker; the others are the caller's problem (a prompt too long, a bad request).
@@ -46,15 +57,44 @@ def utc_day_start(now: datetime | None = None) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def utc_day(now: datetime | None = None) -> date:
+    """The UTC day ``now`` falls in: the key of its :class:`~auto_dev.models.LLMBudgetDay`."""
+    return utc_day_start(now).date()
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """``[start, end)`` of a UTC day."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    """A tenant's ledger for one UTC day: settled cost, and reservations still in flight."""
+
+    committed_usd: float = 0.0
+    reserved_usd: float = 0.0
+    reserved_calls: int = 0
+
+    @property
+    def spent_usd(self) -> float:
+        """What counts against the budget: settled costs plus in-flight worst cases."""
+        return self.committed_usd + self.reserved_usd
+
+
 # Statements are built once: on the hot path (two per model call) SQLAlchemy then only looks the
 # compiled form up in its cache, and the Core connection skips the ORM's unit of work.
 _SPENT_SINCE = select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(
     LLMCall.tenant_id == bindparam("tenant_id"), LLMCall.created_at >= bindparam("since")
 )
 _INSERT = insert(LLMCall)
+# A row is settled once: while reserved, or after it was written off as abandoned.
+_SETTLEABLE = (LLMCall.status == RESERVED) | (
+    (LLMCall.status == "error") & LLMCall.error.startswith(f"{ABANDONED}:", autoescape=True)
+)
 _SETTLE = (
     update(LLMCall)
-    .where(LLMCall.id == bindparam("call_id"), LLMCall.status == RESERVED)
+    .where(LLMCall.id == bindparam("call_id"), _SETTLEABLE)
     .values(
         status=bindparam("status"),
         cost_usd=bindparam("cost_usd"),
@@ -62,6 +102,44 @@ _SETTLE = (
         completion_tokens=bindparam("completion_tokens"),
         latency_s=bindparam("latency_s"),
         error=bindparam("error"),
+    )
+)
+
+
+_RESERVED_ROW = LLMCall.status == RESERVED
+_ABANDON = (
+    update(LLMCall)
+    .where(
+        LLMCall.tenant_id == bindparam("key_tenant"),
+        LLMCall.status == RESERVED,
+        LLMCall.created_at >= bindparam("since"),
+        LLMCall.created_at < bindparam("before"),
+    )
+    .values(status="error", error=ABANDONED_ERROR)
+)
+_LEDGER_DAY = select(
+    func.coalesce(func.sum(case((_RESERVED_ROW, 0.0), else_=LLMCall.cost_usd)), 0.0),
+    func.coalesce(func.sum(case((_RESERVED_ROW, LLMCall.cost_usd), else_=0.0)), 0.0),
+    func.coalesce(func.sum(case((_RESERVED_ROW, 1), else_=0)), 0),
+).where(
+    LLMCall.tenant_id == bindparam("tenant_id"),
+    LLMCall.created_at >= bindparam("since"),
+    LLMCall.created_at < bindparam("until"),
+)
+# (Bound names differ from the columns': an UPDATE reserves those for its SET values.)
+_DAY_KEY = (LLMBudgetDay.tenant_id == bindparam("key_tenant")) & (
+    LLMBudgetDay.day == bindparam("key_day")
+)
+_DAY_COLUMNS = (LLMBudgetDay.committed_usd, LLMBudgetDay.reserved_usd, LLMBudgetDay.reserved_calls)
+_READ_DAY = select(*_DAY_COLUMNS).where(_DAY_KEY)
+_LOCK_DAY = _READ_DAY.with_for_update()
+_SET_DAY = (
+    update(LLMBudgetDay)
+    .where(_DAY_KEY)
+    .values(
+        committed_usd=bindparam("committed_usd"),
+        reserved_usd=bindparam("reserved_usd"),
+        reserved_calls=bindparam("reserved_calls"),
     )
 )
 
@@ -76,6 +154,89 @@ def spent_since(where: Session | Connection, tenant_id: str, since: datetime) ->
         _SPENT_SINCE, {"tenant_id": tenant_id, "since": since}
     ).scalar_one()
     return float(total)
+
+
+def day_totals(
+    where: Session | Connection, tenant_id: str, day: date, *, lock: bool = False
+) -> DayTotals | None:
+    """The stored day row of ``tenant_id`` (None: no ledger row that day).
+
+    With ``lock``, the row is locked until the transaction ends (``FOR UPDATE`` on PostgreSQL;
+    SQLite's write transactions are exclusive anyway); a missing row is created first, so that
+    there is something to lock, and zeros are returned.
+    """
+    connection = _connection(where)
+    params = {"key_tenant": tenant_id, "key_day": day}
+    row = connection.execute(_LOCK_DAY if lock else _READ_DAY, params).first()
+    if row is None and lock:
+        _ensure_day(connection, tenant_id, day)
+        row = connection.execute(_LOCK_DAY, params).first()
+    if row is None:
+        return None
+    return DayTotals(float(row[0]), float(row[1]), int(row[2]))
+
+
+def ledger_day(where: Session | Connection, tenant_id: str, day: date) -> DayTotals:
+    """The day's totals summed from the ledger rows themselves (the record)."""
+    since, until = day_bounds(day)
+    row = _connection(where).execute(
+        _LEDGER_DAY, {"tenant_id": tenant_id, "since": since, "until": until}
+    ).one()
+    return DayTotals(float(row[0]), float(row[1]), int(row[2]))
+
+
+def reconcile_day(
+    where: Session | Connection, tenant_id: str, day: date, *, stale_before: datetime
+) -> DayTotals:
+    """Recompute the day row of ``tenant_id`` from the ledger rows; returns the totals.
+
+    First, that day's reservations made before ``stale_before`` are written off as abandoned
+    (see :data:`ABANDONED`): the same cost, no longer "in flight". Run it inside a write
+    transaction. The row is locked before the ledger is summed, and every ledger write updates
+    the row through its trigger (waiting for that lock), so the sum sees every write that
+    committed before and none of those that will apply after. (Ledger rows are locked before
+    the day row, as a settlement does, so that neither can wait for the other.)
+    """
+    connection = _connection(where)
+    since, until = day_bounds(day)
+    connection.execute(
+        _ABANDON,
+        {"key_tenant": tenant_id, "since": since, "before": min(until, stale_before)},
+    )
+    day_totals(connection, tenant_id, day, lock=True)
+    totals = ledger_day(connection, tenant_id, day)
+    connection.execute(
+        _SET_DAY,
+        {
+            "key_tenant": tenant_id,
+            "key_day": day,
+            "committed_usd": totals.committed_usd,
+            "reserved_usd": totals.reserved_usd,
+            "reserved_calls": totals.reserved_calls,
+        },
+    )
+    return totals
+
+
+def _ensure_day(connection: Connection, tenant_id: str, day: date) -> None:
+    """Insert a zero day row unless one exists (a concurrent insert waits, then yields)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = connection.dialect.name
+    values = {
+        "tenant_id": tenant_id,
+        "day": day,
+        "committed_usd": 0.0,
+        "reserved_usd": 0.0,
+        "reserved_calls": 0,
+    }
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(LLMBudgetDay).values(**values)
+    elif dialect == "sqlite":
+        statement = sqlite.insert(LLMBudgetDay).values(**values)
+    else:  # pragma: no cover - the migration only knows these two
+        raise StorageError(f"the LLM budget does not support the {dialect!r} database")
+    connection.execute(statement.on_conflict_do_nothing())
 
 
 def call_row(**values: Any) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -11,9 +13,22 @@ from typing import Any, Protocol, runtime_checkable
 ChatMessage = dict[str, Any]
 
 
+# Not uuid4: it reads os.urandom, a system call that releases the GIL, and on a busy event loop
+# every release can hand the interpreter to another thread (litellm keeps some). The random part
+# comes from a generator seeded with 256 bits of os.urandom (reseeded in a forked child, which
+# would otherwise repeat its parent's ids).
+_ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
+
+
 def new_call_id() -> str:
-    """A fresh id in the same form as every row id (32 hex characters)."""
-    return uuid.uuid4().hex
+    """A fresh id in the same form as every row id (32 hex characters).
+
+    The milliseconds since the epoch come first (12 hex digits), then 80 random bits: new
+    ledger rows land at the end of the primary-key index, where its pages are already in
+    cache, instead of at a random place in it.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(80):020x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from auto_dev.models.candidates import (
 )
 from auto_dev.models.episodes import Episode, EpisodeSegment
 from auto_dev.models.gates import CapabilityState, UsageRecord
-from auto_dev.models.ledger import LLMCall
+from auto_dev.models.ledger import LLMBudgetDay, LLMCall
 from auto_dev.models.outbox import EventDelivery, EventRecord
 from auto_dev.models.runs import Evaluation, EvolutionRun
 from auto_dev.models.scheduling import APSCHEDULER_TABLE, Schedule, apscheduler_jobs
@@ -33,6 +33,7 @@ __all__ = [
     "EventDelivery",
     "EventRecord",
     "EvolutionRun",
+    "LLMBudgetDay",
     "LLMCall",
     "ReviewDecision",
     "Schedule",

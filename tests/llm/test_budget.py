@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -139,8 +140,7 @@ class TestReserveSettle:
         guard.reserve(tenant_id="rich", estimate_usd=4.0, **row())
         guard.reserve(tenant_id="poor", estimate_usd=1.0, **row())
         with database.session() as s:
-            database.ensure_tenant(s, "thrifty")
-            s.get(Tenant, "thrifty").settings = {"daily_budget_usd": 0.25}
+            database.ensure_tenant(s, "thrifty").settings = {"daily_budget_usd": 0.25}
         with pytest.raises(BudgetExceededError):
             guard.reserve(tenant_id="thrifty", estimate_usd=0.3, **row())
         assert guard.limit_for_stored("thrifty") == 0.25
@@ -149,8 +149,7 @@ class TestReserveSettle:
         """A tenant budget that is not a number refuses every call."""
         guard = BudgetGuard(database, LLMSettings(model="m"))
         with database.session() as s:
-            database.ensure_tenant(s, "broken")
-            s.get(Tenant, "broken").settings = {"daily_budget_usd": "lots"}
+            database.ensure_tenant(s, "broken").settings = {"daily_budget_usd": "lots"}
         with pytest.raises(BudgetExceededError, match="not a number"):
             guard.reserve(tenant_id="broken", estimate_usd=0.0, **row())
         assert guard.limit_for_stored("broken") == 0.0
@@ -164,7 +163,9 @@ class TestReserveSettle:
             assert s.get(Tenant, "new-tenant") is not None  # created on first use
 
 
-def _hammer(guard: BudgetGuard, jobs: list[tuple[float, float]], threads: int) -> int:
+def _hammer(
+    guard: BudgetGuard, jobs: list[tuple[float, float]], threads: int, tenant: str = "t1"
+) -> int:
     """Run reserve->settle for every (estimate, real fraction) on ``threads`` threads."""
     accepted = 0
     lock = threading.Lock()
@@ -180,7 +181,7 @@ def _hammer(guard: BudgetGuard, jobs: list[tuple[float, float]], threads: int) -
                 return
             estimate, fraction = job
             try:
-                call_id = guard.reserve(tenant_id="t1", estimate_usd=estimate, **row())
+                call_id = guard.reserve(tenant_id=tenant, estimate_usd=estimate, **row())
             except BudgetExceededError:
                 continue
             with lock:
@@ -220,25 +221,39 @@ class TestConcurrentBudget:
             s.execute(update(LLMCall).values(created_at=datetime.now(UTC) - timedelta(days=2)))
         accepted = _hammer(guard, jobs, threads)
         assert guard.spent_today("t1") <= budget + 1e-9
+        assert guard.day_totals("t1").spent_usd == pytest.approx(guard.spent_today("t1"))
         if min(e for e, _ in jobs) <= budget:
             assert accepted >= 1
 
     @pytest.mark.postgres
-    def test_threads_never_overshoot_postgres(self, postgres_database: Database) -> None:
-        """Same property on PostgreSQL, where FOR UPDATE on the tenant row serialises."""
-        guard = BudgetGuard(postgres_database, LLMSettings(model="m", daily_budget_usd=1.0))
-        jobs = [(0.07, 0.5), (0.11, 1.0), (0.05, 0.0), (0.2, 0.9)] * 15
-        accepted = _hammer(guard, jobs, threads=8)
-        assert guard.spent_today("t1") <= 1.0 + 1e-9
-        assert accepted >= 5
+    @given(jobs=jobs_strategy, budget=st.floats(0.05, 2.0), threads=st.integers(2, 8),
+           hold=st.booleans())
+    @settings(max_examples=12, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    def test_threads_never_overshoot_postgres(
+        self, postgres_database: Database, jobs: list[tuple[float, float]], budget: float,
+        threads: int, hold: bool
+    ) -> None:
+        """Same property on PostgreSQL, where FOR UPDATE on the tenant's day row serialises
+        (a fresh tenant per example)."""
+        tenant = f"p{uuid.uuid4().hex[:12]}"
+        guard = BudgetGuard(postgres_database,
+                            LLMSettings(model="m", tenant_budgets_usd={tenant: budget}),
+                            hold_connection=hold)
+        accepted = _hammer(guard, jobs, threads, tenant)
+        assert guard.spent_today(tenant) <= budget + 1e-9
+        assert guard.day_totals(tenant).spent_usd == pytest.approx(guard.spent_today(tenant))
+        if min(e for e, _ in jobs) <= budget:
+            assert accepted >= 1
 
     @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres",
                                                                  marks=pytest.mark.postgres)])
     def test_database_alone_serialises(
         self, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Without the in-process lock (as with several processes), the transaction's own lock
-        (BEGIN IMMEDIATE / SELECT ... FOR UPDATE) still keeps spend within the budget."""
+        """Without the in-process lock (as with several processes), the database alone (the
+        one-statement reservation or BEGIN IMMEDIATE / SELECT ... FOR UPDATE on the day row)
+        still keeps spend within the budget."""
         from auto_dev.llm import budget as budget_module
 
         database = request.getfixturevalue(
@@ -250,6 +265,7 @@ class TestConcurrentBudget:
         jobs = [(0.03, 1.0), (0.05, 0.5), (0.02, 1.0)] * 20
         accepted = _hammer(guard, jobs, threads=8)
         assert guard.spent_today("t1") <= 0.5 + 1e-9
+        assert guard.day_totals("t1").spent_usd == pytest.approx(guard.spent_today("t1"))
         assert accepted >= 10
 
     @given(
@@ -284,6 +300,9 @@ class TestConcurrentBudget:
         assert all(isinstance(r, BudgetExceededError) or not isinstance(r, Exception)
                    for r in results), results
         assert total_cost(database, tenant) <= budget + 1e-12
+        day = BudgetGuard(database, client.settings).day_totals(tenant)
+        assert day.spent_usd == pytest.approx(total_cost(database, tenant), abs=1e-15)
+        assert day.reserved_calls == 0 and day.reserved_usd == 0.0
         estimate = client.price_of(client.table.deployments[0]).cost(
             prompt_token_bound(USER), 64
         )

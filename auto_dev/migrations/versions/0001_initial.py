@@ -6,7 +6,9 @@ SQLite and PostgreSQL), timestamps are ``DateTime(timezone=True)`` (the models' 
 stores exactly that), and the two partial unique indexes (one active version per tool, one running
 evolution run per target) carry their ``WHERE`` clause for both backends. ``apscheduler_jobs``
 mirrors APScheduler 3's ``SQLAlchemyJobStore`` table so that the job store finds it and never
-creates it itself. ``tests/models/test_schema.py`` proves this file and the models agree.
+creates it itself. ``llm_budget_days`` is kept equal to ``llm_calls`` by triggers (SQL at the end of
+this file; alembic's autogenerate does not see triggers, the ledger tests do).
+``tests/models/test_schema.py`` proves this file and the models agree.
 
 Revision ID: 0001
 Revises:
@@ -470,6 +472,23 @@ def upgrade() -> None:
         "ix_llm_calls_tenant_created", "llm_calls", ["tenant_id", "created_at"], unique=False
     )
     op.create_table(
+        "llm_budget_days",
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("committed_usd", sa.Float(), nullable=False),
+        sa.Column("reserved_usd", sa.Float(), nullable=False),
+        sa.Column("reserved_calls", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_llm_budget_days_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "day", name=op.f("pk_llm_budget_days")),
+    )
+    for statement in _budget_day_triggers(op.get_context().dialect.name):
+        op.execute(statement)
+    op.create_table(
         "skill_candidates",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
@@ -718,7 +737,10 @@ def downgrade() -> None:
     op.drop_table("tool_mutations")
     op.drop_table("test_cases")
     op.drop_table("skill_candidates")
-    op.drop_table("llm_calls")
+    op.drop_table("llm_budget_days")
+    op.drop_table("llm_calls")  # its triggers go with it
+    if op.get_context().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION llm_calls_budget_days()")
     op.drop_table("episode_segments")
     op.drop_table("usage_records")
     op.drop_table("tool_versions")
@@ -735,3 +757,104 @@ def downgrade() -> None:
     op.drop_table("agents")
     op.drop_table("tenants")
     op.drop_table("apscheduler_jobs")
+
+
+# -- llm_budget_days: kept equal to llm_calls by triggers ------------------------------------------
+#
+# A ledger row counts towards (tenant_id, its created_at's UTC day): ``reserved`` rows as
+# reserved_usd (+1 reserved_calls), every other status as committed_usd. Each insert, update or
+# delete of a ledger row moves its contribution in the same statement, so the day row can never
+# disagree with the ledger, whoever writes it and however a process dies. When no reservation is
+# left, reserved_usd is reset to exactly 0 (no floating-point residue from the subtractions).
+
+
+def _sqlite_contribution(row: str) -> str:
+    reserved = f"{row}.status = 'reserved'"
+    return (
+        f"{row}.tenant_id, date({row}.created_at), "
+        f"CASE WHEN {reserved} THEN 0.0 ELSE {row}.cost_usd END, "
+        f"CASE WHEN {reserved} THEN {row}.cost_usd ELSE 0.0 END, "
+        f"CASE WHEN {reserved} THEN 1 ELSE 0 END"
+    )
+
+
+_SQLITE_ADD = """INSERT INTO llm_budget_days
+        (tenant_id, day, committed_usd, reserved_usd, reserved_calls)
+        VALUES ({values})
+        ON CONFLICT (tenant_id, day) DO UPDATE SET
+            committed_usd = committed_usd + excluded.committed_usd,
+            reserved_usd = reserved_usd + excluded.reserved_usd,
+            reserved_calls = reserved_calls + excluded.reserved_calls;"""
+
+_SQLITE_REMOVE = """UPDATE llm_budget_days SET
+            committed_usd = committed_usd
+                - CASE WHEN OLD.status = 'reserved' THEN 0.0 ELSE OLD.cost_usd END,
+            reserved_usd = CASE
+                WHEN reserved_calls - (OLD.status = 'reserved') <= 0 THEN 0.0
+                ELSE reserved_usd
+                    - CASE WHEN OLD.status = 'reserved' THEN OLD.cost_usd ELSE 0.0 END
+            END,
+            reserved_calls = max(reserved_calls - (OLD.status = 'reserved'), 0)
+        WHERE tenant_id = OLD.tenant_id AND day = date(OLD.created_at);"""
+
+_POSTGRES_FUNCTION = """CREATE FUNCTION llm_calls_budget_days() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        UPDATE llm_budget_days SET
+            committed_usd = committed_usd
+                - CASE WHEN OLD.status = 'reserved' THEN 0.0 ELSE OLD.cost_usd END,
+            reserved_usd = CASE
+                WHEN reserved_calls - (CASE WHEN OLD.status = 'reserved' THEN 1 ELSE 0 END) <= 0
+                    THEN 0.0
+                ELSE reserved_usd
+                    - CASE WHEN OLD.status = 'reserved' THEN OLD.cost_usd ELSE 0.0 END
+            END,
+            reserved_calls = GREATEST(
+                reserved_calls - (CASE WHEN OLD.status = 'reserved' THEN 1 ELSE 0 END), 0
+            )
+        WHERE tenant_id = OLD.tenant_id
+            AND day = (OLD.created_at AT TIME ZONE 'UTC')::date;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO llm_budget_days
+            (tenant_id, day, committed_usd, reserved_usd, reserved_calls)
+        VALUES (
+            NEW.tenant_id,
+            (NEW.created_at AT TIME ZONE 'UTC')::date,
+            CASE WHEN NEW.status = 'reserved' THEN 0.0 ELSE NEW.cost_usd END,
+            CASE WHEN NEW.status = 'reserved' THEN NEW.cost_usd ELSE 0.0 END,
+            CASE WHEN NEW.status = 'reserved' THEN 1 ELSE 0 END
+        )
+        ON CONFLICT (tenant_id, day) DO UPDATE SET
+            committed_usd = llm_budget_days.committed_usd + excluded.committed_usd,
+            reserved_usd = llm_budget_days.reserved_usd + excluded.reserved_usd,
+            reserved_calls = llm_budget_days.reserved_calls + excluded.reserved_calls;
+    END IF;
+    RETURN NULL;
+END
+$$"""
+
+# The columns a row's contribution depends on: updates of other columns (error, tokens) skip it.
+_WATCHED = "tenant_id, created_at, status, cost_usd"
+
+
+def _budget_day_triggers(dialect: str) -> list[str]:
+    """The DDL of the triggers keeping llm_budget_days equal to llm_calls."""
+    if dialect == "sqlite":
+        add = _SQLITE_ADD.format(values=_sqlite_contribution("NEW"))
+        return [
+            f"CREATE TRIGGER trg_llm_calls_budget_insert AFTER INSERT ON llm_calls\n"
+            f"BEGIN\n    {add}\nEND",
+            f"CREATE TRIGGER trg_llm_calls_budget_update AFTER UPDATE OF {_WATCHED} "
+            f"ON llm_calls\nBEGIN\n    {_SQLITE_REMOVE}\n    {add}\nEND",
+            f"CREATE TRIGGER trg_llm_calls_budget_delete AFTER DELETE ON llm_calls\n"
+            f"BEGIN\n    {_SQLITE_REMOVE}\nEND",
+        ]
+    if dialect == "postgresql":
+        return [
+            _POSTGRES_FUNCTION,
+            "CREATE TRIGGER trg_llm_calls_budget AFTER INSERT OR DELETE OR UPDATE OF "
+            f"{_WATCHED} ON llm_calls FOR EACH ROW EXECUTE FUNCTION llm_calls_budget_days()",
+        ]
+    raise NotImplementedError(f"no llm_budget_days triggers for the {dialect!r} dialect")
