@@ -197,12 +197,15 @@ def _gate_table(console: Console, autodev: AutoDev) -> None:
 def _candidates_table(console: Console, autodev: AutoDev) -> list[Any]:
     from rich.table import Table
 
-    table = Table(title="candidates (objective vector from the sandbox)")
+    rows = autodev.review.list_candidates(autodev.tenant_id)
+    shown = [c for c in rows if c.status != "failed"]
+    table = Table(title="candidates (objective vector from the sandbox)",
+                  caption=f"{len(rows) - len(shown)} more evaluated and rejected mutations are "
+                          "kept for lineage (auto-dev candidates list --all)")
     for column in ("id", "kind", "target", "made by", "status", "pass rate", "latency ms",
                    "peak KiB", "size"):
         table.add_column(column)
-    rows = autodev.review.list_candidates(autodev.tenant_id)
-    for c in rows:
+    for c in shown:
         o = c.objectives
         table.add_row(c.id[:12], c.kind, c.target, c.operator, c.status,
                       f"{o.get('pass_rate', 0):.0%}", f"{1000 * o.get('latency_s', 0):.2f}",
