@@ -31,7 +31,7 @@ from auto_dev.engines.base import (
     run_lock,
 )
 from auto_dev.events import Event, TaskFailed
-from auto_dev.evolution.dedup import normalized_hash
+from auto_dev.evolution.dedup import never_passes, normalized_hash
 from auto_dev.evolution.program import MutationContext, Program, Proposal
 from auto_dev.evolution.records import CandidateRecord, SearchHooks, SearchProgress, SearchResult
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
@@ -123,8 +123,6 @@ class AlphaEvolver(BaseLearningEngine):
 
     async def validate_change(self, proposal: Proposal, **kwargs: Any) -> ValidationResult:
         """Run ``proposal`` against its tool's tests; passed means promotable vs the active."""
-        from auto_dev.evolution.dedup import is_trivial, parse
-
         tool_name = kwargs.get("tool_name")
         if not tool_name:
             raise NotFoundError("validate_change needs tool_name=... to find the tests")
@@ -138,11 +136,9 @@ class AlphaEvolver(BaseLearningEngine):
         parent_passed = parent_result.passed_indices()
         scores = self.fitness.score(result, proposal.code, baseline_passed=parent_passed)
         parent_scores = self.fitness.score(parent_result, snapshot.program.code)
-        tree = parse(proposal.code)
-        if not proposal.code.strip() or not hasattr(tree, "body") or is_trivial(tree):  # type: ignore[arg-type]
-            return ValidationResult(proposal, result, scores, False, "empty or comment-only")
-        if normalized_hash(proposal.code) == normalized_hash(snapshot.program.code):
-            return ValidationResult(proposal, result, scores, False, "identical to the parent")
+        problem = never_passes(proposal.code, snapshot.program.code)
+        if problem is not None:
+            return ValidationResult(proposal, result, scores, False, problem)
         verdict = promotion_verdict(
             Program(proposal.code, proposal.entrypoint, scores=scores,
                     passed_cases=result.passed_indices()),

@@ -38,7 +38,7 @@ from auto_dev.engines.base import (
     run_lock,
 )
 from auto_dev.events import Event, TaskFailed
-from auto_dev.evolution.dedup import is_trivial, normalized_hash, parse
+from auto_dev.evolution.dedup import never_passes
 from auto_dev.evolution.program import Proposal
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
 from auto_dev.fitness.service import FitnessService
@@ -412,20 +412,6 @@ class _Draft:
     name: str | None = None
     parent_scores: dict[str, float] | None = None
     parent_passed: frozenset[int] | None = None
-
-
-def never_passes(code: str, parent_code: str | None) -> str | None:
-    """Why ``code`` can never pass (empty, comment-only, identical to the parent), or None."""
-    if not code or not code.strip():
-        return "empty program"
-    tree = parse(code)
-    if not hasattr(tree, "body"):
-        return f"does not parse: {tree}"
-    if is_trivial(tree):  # type: ignore[arg-type]
-        return "comment-only program"
-    if parent_code is not None and normalized_hash(code) == normalized_hash(parent_code):
-        return "identical to its parent"
-    return None
 
 
 __all__ = ["FailureGroup", "Memento", "never_passes"]

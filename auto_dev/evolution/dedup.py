@@ -112,6 +112,20 @@ def is_trivial(tree: ast.Module) -> bool:
     return True
 
 
+def never_passes(code: str, parent_code: str | None = None) -> str | None:
+    """Why ``code`` may never be reported as passed (unparsable, empty or comment-only, or the
+    same program as ``parent_code``), or ``None``. The one rule engines and the candidate store
+    share."""
+    tree = parse(code)
+    if isinstance(tree, SyntaxProblem):
+        return f"the code does not parse ({tree})"
+    if is_trivial(tree):
+        return "the code is empty or comment-only"
+    if parent_code is not None and normalized_hash(parent_code) == normalized_hash(code):
+        return "the code is identical to its parent's"
+    return None
+
+
 def defines(tree: ast.Module, name: str) -> bool:
     """True when the module binds ``name`` at top level (def, class, assignment or import)."""
     for stmt in tree.body:

@@ -133,17 +133,9 @@ def never_passes(session: Session, candidate: Candidate) -> str | None:
             if parent is not None and parent.definition == candidate.definition:
                 return "the definition is identical to its parent's"
         return None
-    from auto_dev.evolution.dedup import SyntaxProblem, is_trivial, normalized_hash, parse
+    from auto_dev.evolution.dedup import never_passes as code_never_passes
 
-    tree = parse(candidate.code)
-    if isinstance(tree, SyntaxProblem):
-        return f"the code does not parse ({tree})"
-    if is_trivial(tree):
-        return "the code is empty or comment-only"
-    base = parent_code(session, candidate)
-    if base is not None and normalized_hash(base) == normalized_hash(candidate.code):
-        return "the code is identical to its parent's"
-    return None
+    return code_never_passes(candidate.code, parent_code(session, candidate))
 
 
 def record_decision(

@@ -83,9 +83,10 @@ class TestMemento:
 
     def test_never_passes_rules(self) -> None:
         """Empty, comment-only and unchanged programs can never pass."""
-        assert never_passes("", None) == "empty program"
-        assert never_passes("# only a comment\n", None) == "comment-only program"
-        assert never_passes(AVERAGE + "\n# same\n", AVERAGE) == "identical to its parent"
+        assert never_passes("", None) == "the code is empty or comment-only"
+        assert never_passes("# only a comment\n", None) == "the code is empty or comment-only"
+        assert never_passes(AVERAGE + "\n# same\n", AVERAGE) == (
+            "the code is identical to its parent's")
         assert never_passes(AVERAGE.replace("sum", "max"), AVERAGE) is None
 
 

@@ -857,4 +857,9 @@ def _budget_day_triggers(dialect: str) -> list[str]:
             "CREATE TRIGGER trg_llm_calls_budget AFTER INSERT OR DELETE OR UPDATE OF "
             f"{_WATCHED} ON llm_calls FOR EACH ROW EXECUTE FUNCTION llm_calls_budget_days()",
         ]
-    raise NotImplementedError(f"no llm_budget_days triggers for the {dialect!r} dialect")
+    from auto_dev._exceptions import ConfigurationError
+
+    raise ConfigurationError(
+        f"database dialect {dialect!r} is not supported: the LLM budget triggers exist for "
+        "SQLite and PostgreSQL"
+    )
