@@ -46,7 +46,7 @@ _LAZY: dict[str, str] = {
     "CandidatePromoted": "auto_dev.events",
     "CandidateRolledBack": "auto_dev.events",
     "CandidateStatus": "auto_dev.models",
-    "CandidateStore": "auto_dev.gates.candidates",
+    "CandidateStore": "auto_dev.candidates.store",
     "Case": "auto_dev.sandbox.base",
     "CaseResult": "auto_dev.sandbox.base",
     "CaseStatus": "auto_dev.sandbox.base",
@@ -68,7 +68,7 @@ _LAZY: dict[str, str] = {
     "ProcessSandbox": "auto_dev.sandbox.process",
     "Program": "auto_dev.evolution.program",
     "Proposal": "auto_dev.evolution.program",
-    "ReviewService": "auto_dev.gates.review",
+    "ReviewService": "auto_dev.candidates.review",
     "Sandbox": "auto_dev.abc",
     "SandboxJob": "auto_dev.sandbox.base",
     "SandboxResult": "auto_dev.sandbox.base",
@@ -172,6 +172,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from auto_dev.abc import BaseLearningEngine, Mutator, Objective, Sandbox
+    from auto_dev.candidates.review import ReviewService
+    from auto_dev.candidates.store import CandidateStore
     from auto_dev.config import Settings, load_settings
     from auto_dev.db import Database
     from auto_dev.engines.alpha_evolver import AlphaEvolver
@@ -192,9 +194,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from auto_dev.evolution.program import MutationContext, Program, Proposal
     from auto_dev.evolution.search import EvolutionSearch
-    from auto_dev.gates.candidates import CandidateStore
     from auto_dev.gates.capability import Gatekeeper
-    from auto_dev.gates.review import ReviewService
     from auto_dev.gates.settings import TenantSettings
     from auto_dev.logging import configure_logging
     from auto_dev.models import CandidateStatus

@@ -22,16 +22,16 @@ from sqlalchemy import select
 
 from auto_dev._exceptions import NotFoundError, ValidationError
 from auto_dev.abc import Sandbox
+from auto_dev.candidates.review import ReviewService
+from auto_dev.candidates.store import CandidateStore
+from auto_dev.candidates.watch import PromotionWatch
 from auto_dev.config import Settings, load_settings
 from auto_dev.db import Database
 from auto_dev.engines.base import EngineContext, EvolutionRunResult, recover_interrupted_runs
 from auto_dev.engines.registry import EngineRegistry
 from auto_dev.events import Event, EventBus, SkillExecuted, TaskFailed, TaskSucceeded
-from auto_dev.gates.candidates import CandidateStore
 from auto_dev.gates.capability import Gatekeeper
-from auto_dev.gates.review import ReviewService
 from auto_dev.gates.settings import TenantSettings
-from auto_dev.gates.watch import PromotionWatch
 from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
 from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
 

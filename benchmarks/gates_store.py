@@ -22,9 +22,10 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from auto_dev.candidates import CandidateStore
 from auto_dev.db import Database
 from auto_dev.events import EventBus
-from auto_dev.gates import CandidateStore, Gatekeeper, TenantSettings
+from auto_dev.gates import Gatekeeper, TenantSettings
 from auto_dev.logging import configure_logging
 from auto_dev.models import Evaluation, Tenant, ToolMutation
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 
 if TYPE_CHECKING:
+    from auto_dev.candidates.review import ReviewService
     from auto_dev.config import Settings
     from auto_dev.db import Database
-    from auto_dev.gates.review import ReviewService
     from auto_dev.service import AutoDev
 
 T = TypeVar("T")
@@ -62,10 +62,10 @@ def open_database(migrate: bool = True) -> Database:
 
 def review_service(database: Database | None = None) -> ReviewService:
     """A :class:`ReviewService` over the configured database, with a bus recording events."""
+    from auto_dev.candidates.review import ReviewService
+    from auto_dev.candidates.store import CandidateStore
     from auto_dev.events import EventBus
-    from auto_dev.gates.candidates import CandidateStore
     from auto_dev.gates.capability import Gatekeeper
-    from auto_dev.gates.review import ReviewService
 
     db = database or open_database()
     store = CandidateStore(db, Gatekeeper(), bus=EventBus(db))

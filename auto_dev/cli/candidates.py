@@ -13,7 +13,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from auto_dev.gates.review import CandidateDetail
+    from auto_dev.candidates.review import CandidateDetail
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -54,8 +54,8 @@ def list_candidates(
     from rich.console import Console
     from rich.table import Table
 
+    from auto_dev.candidates.review import PENDING_REVIEW
     from auto_dev.cli._common import errors, review_service, tenant_or_default
-    from auto_dev.gates.review import PENDING_REVIEW
 
     tid = tenant_or_default(tenant)
     statuses = status or (None if show_all else list(PENDING_REVIEW))

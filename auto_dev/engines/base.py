@@ -22,10 +22,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from auto_dev.abc import Mutator, Sandbox
+    from auto_dev.candidates.store import CandidateStore
     from auto_dev.config import Settings
     from auto_dev.db import Database
     from auto_dev.events import EventBus
-    from auto_dev.gates.candidates import CandidateStore
     from auto_dev.gates.capability import Gatekeeper
 
 log = structlog.get_logger(__name__)

@@ -30,10 +30,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import IllegalTransitionError, NotFoundError, ValidationError
-from auto_dev.gates import _promotion
-from auto_dev.gates._audit import write_audit
-from auto_dev.gates._creation import CreationMixin, objectives_of, text_of
-from auto_dev.gates._kinds import (
+from auto_dev.candidates import promotion as _promotion
+from auto_dev.candidates._creation import CreationMixin, objectives_of, text_of
+from auto_dev.candidates._kinds import (
     ALPHA_EVOLVER,
     AUTO_ACTOR,
     AUTO_PROMOTION,
@@ -45,6 +44,7 @@ from auto_dev.gates._kinds import (
     capability_of,
     kind_of,
 )
+from auto_dev.gates._audit import write_audit
 from auto_dev.gates.capability import GateDecision, Gatekeeper
 from auto_dev.models import (
     CandidateStatus,
@@ -335,8 +335,8 @@ class CandidateStore(CreationMixin):
         rows: Sequence[Mapping[str, Any]],
     ) -> list[str]:
         """Store a run's evaluated-and-rejected mutations in one INSERT, born ``failed``, under
-        the run's allowing ``run_cycle`` decision (see :mod:`auto_dev.gates._bulk`)."""
-        from auto_dev.gates._bulk import record_rejected_mutations
+        the run's allowing ``run_cycle`` decision (see :mod:`auto_dev.candidates._bulk`)."""
+        from auto_dev.candidates._bulk import record_rejected_mutations
 
         return record_rejected_mutations(session, decision=decision, tenant_id=tenant_id,
                                          tool_id=tool_id, run_id=run_id, capability=capability,

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from auto_dev._exceptions import NotFoundError, ValidationError
-from auto_dev.gates import CandidateStore
-from auto_dev.gates.review import ReviewService
+from auto_dev.candidates import CandidateStore
+from auto_dev.candidates.review import ReviewService
 from auto_dev.models import (
     AuditEntry,
     EventRecord,
@@ -106,7 +106,7 @@ class TestListAndShow:
     def test_prefixes(self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
         """A unique prefix names a candidate; short or ambiguous prefixes are errors."""
         ids = iter(["abcd" + "1" * 28, "abcd" + "2" * 28])
-        monkeypatch.setattr("auto_dev.gates._creation.new_id", lambda: next(ids))
+        monkeypatch.setattr("auto_dev.candidates._creation.new_id", lambda: next(ids))
         world.mutation()
         world.mutation(OTHER)
         assert world.review.show(TENANT, "abcd1").summary.id == "abcd" + "1" * 28
@@ -200,7 +200,7 @@ class TestPromotion:
         no promotion recorded (even when the caller goes on and commits)."""
         cid = world.passed_mutation()
         world.review.approve(TENANT, cid, "alice", "ok")
-        from auto_dev.gates import _promotion
+        from auto_dev.candidates import promotion as _promotion
 
         def fail(*_a: Any, **_k: Any) -> Any:
             raise RuntimeError(f"injected failure at {where}")

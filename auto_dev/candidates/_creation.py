@@ -1,6 +1,6 @@
 """Creating candidates: validation, lineage checks and the creation gate.
 
-Part of :class:`~auto_dev.gates.candidates.CandidateStore` (split out to keep modules small).
+Part of :class:`~auto_dev.candidates.store.CandidateStore` (split out to keep modules small).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import NotFoundError, ValidationError
-from auto_dev.gates import _promotion
-from auto_dev.gates._events import emit
-from auto_dev.gates._kinds import (
+from auto_dev.candidates import promotion as _promotion
+from auto_dev.candidates._events import emit
+from auto_dev.candidates._kinds import (
     ALPHA_EVOLVER,
     AUTO_ACTOR,
     MEMENTO_SKILLS,

@@ -17,7 +17,8 @@ from auto_dev._exceptions import (
     NotFoundError,
     ValidationError,
 )
-from auto_dev.gates import CandidateStore, GateDecision, Gatekeeper
+from auto_dev.candidates import CandidateStore
+from auto_dev.gates import GateDecision, Gatekeeper
 from auto_dev.models import (
     AuditEntry,
     Evaluation,
@@ -379,10 +380,10 @@ class TestChokePoint:
         found = _writes(ast.parse(snippet), snippet)
         assert len(found) == 9, found  # run.status = 'failed' is not a candidate status
 
-    def test_no_module_outside_gates_writes_candidates(self) -> None:
-        """Scanning the whole package: only auto_dev/gates/ (and the transition function's
+    def test_no_module_outside_the_store_writes_candidates(self) -> None:
+        """Scanning the whole package: only auto_dev/candidates/ (and the transition function's
         own module) construct, activate or move candidates and tool versions."""
-        allowed_dirs = {PACKAGE / "gates"}
+        allowed_dirs = {PACKAGE / "candidates"}
         allowed_files = {PACKAGE / "models" / "candidates.py"}
         offenders: dict[str, list[str]] = {}
         scanned = 0
@@ -398,20 +399,20 @@ class TestChokePoint:
         assert scanned > 20
         assert offenders == {}, f"candidate writes outside the choke point: {offenders}"
 
-    def test_gates_paths_are_enumerated(self) -> None:
-        """Inside gates/, the functions that write candidates or versions are exactly the known
-        paths, each of which the dynamic test below drives through a refusing gate."""
+    def test_store_paths_are_enumerated(self) -> None:
+        """Inside candidates/, the functions that write candidates or versions are exactly the
+        known paths, each of which the dynamic test below drives through a refusing gate."""
         writers: set[str] = set()
-        for path in sorted((PACKAGE / "gates").glob("*.py")):
+        for path in sorted((PACKAGE / "candidates").glob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for fn in ast.walk(tree):
                 if isinstance(fn, ast.FunctionDef) and _writes(fn, ""):
                     writers.add(f"{path.stem}.{fn.name}")
         assert writers == {
             "_creation.create_tool_mutation", "_creation.create_skill_candidate",
-            "_creation.create_workflow_variant", "candidates._move",
-            "_promotion.human_decision", "_promotion.activate_new_version",
-            "_promotion.promote", "_promotion.rollback_tool",
+            "_creation.create_workflow_variant", "store._move",
+            "promotion.human_decision", "promotion.activate_new_version",
+            "promotion.promote", "promotion.rollback_tool",
             "_bulk.record_rejected_mutations",
         }
 

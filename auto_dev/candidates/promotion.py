@@ -23,9 +23,8 @@ from auto_dev._exceptions import (
     NotFoundError,
     ValidationError,
 )
-from auto_dev.gates._audit import write_audit
-from auto_dev.gates._events import emit
-from auto_dev.gates._kinds import (
+from auto_dev.candidates._events import emit
+from auto_dev.candidates._kinds import (
     AUTO_ACTOR,
     AUTO_PROMOTION,
     Candidate,
@@ -33,7 +32,8 @@ from auto_dev.gates._kinds import (
     capability_of,
     kind_of,
 )
-from auto_dev.gates._lineage import parent_objectives, parent_passed_cases, passed_cases
+from auto_dev.candidates.lineage import parent_objectives, parent_passed_cases, passed_cases
+from auto_dev.gates._audit import write_audit
 from auto_dev.gates.capability import APPROVE, PROMOTE
 from auto_dev.models import (
     CandidateStatus,
@@ -48,7 +48,7 @@ from auto_dev.models import (
 )
 
 if TYPE_CHECKING:
-    from auto_dev.gates.candidates import CandidateStore
+    from auto_dev.candidates.store import CandidateStore
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +116,7 @@ def parent_code(session: Session, candidate: Candidate) -> str | None:
                 return version.code
         return None
     if isinstance(candidate, SkillCandidate) and candidate.tool_id:
-        from auto_dev.gates._lineage import parent_version
+        from auto_dev.candidates.lineage import parent_version
 
         version = parent_version(session, candidate)
         return version.code if version else None

@@ -26,13 +26,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import ValidationError
-from auto_dev.gates._kinds import AUTO_ACTOR
-from auto_dev.gates._promotion import SOURCE_MODELS, was_rolled_back
+from auto_dev.candidates._kinds import AUTO_ACTOR
+from auto_dev.candidates.promotion import SOURCE_MODELS, was_rolled_back
 from auto_dev.models import EventRecord, Tool, ToolVersion
 
 if TYPE_CHECKING:
+    from auto_dev.candidates.store import CandidateStore
     from auto_dev.db import Database
-    from auto_dev.gates.candidates import CandidateStore
 
 log = structlog.get_logger(__name__)
 
@@ -132,7 +132,7 @@ class PromotionWatch:
         """Subscribe to ``SkillExecuted`` on ``bus``."""
         from auto_dev.events import SkillExecuted
 
-        bus.subscribe(SkillExecuted, self.handle, name="auto_dev.gates.watch.PromotionWatch")
+        bus.subscribe(SkillExecuted, self.handle, name="auto_dev.candidates.watch.PromotionWatch")
 
     async def handle(self, event: Any) -> None:
         """Bus handler (async): see :meth:`observe`."""

@@ -1,7 +1,7 @@
 """Human review: list, inspect, approve, reject, promote, roll back. Every query is tenant-scoped.
 
 :class:`ReviewService` opens one transaction per call and does its writes through the
-:class:`~auto_dev.gates.candidates.CandidateStore`, so review decisions pass the same gate and
+:class:`~auto_dev.candidates.store.CandidateStore`, so review decisions pass the same gate and
 land in the same audit trail as everything else. Candidates may be named by a unique id prefix
 (at least 4 characters), which is what the CLI prints.
 """
@@ -17,14 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import NotFoundError, ValidationError
-from auto_dev.gates._kinds import MODELS, Candidate, CandidateKind, capability_of, kind_of
-from auto_dev.gates._lineage import (
+from auto_dev.candidates._kinds import MODELS, Candidate, CandidateKind, capability_of, kind_of
+from auto_dev.candidates.lineage import (
     LineageStep,
     candidate_evaluation,
     lineage,
     parent_objectives,
 )
-from auto_dev.gates._promotion import PromotionResult, RollbackResult, parent_code, render_diff
+from auto_dev.candidates.promotion import PromotionResult, RollbackResult, parent_code, render_diff
 from auto_dev.models import (
     Agent,
     CandidateStatus,
@@ -37,8 +37,8 @@ from auto_dev.models import (
 )
 
 if TYPE_CHECKING:
+    from auto_dev.candidates.store import CandidateStore
     from auto_dev.db import Database
-    from auto_dev.gates.candidates import CandidateStore
 
 #: Statuses that wait for a human: passed (approve or reject) and approved (promote).
 PENDING_REVIEW = (CandidateStatus.PASSED.value, CandidateStatus.APPROVED.value)
@@ -322,7 +322,7 @@ class ReviewService:
                                                       Tool.name == name)).one_or_none()
             if tool is None:
                 raise NotFoundError(f"tool {name!r} does not exist in tenant {tenant_id!r}")
-            from auto_dev.gates._promotion import version_candidate
+            from auto_dev.candidates.promotion import version_candidate
 
             versions = list(session.scalars(select(ToolVersion).where(
                 ToolVersion.tenant_id == tenant_id, ToolVersion.tool_id == tool.id)

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from auto_dev._exceptions import ValidationError
+from auto_dev.candidates.watch import WATCH_ACTOR, PromotionWatch, _Runs
 from auto_dev.events import SkillExecuted
-from auto_dev.gates.watch import WATCH_ACTOR, PromotionWatch, _Runs
 from auto_dev.models import AuditEntry, ToolVersion
 from tests.gates.conftest import AGENT, TENANT, World
 

@@ -21,7 +21,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from auto_dev.gates._kinds import Candidate, kind_of
+from auto_dev.candidates._kinds import Candidate, kind_of
 from auto_dev.models import (
     Evaluation,
     SkillCandidate,
