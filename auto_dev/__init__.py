@@ -39,6 +39,7 @@ from auto_dev._exceptions import (
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    "ALL_TENANTS": "auto_dev.events",
     "AlphaEvolver": "auto_dev.engines.alpha_evolver",
     "AutoDev": "auto_dev.service",
     "BaseLearningEngine": "auto_dev.abc",
@@ -50,13 +51,15 @@ _LAZY: dict[str, str] = {
     "Case": "auto_dev.sandbox.base",
     "CaseResult": "auto_dev.sandbox.base",
     "CaseStatus": "auto_dev.sandbox.base",
+    "Cycle": "auto_dev.engines.pipeline",
+    "CycleRequest": "auto_dev.types",
     "Database": "auto_dev.db",
     "DockerSandbox": "auto_dev.sandbox.docker",
     "EngineContext": "auto_dev.engines.base",
     "EngineRegistry": "auto_dev.engines.registry",
     "Event": "auto_dev.events",
     "EventBus": "auto_dev.events",
-    "EvolutionRunResult": "auto_dev.engines.base",
+    "EvolutionRunResult": "auto_dev.types",
     "EvolutionScheduler": "auto_dev.scheduler",
     "EvolutionSearch": "auto_dev.evolution.search",
     "Gatekeeper": "auto_dev.gates.capability",
@@ -79,6 +82,7 @@ _LAZY: dict[str, str] = {
     "TaskFailed": "auto_dev.events",
     "TaskSucceeded": "auto_dev.events",
     "TenantSettings": "auto_dev.gates.settings",
+    "TenantView": "auto_dev.queries",
     "ValidationResult": "auto_dev.engines.base",
     "configure_logging": "auto_dev.logging",
     "create_sandbox": "auto_dev.sandbox.factory",
@@ -86,6 +90,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "ALL_TENANTS",
     "AlphaEvolver",
     "AutoDev",
     "AutoDevError",
@@ -100,6 +105,8 @@ __all__ = [
     "CaseResult",
     "CaseStatus",
     "ConfigurationError",
+    "Cycle",
+    "CycleRequest",
     "Database",
     "DatabaseLockedError",
     "DockerSandbox",
@@ -148,6 +155,7 @@ __all__ = [
     "TaskFailed",
     "TaskSucceeded",
     "TenantSettings",
+    "TenantView",
     "ValidationError",
     "ValidationResult",
     "__version__",
@@ -177,10 +185,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from auto_dev.config import Settings, load_settings
     from auto_dev.db import Database
     from auto_dev.engines.alpha_evolver import AlphaEvolver
-    from auto_dev.engines.base import EngineContext, EvolutionRunResult, ValidationResult
+    from auto_dev.engines.base import EngineContext, ValidationResult
     from auto_dev.engines.memento import Memento
+    from auto_dev.engines.pipeline import Cycle
     from auto_dev.engines.registry import EngineRegistry
     from auto_dev.events import (
+        ALL_TENANTS,
         CandidateCreated,
         CandidatePromoted,
         CandidateRolledBack,
@@ -198,6 +208,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from auto_dev.gates.settings import TenantSettings
     from auto_dev.logging import configure_logging
     from auto_dev.models import CandidateStatus
+    from auto_dev.queries import TenantView
     from auto_dev.sandbox.base import (
         Case,
         CaseResult,
@@ -211,3 +222,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from auto_dev.sandbox.process import ProcessSandbox
     from auto_dev.scheduler import EvolutionScheduler
     from auto_dev.service import AutoDev
+    from auto_dev.types import CycleRequest, EvolutionRunResult

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from auto_dev._event_types import Event
 from auto_dev._exceptions import MalformedEventError
+from auto_dev._subscriptions import ALL_TENANTS
 from auto_dev.db import Database
 from auto_dev.models import EventDelivery, EventRecord, utcnow
 
@@ -87,11 +88,17 @@ def due(now: datetime, stale_before: datetime) -> ColumnElement[bool]:
     )
 
 
-def recoverable(now: datetime) -> ColumnElement[bool]:
-    """Everything a dead process may have left: any pending delivery plus :func:`due`."""
+def in_scope(scopes: dict[str, str]) -> ColumnElement[bool]:
+    """Deliveries to a handler of ``scopes`` whose tenant that handler's scope covers."""
+    every = [name for name, tenant in scopes.items() if tenant == ALL_TENANTS]
+    by_tenant: dict[str, list[str]] = {}
+    for name, tenant in scopes.items():
+        if tenant != ALL_TENANTS:
+            by_tenant.setdefault(tenant, []).append(name)
     return or_(
-        EventDelivery.status == "pending",
-        and_(EventDelivery.status.in_(("failed", "running")), EventDelivery.next_attempt_at <= now),
+        EventDelivery.handler.in_(every),
+        *(and_(EventDelivery.tenant_id == tenant, EventDelivery.handler.in_(names))
+          for tenant, names in by_tenant.items()),
     )
 
 
@@ -190,16 +197,17 @@ class Outbox:
     # -- claiming -------------------------------------------------------------------------
 
     def claim(
-        self, condition: ColumnElement[bool], handlers: list[str], limit: int | None
+        self, condition: ColumnElement[bool], scopes: dict[str, str], limit: int | None
     ) -> list[Claim]:
-        """Atomically mark matching deliveries of ``handlers`` ``running`` and load their events."""
-        if not handlers:
+        """Atomically mark matching deliveries ``running`` and load their events: only
+        deliveries to one of ``scopes``' handlers, of a tenant that handler's scope covers."""
+        if not scopes:
             return []
         lease_until = utcnow() + timedelta(seconds=self.lease_s)
         with self.database.session() as session:
             query = (
                 select(EventDelivery.id)
-                .where(condition, EventDelivery.handler.in_(handlers))
+                .where(condition, in_scope(scopes))
                 .order_by(EventDelivery.id)
             )
             ids = session.scalars(query if limit is None else query.limit(limit)).all()

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from auto_dev.engines.base import EngineContext, EvolutionRunResult, ValidationResult
-    from auto_dev.events import Event
+    from auto_dev._event_types import Event
+    from auto_dev.engines.base import EngineContext, ValidationResult
+    from auto_dev.engines.pipeline import Cycle
     from auto_dev.evolution.program import MutationContext, Program, Proposal
+    from auto_dev.queries import TenantView
     from auto_dev.sandbox.base import SandboxJob, SandboxResult
+    from auto_dev.types import CycleRequest, EvolutionRunResult
 
 
 class Sandbox(ABC):
@@ -87,29 +90,50 @@ class Objective:
     constraint: Callable[[dict[str, Any]], float] | None = None
 
 
-class BaseLearningEngine(ABC):
+class BaseLearningEngine(ABC):  # noqa: B024 - every hook has a working default
     """A learning engine: reacts to events and improves tools, skills or workflows.
 
-    Lifecycle: ``analyze_episode`` turns an episode into a learning signal,
-    ``propose_code_change`` turns a signal into proposals, ``validate_change`` runs one proposal in
-    the sandbox and scores it, ``run_cycle`` does all of it for one target within a budget.
+    The framework owns a cycle's life; an engine supplies its work. :meth:`run_cycle` turns a
+    call into a :class:`~auto_dev.types.CycleRequest` for the framework's pipeline, which takes
+    the per-target lock (a lease with a heartbeat), checks the capability gate for the acting
+    agent, calls :meth:`evolve` with tenant-scoped views and a candidate sink, settles the
+    candidates and offers them for review or auto-promotes them where the gate allows. An event
+    of a class in ``subscriptions`` never runs a cycle inside the event handler: the framework
+    asks :meth:`cycle_target` which target it concerns and queues a durable, coalesced cycle job.
+
+    An engine implements :meth:`evolve`, or the seed's lifecycle (:meth:`analyze_episode`,
+    :meth:`propose_code_change`, :meth:`validate_change`), which the default :meth:`evolve` calls.
 
     Contract:
 
-    * ``name`` is unique in a registry; ``capability`` is the gate checked before the engine may
-      create candidates (e.g. ``"auto_dev.alpha_evolver"``).
-    * ``subscriptions`` lists the event classes :meth:`handle_event` receives.
-    * Every candidate an engine stores goes through ``self.context.candidates`` (the single choke
-      point that consults the capability gate); an engine never writes candidate rows itself.
-    * A proposal whose code is empty, comment-only or identical to its parent is never reported as
-      passed.
+    * ``name`` is unique in a registry; ``capability`` is the gate checked before any cycle of the
+      engine runs (e.g. ``"auto_dev.alpha_evolver"``).
+    * An engine keeps no tenant state: everything about a tenant comes from the ``cycle`` it is
+      handed (``cycle.tenant``, ``cycle.candidates``); one engine instance serves every tenant.
+    * Every candidate goes through ``cycle.candidates`` (the store's choke point, which consults
+      the capability gate); an engine never writes candidate rows or SQL itself.
+    * A proposal whose code is empty, comment-only or identical to its parent is never reported
+      as passed.
     """
 
     name: ClassVar[str] = "abstract"
     capability: ClassVar[str] = "auto_dev.custom"
     subscriptions: ClassVar[tuple[type[Event], ...]] = ()
+    #: The maturity an agent needs for ``capability`` when the gatekeeper does not know it yet
+    #: (a custom engine's own capability); the built-in capabilities keep their documented one.
+    required_maturity: ClassVar[str] = "supervised"
+    #: Evaluations of a cycle that an event asks for (``None``: the configured default).
+    event_budget: int | None = None
 
     _context: EngineContext | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run_cycle" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} overrides run_cycle, which the framework owns (lock, gate, "
+                "storage, review): implement evolve(request, cycle) or the seed's lifecycle "
+                "(analyze_episode, propose_code_change, validate_change) instead")
 
     def bind(self, context: EngineContext) -> None:
         """Attach the engine to an :class:`AutoDev` instance (called by the registry)."""
@@ -123,21 +147,70 @@ class BaseLearningEngine(ABC):
             raise EngineError(f"engine {self.name!r} is not registered on an AutoDev instance")
         return self._context
 
+    # -- events ----------------------------------------------------------------------------
+
+    def cycle_target(self, event: Event, tenant: TenantView) -> str | None:
+        """The target a subscribed event asks a cycle on, or ``None`` for no cycle.
+
+        Runs inside the event handler: keep it to a few reads. The default: a failure of a
+        tool that exists in the event's tenant asks for a cycle on that tool.
+        """
+        tool_name = getattr(event, "tool_name", None)
+        if getattr(event, "type_name", "") != "TaskFailed" or not tool_name:
+            return None
+        return tool_name if tenant.tools.tool_id(tool_name) is not None else None
+
     async def handle_event(self, event: Event) -> None:  # noqa: B027 - optional hook
-        """Receive one subscribed event. The default does nothing; engines override it."""
+        """Observe one subscribed event (before any cycle job is queued). Keep it short: it
+        runs under the event handler's timeout. The default does nothing."""
 
-    @abstractmethod
+    def acting_agent(self, target: str, tenant: TenantView) -> str | None:
+        """The agent a cycle on ``target`` acts for when the request names none: by default the
+        agent whose failure with that tool is the most recent."""
+        return tenant.episodes.latest_failing_agent(target)
+
+    # -- the work --------------------------------------------------------------------------
+
+    async def evolve(self, request: CycleRequest, cycle: Cycle) -> EvolutionRunResult:
+        """Do one cycle's work on ``request.target`` within ``request.budget`` evaluations.
+
+        Called by the pipeline with the lock held and the gate passed. The default runs the
+        seed's lifecycle over the target's recent failures (see
+        :func:`auto_dev.engines.lifecycle.evolve_by_lifecycle`).
+        """
+        from auto_dev.engines.lifecycle import evolve_by_lifecycle
+
+        return await evolve_by_lifecycle(self, request, cycle)
+
     async def analyze_episode(self, episode_id: str, **kwargs: Any) -> dict[str, Any]:
-        """Extract a learning signal from one stored episode."""
+        """Extract a learning signal from one stored episode (seed lifecycle, optional)."""
+        from auto_dev._exceptions import EngineError
 
-    @abstractmethod
-    async def propose_code_change(self, context: dict[str, Any], **kwargs: Any) -> list[Proposal]:
-        """Turn a learning signal into proposals (complete programs, never placeholders)."""
+        raise EngineError(f"engine {self.name!r} implements neither evolve() nor "
+                          "analyze_episode()")
 
-    @abstractmethod
-    async def validate_change(self, proposal: Proposal, **kwargs: Any) -> ValidationResult:
-        """Run ``proposal`` in the sandbox against its tests and score it."""
+    async def propose_code_change(self, context: dict[str, Any], **kwargs: Any
+                                  ) -> list[Proposal] | Proposal | str:
+        """Turn a learning signal into proposals: complete programs, never placeholders
+        (seed lifecycle, optional; the default proposes nothing)."""
+        return []
 
-    @abstractmethod
-    async def run_cycle(self, target: str, budget: int) -> EvolutionRunResult:
-        """One evolution cycle on ``target`` (a tool name) using at most ``budget`` evaluations."""
+    async def validate_change(self, proposal: Proposal, **kwargs: Any
+                              ) -> ValidationResult | dict[str, Any]:
+        """Run ``proposal`` in the sandbox against its tests and score it (seed lifecycle,
+        optional; the default runs the target tool's tests in ``kwargs["cycle"]``)."""
+        from auto_dev.engines.lifecycle import validate_against_tool
+
+        return await validate_against_tool(self, proposal, kwargs["cycle"])
+
+    async def run_cycle(self, target: str, budget: int | None = None, *,
+                        trigger: str = "manual", agent: str | None = None,
+                        tenant_id: str | None = None) -> EvolutionRunResult:
+        """One cycle on ``target`` now, through the framework's pipeline."""
+        pipeline = self.context.pipeline
+        if pipeline is None:
+            from auto_dev._exceptions import EngineError
+
+            raise EngineError(f"engine {self.name!r} is bound to a context without a pipeline")
+        return await pipeline.run_for(
+            self, target, budget=budget, trigger=trigger, agent=agent, tenant_id=tenant_id)

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     case_timeout_s: float = Field(2.0, gt=0)
     case_memory_mb: int = Field(256, ge=16)
     scheduler_interval_s: float = Field(3600.0, gt=0)
+    # The cycle pipeline: durable jobs run by a worker in every AutoDev that is started.
+    cycle_worker: bool = True
+    cycle_concurrency: int = Field(1, ge=1, le=64)
+    cycle_lease_s: float = Field(60.0, ge=0.1, le=3600)
+    cycle_deadline_s: float = Field(1800.0, gt=0, le=86_400)
+    cycle_max_attempts: int = Field(3, ge=1, le=100)
+    cycle_poll_s: float = Field(1.0, gt=0, le=60)
     # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
     llm_model: str | None = None
     llm_api_base: str | None = None

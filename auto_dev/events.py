@@ -52,7 +52,13 @@ from auto_dev._event_types import (
 )
 from auto_dev._exceptions import MalformedEventError, StorageError, ValidationError
 from auto_dev._outbox import Claim, Outbox, Result
-from auto_dev._subscriptions import Handler, Subscription, SubscriptionRegistry, _log
+from auto_dev._subscriptions import (
+    ALL_TENANTS,
+    Handler,
+    Subscription,
+    SubscriptionRegistry,
+    _log,
+)
 from auto_dev.db import Database
 from auto_dev.models import utcnow
 
@@ -107,6 +113,7 @@ class EventBus(SubscriptionRegistry):
         stale_after_s: float = 5.0,
         batch_size: int = 200,
         max_handler_threads: int = 16,
+        default_tenant: str = ALL_TENANTS,
     ) -> None:
         _positive("handler_timeout_s", handler_timeout_s)
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
@@ -118,7 +125,7 @@ class EventBus(SubscriptionRegistry):
         _non_negative("stale_after_s", stale_after_s)
         if batch_size < 1:
             raise ValidationError("batch_size", f"must be >= 1, got {batch_size!r}")
-        super().__init__()
+        super().__init__(default_tenant)
         self.database = database
         self.handler_timeout_s = float(handler_timeout_s)
         self.max_attempts = max_attempts
@@ -143,6 +150,8 @@ class EventBus(SubscriptionRegistry):
         )
         self._poller: asyncio.Task[None] | None = None
         self._closed = False
+        #: Events this process accepted while no loop ran: recover() dispatches them.
+        self._kept: list[str] = []
 
     # -- accepting events ----------------------------------------------------------------
 
@@ -160,7 +169,8 @@ class EventBus(SubscriptionRegistry):
         """Persist ``event`` in a transaction of its own, then dispatch it.
 
         Returns once the event is durable (it is never lost after that); ``wait=True`` also waits
-        for its handlers. ``dispatch=False`` only persists: :meth:`recover` delivers it later.
+        for its handlers. ``dispatch=False`` only persists: this bus's :meth:`recover` delivers
+        it later (another process's, once it is ``stale_after_s`` old).
         Raises :class:`~auto_dev.MalformedEventError` or :class:`~auto_dev.StorageError`
         (:class:`~auto_dev.DatabaseLockedError`), in which case nothing was stored.
         """
@@ -171,6 +181,8 @@ class EventBus(SubscriptionRegistry):
                 return self._accept(session, event)
 
         fresh = await asyncio.to_thread(persist)
+        if fresh and not dispatch:
+            self._kept.append(event.event_id)
         if not (fresh and dispatch and not self._closed):
             return
         if wait:
@@ -182,7 +194,7 @@ class EventBus(SubscriptionRegistry):
         if not isinstance(event, Event):
             raise MalformedEventError("event", f"must be an Event, got {type(event).__name__}")
         event.validate()  # frozen, but object.__setattr__ could have broken it since
-        handlers = self.subscribers(type(event))
+        handlers = self.subscribers(type(event), event.tenant_id)
         fresh = self._outbox.record(session, event, handlers)
         _log(
             "debug",
@@ -243,6 +255,7 @@ class EventBus(SubscriptionRegistry):
                 return
             except RuntimeError:  # the loop closed in between
                 pass
+        self._kept.extend(event_ids)
         _log("info", "events kept for recover(): no running event loop", count=len(event_ids))
 
     # -- dispatching -------------------------------------------------------------------------
@@ -286,7 +299,7 @@ class EventBus(SubscriptionRegistry):
         await self._deliver(await self._claim(outbox.fresh(event_ids), limit=None))
 
     async def _claim(self, condition: ColumnElement[bool], limit: int | None) -> list[Claim]:
-        return await asyncio.to_thread(self._outbox.claim, condition, list(self._subs), limit)
+        return await asyncio.to_thread(self._outbox.claim, condition, self.scopes(), limit)
 
     async def redeliver_due(self) -> int:
         """Retry failed deliveries whose backoff elapsed, reclaim expired leases, and dispatch
@@ -296,10 +309,15 @@ class EventBus(SubscriptionRegistry):
         return await self._drain(outbox.due(now, now - timedelta(seconds=self.stale_after_s)))
 
     async def recover(self) -> int:
-        """Deliver everything a previous process left: never-dispatched deliveries, expired
-        claims and due retries. Call it at startup, after subscribing the handlers."""
+        """Deliver what this process accepted without a running loop, and what a dead process
+        left: deliveries pending for more than ``stale_after_s``, claims whose lease expired
+        and due retries. A delivery another live process is about to dispatch, or is running
+        under a live lease, is never taken. Call it at startup, after subscribing."""
         self._loop = asyncio.get_running_loop()
-        count = await self._drain(outbox.recoverable(utcnow()))
+        now = utcnow()
+        kept, self._kept = self._kept, []
+        count = await self._drain(outbox.fresh(kept)) if kept else 0
+        count += await self._drain(outbox.due(now, now - timedelta(seconds=self.stale_after_s)))
         if count:
             _log("info", "recovered undelivered events", deliveries=count)
         return count

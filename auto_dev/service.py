@@ -13,7 +13,9 @@ review and scheduler together.
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import os
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -27,13 +29,25 @@ from auto_dev.candidates.store import CandidateStore
 from auto_dev.candidates.watch import PromotionWatch
 from auto_dev.config import Settings, load_settings
 from auto_dev.db import Database
-from auto_dev.engines.base import EngineContext, EvolutionRunResult, recover_interrupted_runs
+from auto_dev.engines.base import EngineContext
+from auto_dev.engines.pipeline import CyclePipeline
 from auto_dev.engines.registry import EngineRegistry
+from auto_dev.engines.worker import CycleWorker
 from auto_dev.events import Event, EventBus, SkillExecuted, TaskFailed, TaskSucceeded
 from auto_dev.gates.capability import Gatekeeper
 from auto_dev.gates.settings import TenantSettings
-from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
+from auto_dev.models import (
+    CycleJob,
+    Episode,
+    EpisodeSegment,
+    TestCase,
+    Tool,
+    ToolVersion,
+    new_id,
+)
+from auto_dev.queries.jobs import CycleJobQueue
 from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
+from auto_dev.types import CycleRequest, EvolutionRunResult
 
 if TYPE_CHECKING:
     from auto_dev.evolution.mutators import MutatorPlan
@@ -45,7 +59,11 @@ Handler = Callable[[Any], Awaitable[None] | None]
 
 
 class AutoDev:
-    """One auto-dev instance over one database, acting for one default tenant.
+    """One auto-dev instance over one database, serving every tenant in it.
+
+    ``tenant_id`` (default ``settings.tenant``) is only the default of the methods that take a
+    ``tenant_id`` and the scope of the event handlers you subscribe without one; engines, the
+    cycle worker, the scheduler and recovery serve every tenant, each cycle in its own.
 
     Everything is an in-process default that can be passed in: ``database``, ``sandbox``
     (default: chosen by ``settings.sandbox``: Docker when usable, else the process sandbox),
@@ -82,7 +100,10 @@ class AutoDev:
             self.database,
             handler_timeout_s=self.settings.event_handler_timeout_s,
             max_attempts=self.settings.event_max_attempts,
+            default_tenant=self.tenant_id,
         )
+        #: This process's name on the leases it holds (runs, cycle jobs).
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
         self.gates = Gatekeeper()
         self.store = CandidateStore(self.database, self.gates, bus=self.events)
         self.review = ReviewService(self.database, self.store)
@@ -102,14 +123,20 @@ class AutoDev:
             store=self.store,
             gatekeeper=self.gates,
             settings=self.settings,
-            tenant_id=self.tenant_id,
             mutators=list(plan.mutators),
             mutator_weights=list(plan.weights),
             strategy=plan.strategy,
             llm=self.llm,
             skill_writer=_skill_writer(self.settings, self.llm),
         )
-        self.engines = EngineRegistry(self.context, self.events)
+        self.jobs = CycleJobQueue(self.database, owner=self.owner,
+                                  lease_s=self.settings.cycle_lease_s)
+        self.engines = EngineRegistry(self.context, self.events, enqueue=self.enqueue_cycle)
+        self.pipeline = CyclePipeline(self.context, self.engines, owner=self.owner)
+        self.context.pipeline = self.pipeline
+        self.worker = CycleWorker(self.pipeline, self.jobs,
+                                  concurrency=self.settings.cycle_concurrency,
+                                  poll_s=self.settings.cycle_poll_s)
         if builtin_engines:
             from auto_dev.engines.alpha_evolver import AlphaEvolver
             from auto_dev.engines.memento import Memento
@@ -126,22 +153,25 @@ class AutoDev:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> AutoDev:
-        """Release locks left by a dead process and deliver events it accepted but never
-        delivered. Idempotent."""
+        """Release what dead processes left (runs and deliveries whose leases expired), then
+        deliver events and, unless ``settings.cycle_worker`` is off, run queued cycle jobs.
+        Idempotent."""
         if not self._started:
             self._started = True
-            released = recover_interrupted_runs(self.database)
-            if released:
-                log.warning("interrupted_runs_released", count=released)
+            await asyncio.to_thread(self.pipeline.recover)
             # Recovers what a dead process left, then keeps retrying failed deliveries.
             await self.events.start()
+            if self.settings.cycle_worker:
+                await self.worker.start()
         return self
 
     async def aclose(self) -> None:
-        """Finish in-flight deliveries, then release the sandbox and the database."""
-        await self.events.aclose()
+        """Stop taking work, finish (or hand back) running cycles and in-flight deliveries,
+        then release the sandbox and the database."""
         if self._scheduler is not None:
             await self._scheduler.shutdown()
+        await self.worker.aclose()
+        await self.events.aclose()
         closer = getattr(self.llm, "aclose", None)
         if closer is not None:
             await closer()  # the client's ledger thread and connections
@@ -367,14 +397,73 @@ class AutoDev:
     # -- evolution --------------------------------------------------------------------------------
 
     async def run_cycle(self, engine: str, target: str, *, budget: int | None = None,
-                        trigger: str = "manual") -> EvolutionRunResult:
-        """Run one cycle of ``engine`` on ``target`` now."""
-        eng = self.engines.get(engine)
-        budget = budget or self.settings.evolution_budget
-        # The interface is run_cycle(target, budget); built-in engines also take the trigger.
-        if _accepts(eng.run_cycle, "trigger"):
-            return await eng.run_cycle(target, budget, trigger=trigger)  # type: ignore[call-arg]
-        return await eng.run_cycle(target, budget)
+                        trigger: str = "manual", agent: str | None = None,
+                        tenant_id: str | None = None) -> EvolutionRunResult:
+        """Run one cycle of ``engine`` on ``target`` now, through the pipeline (lock, gate,
+        the engine's work, review or gated auto-promotion). ``budget`` ``None`` means the
+        configured one; anything else must be a positive integer."""
+        return await self.pipeline.run(self.pipeline.request(
+            engine, target, budget=budget, trigger=trigger, agent=agent,
+            tenant_id=tenant_id or self.tenant_id))
+
+    def enqueue_cycle(self, request: CycleRequest) -> str:
+        """Queue a cycle as a durable job (coalesced with a queued job on the same target) for
+        the cycle worker of this or any other process on the database. Returns the job id."""
+        return self.worker.enqueue(request)
+
+    def queue_cycle(self, engine: str, target: str, *, budget: int | None = None,
+                    trigger: str = "manual", agent: str | None = None,
+                    tenant_id: str | None = None) -> str:
+        """Like :meth:`run_cycle`, but queued for the cycle worker; returns the job id."""
+        return self.enqueue_cycle(self.pipeline.request(
+            engine, target, budget=budget, trigger=trigger, agent=agent,
+            tenant_id=tenant_id or self.tenant_id))
+
+    async def drain(self, timeout_s: float | None = 300.0) -> None:
+        """Wait until the events delivered so far and the cycles they queued have finished
+        (scripts, tests, the demo). Without a started worker the queued cycles run here."""
+
+        async def settle() -> None:
+            while True:
+                await self.events.drain()
+                counts = await asyncio.to_thread(self.jobs.counts)
+                if counts["queued"] == 0 and counts["running"] == 0 and not self.worker.busy:
+                    return
+                if self.worker.started:
+                    self.worker.wake()
+                    await asyncio.sleep(0.05)
+                elif not await self.run_queued_cycles():
+                    await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(settle(), timeout=timeout_s)
+
+    async def wait_for_jobs(self, job_ids: list[str], *,
+                            timeout_s: float | None = 300.0) -> list[EvolutionRunResult]:
+        """Wait until the cycle jobs ``job_ids`` have finished (running due ones here when no
+        worker is started) and return their outcomes, in order."""
+
+        async def finished() -> list[EvolutionRunResult]:
+            while True:
+                if not self.worker.started:
+                    await self.run_queued_cycles()
+                jobs = [await asyncio.to_thread(self.jobs.get, j) for j in job_ids]
+                if all(j is not None and j.status in ("done", "failed") for j in jobs):
+                    return [_job_outcome(j) for j in jobs if j is not None]
+                self.worker.wake()
+                await asyncio.sleep(0.05)
+
+        return await asyncio.wait_for(finished(), timeout=timeout_s)
+
+    async def run_queued_cycles(self) -> list[EvolutionRunResult]:
+        """Run every cycle job due now in this task and return their outcomes."""
+        return await self.worker.run_due()
+
+
+def _job_outcome(job: CycleJob) -> EvolutionRunResult:
+    if job.outcome:
+        return EvolutionRunResult.from_dict(job.outcome)
+    return EvolutionRunResult(engine=job.engine, target=job.target, status="failed",
+                              reason=job.error or "", tenant_id=job.tenant_id)
 
 
 def _private_paths(database: Database) -> list[str]:
@@ -388,11 +477,6 @@ def _private_paths(database: Database) -> list[str]:
     if config:
         paths.append(os.path.dirname(os.path.abspath(config)))
     return paths
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    params = inspect.signature(fn).parameters.values()
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 class _LazySandbox(Sandbox):

@@ -1,4 +1,9 @@
-"""A custom learning engine: subclass BaseLearningEngine, register it, receive its events.
+"""A custom learning engine: subclass BaseLearningEngine, register it, let the framework run it.
+
+The engine observes failures (``handle_event``) and does its work in ``evolve``; the framework
+owns everything around that work: the per-target lock, the capability gate (here the custom
+capability ``acme.error_census``, which the tenant must switch on and the agent must be mature
+enough for), storage and review.
 
 Run: python examples/custom_engine.py   (uses a temporary SQLite file unless
 AUTO_DEV_DATABASE_URL is set)
@@ -12,10 +17,16 @@ import tempfile
 from collections import Counter
 from typing import Any
 
-from auto_dev import AutoDev, BaseLearningEngine, TaskFailed, load_settings
-from auto_dev.engines._signatures import exception_of
-from auto_dev.engines.base import EvolutionRunResult, ValidationResult, episode_analysis
-from auto_dev.evolution.program import Proposal
+from auto_dev import (
+    AutoDev,
+    BaseLearningEngine,
+    Cycle,
+    CycleRequest,
+    EvolutionRunResult,
+    TaskFailed,
+    load_settings,
+)
+from auto_dev.failures import exception_of
 
 
 class ErrorCensus(BaseLearningEngine):
@@ -23,27 +34,18 @@ class ErrorCensus(BaseLearningEngine):
 
     name = "error_census"
     capability = "acme.error_census"
+    required_maturity = "student"  # it only observes: any agent may run it once switched on
     subscriptions = (TaskFailed,)
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
 
     async def handle_event(self, event: Any) -> None:
-        analysis = await self.analyze_episode(event.episode_id)
-        self.counts[analysis["error_type"]] += 1
+        self.counts[exception_of(event.error_trace)[0]] += 1
 
-    async def analyze_episode(self, episode_id: str, **kwargs: Any) -> dict[str, Any]:
-        return episode_analysis(self.context, episode_id)
-
-    async def propose_code_change(self, context: dict[str, Any], **kwargs: Any) -> list[Proposal]:
-        return []  # this engine only observes
-
-    async def validate_change(self, proposal: Proposal, **kwargs: Any) -> ValidationResult:
-        raise NotImplementedError("ErrorCensus proposes nothing to validate")
-
-    async def run_cycle(self, target: str, budget: int) -> EvolutionRunResult:
+    async def evolve(self, request: CycleRequest, cycle: Cycle) -> EvolutionRunResult:
         top = ", ".join(f"{k}={v}" for k, v in self.counts.most_common(3))
-        return EvolutionRunResult(engine=self.name, target=target, status="completed",
+        return EvolutionRunResult(engine=self.name, target=request.target, status="completed",
                                   reason=f"most common failures: {top}")
 
 
@@ -55,11 +57,16 @@ async def main() -> None:
         for trace in ("KeyError: 'total'", "KeyError: 'id'", "TimeoutError: slow API"):
             await autodev.record_episode(agent="bot", task="sync orders", success=False,
                                          error_trace=trace)
-        await autodev.events.drain()
-        print("census:", dict(census.counts))  # type: ignore[attr-defined]
-        result = await autodev.run_cycle("error_census", "all")
-        print("cycle:", result.reason)
-        assert exception_of("KeyError: 'x'")[0] == "KeyError"
+        await autodev.drain()
+        print("census:", dict(census.counts))
+
+        # Every tenant toggle defaults to off: the framework gates custom engines too.
+        denied = await autodev.run_cycle("error_census", "all", agent="bot")
+        print("cycle while the tenant is off:", denied.status, "-", denied.reason)
+
+        autodev.configure_tenant(enabled=True, capabilities={"acme.error_census": True})
+        result = await autodev.run_cycle("error_census", "all", agent="bot")
+        print("cycle:", result.status, "-", result.reason)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ async def main() -> None:
         await autodev.record_episode(agent="ops-bot", task="clamp 42 to 0..10", success=False,
                                      tool_name="clamp", inputs={"args": [42, 0, 10]},
                                      expected=10, error_trace="AssertionError: 42 != 10")
-        await autodev.events.drain()
+        await autodev.drain()
 
         [candidate] = autodev.review.list_pending(tenant)
         detail = autodev.review.show(tenant, candidate.id)

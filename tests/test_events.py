@@ -710,7 +710,8 @@ class TestDurability:
         assert _deliveries(database) == {(event.event_id, "recorder"): ("pending", 0)}
 
         seen: list[str] = []
-        second = EventBus(database)
+        # The dead process's delivery is stale at once for this bus (stale_after_s=0).
+        second = EventBus(database, stale_after_s=0)
         second.subscribe(TaskFailed, lambda e: seen.append(e.event_id), name="recorder")
         assert await second.recover() == 1
         assert seen == [event.event_id]
@@ -797,7 +798,7 @@ class TestDurability:
         first.subscribe(TaskFailed, module_level_handler, name="b")
         event = _failed()
         await first.publish(event, dispatch=False)
-        second = EventBus(database)
+        second = EventBus(database, stale_after_s=0)
         second.subscribe(TaskFailed, module_level_handler, name="a")
         assert await second.recover() == 1
         assert _deliveries(database)[(event.event_id, "b")] == ("pending", 0)
@@ -810,7 +811,7 @@ class TestDurability:
     async def test_two_recovering_buses_deliver_each_event_once(self, database: Database) -> None:
         """Claims are atomic: two processes recovering at once never double-deliver."""
         calls: list[str] = []
-        buses = [EventBus(database, batch_size=5) for _ in range(2)]
+        buses = [EventBus(database, batch_size=5, stale_after_s=0) for _ in range(2)]
         for bus in buses:
             bus.subscribe(TaskFailed, lambda e: calls.append(e.event_id), name="recorder")
         events = [_failed() for _ in range(20)]
@@ -945,7 +946,7 @@ class TestLifecycle:
         event = _failed()
         await first.publish(event, dispatch=False)
         seen: list[str] = []
-        second = EventBus(database)
+        second = EventBus(database, stale_after_s=0)
         second.subscribe(TaskFailed, lambda e: seen.append(e.event_id), name="recorder")
         async with second:
             assert seen == [event.event_id]

@@ -13,7 +13,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 EXPECTED = {
     "custom_engine.py": ["census: {'KeyError': 2, 'TimeoutError': 1}",
-                         "cycle: most common failures: KeyError=2"],
+                         "cycle while the tenant is off: denied",
+                         "cycle: completed - most common failures: KeyError=2"],
     "event_hooks.py": ["task failed: 'Extract invoice ID'", "task succeeded: 'Summarise ticket'",
                        "skill summarise ran in 0.42s"],
     "review_flow.py": ["promoted clamp v1 -> v2", "return max(low, min(value, high))",

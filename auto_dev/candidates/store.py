@@ -288,6 +288,41 @@ class CandidateStore(CreationMixin):
         log.info("candidate_status", tenant_id=candidate.tenant_id, candidate_id=candidate.id,
                  before=before, after=target.value, actor=actor)
 
+    # -- cycles that ended badly ------------------------------------------------------------------
+
+    def close_open_of_runs(self, session: Session, *, run_ids: Sequence[str],
+                           reason: str) -> int:
+        """Fail every candidate of ``run_ids`` still ``pending`` or ``evaluating``: a run that
+        failed, was cancelled or died leaves nothing half-evaluated behind. Not gated: closing
+        is the fail-closed direction. Returns how many were closed."""
+        if not run_ids:
+            return 0
+        closed = 0
+        for kind, model in MODELS.items():
+            rows = session.scalars(select(model).where(
+                model.run_id.in_(list(run_ids)),
+                model.status.in_([CandidateStatus.PENDING.value,
+                                  CandidateStatus.EVALUATING.value]))).all()
+            for row in rows:
+                self._move(session, row, kind, CandidateStatus.FAILED, actor=AUTO_ACTOR,
+                           reason=reason)
+                closed += 1
+        return closed
+
+    @staticmethod
+    def open_skill_candidate_exists(session: Session, tenant_id: str, signature: str) -> bool:
+        """Whether a skill candidate for failure ``signature`` is still open (not closed by a
+        verdict or a decision), so a new one would only duplicate it."""
+        open_statuses = [s.value for s in (CandidateStatus.PENDING, CandidateStatus.EVALUATING,
+                                           CandidateStatus.PASSED, CandidateStatus.APPROVED)]
+        return session.scalars(
+            select(SkillCandidate.id).where(
+                SkillCandidate.tenant_id == tenant_id,
+                SkillCandidate.failure_pattern.like(f"%[{signature}]"),
+                SkillCandidate.status.in_(open_statuses),
+            ).limit(1)
+        ).first() is not None
+
     # -- promotion and rollback -------------------------------------------------------------------
 
     def promote(

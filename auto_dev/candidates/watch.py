@@ -129,10 +129,11 @@ class PromotionWatch:
         self._lock = threading.Lock()
 
     def attach(self, bus: Any) -> None:
-        """Subscribe to ``SkillExecuted`` on ``bus``."""
-        from auto_dev.events import SkillExecuted
+        """Subscribe to every tenant's ``SkillExecuted`` on ``bus``."""
+        from auto_dev.events import ALL_TENANTS, SkillExecuted
 
-        bus.subscribe(SkillExecuted, self.handle, name="auto_dev.candidates.watch.PromotionWatch")
+        bus.subscribe(SkillExecuted, self.handle, name="auto_dev.candidates.watch.PromotionWatch",
+                      tenant=ALL_TENANTS)
 
     async def handle(self, event: Any) -> None:
         """Bus handler (async): see :meth:`observe`."""

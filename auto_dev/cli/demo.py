@@ -110,8 +110,10 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
             for episode in EPISODES:
                 fields = {k: v for k, v in episode.items() if k != "task"}
                 await autodev.record_episode(task=episode["task"], **fields)
+                # Each failure's cycle runs before the next episode, so the story (a trainee
+                # refused, then a trusted agent's cycle) reads the same on every machine.
+                await autodev.drain()
                 progress.advance(task)
-            await autodev.events.drain()
         summary["episodes"] = len(EPISODES)
         summary["events_delivered"] = len(events_seen)
 
@@ -152,7 +154,7 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
             console.print(f"[yellow]rolled back[/] clamp: v{rolled.from_version} -> "
                           f"v{rolled.to_version} (candidate {undone} is now rolled_back)")
         summary["rolled_back"] = 1 if rolled else 0
-        await autodev.events.drain()
+        await autodev.drain()
         _tools_table(console, autodev, "tools after review")
         summary["sandbox"] = autodev.sandbox.name
     finally:

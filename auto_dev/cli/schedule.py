@@ -90,13 +90,12 @@ def run(
         try:
             if once:
                 table = Table(title="scheduled cycles")
-                for column in ("schedule", "target", "status", "evaluations", "offered", "reason"):
+                for column in ("engine", "target", "status", "evaluations", "offered", "reason"):
                     table.add_column(column)
-                for row in autodev.scheduler.schedules():
-                    for result in await autodev.scheduler.run_schedule(row.id):
-                        table.add_row(row.id, result.target, result.status,
-                                      str(result.evaluations), str(len(result.offered_ids)),
-                                      result.reason)
+                for result in await autodev.scheduler.fire_all():
+                    table.add_row(result.engine, result.target, result.status,
+                                  str(result.evaluations), str(len(result.offered_ids)),
+                                  result.reason)
                 console.print(table)
             else:
                 console.print(f"scheduler running with {len(autodev.scheduler.schedules())} "

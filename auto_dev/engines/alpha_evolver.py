@@ -13,36 +13,30 @@ written in batches under the run's gate decision; proposals filtered before the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
-from sqlalchemy import desc, select
 
-from auto_dev._exceptions import GateDeniedError, NotFoundError
+from auto_dev._exceptions import NotFoundError
 from auto_dev.abc import BaseLearningEngine
-from auto_dev.engines.base import (
-    EvolutionRunResult,
-    ToolSnapshot,
-    ValidationResult,
-    episode_analysis,
-    load_tool,
-    run_lock,
-)
-from auto_dev.events import Event, TaskFailed
-from auto_dev.evolution.dedup import never_passes, normalized_hash
+from auto_dev.engines.base import ValidationResult
+from auto_dev.engines.lifecycle import validate_against
+from auto_dev.engines.pipeline import Cycle
+from auto_dev.events import TaskFailed
+from auto_dev.evolution.dedup import normalized_hash
 from auto_dev.evolution.program import MutationContext, Program, Proposal
 from auto_dev.evolution.records import CandidateRecord, SearchHooks, SearchProgress, SearchResult
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
 from auto_dev.fitness.pareto import promotion_verdict
 from auto_dev.fitness.service import FitnessService
-from auto_dev.models import Agent, Episode, new_id
+from auto_dev.models import new_id
+from auto_dev.queries import EpisodeQueries, ToolQueries, ToolSnapshot
 from auto_dev.sandbox.base import SandboxJob
+from auto_dev.types import CycleRequest, EvolutionRunResult
 
 log = structlog.get_logger(__name__)
 
-AUTO_PROMOTION = "auto_dev.auto_promotion"
 _MAX_STAT_LINES = 2000
 
 
@@ -68,27 +62,14 @@ class AlphaEvolver(BaseLearningEngine):
         self.fitness = FitnessService()
 
     # -- events -------------------------------------------------------------------------------
-
-    async def handle_event(self, event: Event) -> None:
-        """A failure of a known tool starts a cycle on that tool (gated, one at a time)."""
-        if not isinstance(event, TaskFailed) or not event.tool_name:
-            return
-        if event.tenant_id != self.context.tenant_id:
-            return
-        try:
-            result = await self.run_cycle(event.tool_name, self.event_budget, trigger="event",
-                                          agent=event.agent_id)
-        except NotFoundError:
-            log.debug("alpha_evolver.unknown_tool", tool=event.tool_name)
-            return
-        log.info("alpha_evolver.cycle", tool=event.tool_name, status=result.status,
-                 reason=result.reason, evaluations=result.evaluations)
+    # The default cycle_target applies: a failure of a tool of the event's tenant asks for a
+    # cycle on that tool (queued by the framework, run by the cycle worker).
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def analyze_episode(self, episode_id: str, **kwargs: Any) -> dict[str, Any]:
         """The failing call of an episode: tool, inputs, expected value, error."""
-        return episode_analysis(self.context, episode_id, kwargs.get("tenant_id"))
+        return EpisodeQueries(self.context.database, self._tenant(kwargs)).analysis(episode_id)
 
     async def propose_code_change(self, context: dict[str, Any], **kwargs: Any) -> list[Proposal]:
         """Proposals for ``context["tool_name"]`` from the configured mutators (one batch)."""
@@ -99,7 +80,7 @@ class AlphaEvolver(BaseLearningEngine):
         tool_name = context.get("tool_name")
         if not tool_name:
             return []
-        snapshot = self._snapshot(str(tool_name), kwargs.get("tenant_id"))
+        snapshot = self._snapshot(str(tool_name), self._tenant(kwargs))
         feedback: list[CaseFeedback] = []
         if snapshot.cases:
             result = await self.context.sandbox.run(SandboxJob(
@@ -114,7 +95,7 @@ class AlphaEvolver(BaseLearningEngine):
                         status=case_result.status.value, error=case_result.error))
         mutation_context = MutationContext(
             rng=random.Random(self.rng_seed), failing_cases=feedback,
-            max_proposals=int(kwargs.get("n", 8)), tenant_id=snapshot_tenant(self, kwargs),
+            max_proposals=int(kwargs.get("n", 8)), tenant_id=self._tenant(kwargs),
         )
         proposals: list[Proposal] = []
         for mutator in self.context.mutators:
@@ -126,129 +107,50 @@ class AlphaEvolver(BaseLearningEngine):
         tool_name = kwargs.get("tool_name")
         if not tool_name:
             raise NotFoundError("validate_change needs tool_name=... to find the tests")
-        snapshot = self._snapshot(str(tool_name), kwargs.get("tenant_id"))
-        job = SandboxJob(code=proposal.code, entrypoint=proposal.entrypoint,
-                         cases=snapshot.cases, limits=self.context.limits)
-        parent_job = SandboxJob(code=snapshot.program.code, entrypoint=snapshot.program.entrypoint,
-                                cases=snapshot.cases, limits=self.context.limits)
-        result = await self.context.sandbox.run(job)
-        parent_result = await self.context.sandbox.run(parent_job)
-        parent_passed = parent_result.passed_indices()
-        scores = self.fitness.score(result, proposal.code, baseline_passed=parent_passed)
-        parent_scores = self.fitness.score(parent_result, snapshot.program.code)
-        problem = never_passes(proposal.code, snapshot.program.code)
-        if problem is not None:
-            return ValidationResult(proposal, result, scores, False, problem)
-        verdict = promotion_verdict(
-            Program(proposal.code, proposal.entrypoint, scores=scores,
-                    passed_cases=result.passed_indices()),
-            Program(snapshot.program.code, snapshot.program.entrypoint, scores=parent_scores,
-                    passed_cases=parent_passed),
-        )
-        return ValidationResult(proposal, result, scores, verdict.promotable, verdict.reason)
+        snapshot = self._snapshot(str(tool_name), self._tenant(kwargs))
+        return await validate_against(self.context.sandbox, self.context.limits, proposal,
+                                      snapshot)
 
-    async def run_cycle(self, target: str, budget: int, *, trigger: str = "manual",
-                        agent: str | None = None) -> EvolutionRunResult:
-        """Evolve tool ``target`` with at most ``budget`` sandbox evaluations."""
-        started = time.perf_counter()
-        ctx = self.context
-        tid = ctx.tenant_id
-        snapshot = self._snapshot(target, tid)
-        agent_key = agent or self._latest_failing_agent(target)
-        outcome = EvolutionRunResult(engine=self.name, target=target, status="completed",
-                                     strategy=ctx.strategy)
-        with run_lock(ctx.database, tenant_id=tid, engine=self.name, target=target,
-                      trigger=trigger, budget=budget, tool_id=snapshot.tool_id) as run:
-            if run is None:
-                outcome.status, outcome.reason = "skipped", "a cycle on this tool is running"
-                return outcome
-            outcome.run_id = run.id
-            with ctx.database.session() as session:
-                decision = ctx.gatekeeper.authorize(
-                    session, tenant_id=tid, agent_id=agent_key, capability=self.capability,
-                    action="run_cycle")
-            if not decision.allowed:
-                run.status = "denied"
-                run.error = decision.reason
-                outcome.status, outcome.reason = "denied", decision.reason
-                return outcome
-            if not snapshot.cases:
-                run.status = "skipped"
-                outcome.status, outcome.reason = "skipped", "the tool has no test cases"
-                return outcome
-            persister = _Persister(self, snapshot, run.id, agent_key, decision)
-            search = EvolutionSearch(
-                snapshot.program, snapshot.cases, ctx.sandbox, ctx.mutators,
-                budget=budget, rng_seed=self.rng_seed, limits=ctx.limits,
-                mix=ctx.mutator_weights or None, config=self.config, fitness=self.fitness,
-                run_id=run.id, tenant_id=tid,
-                hooks=SearchHooks(on_seed=persister.on_seed, on_evaluated=persister.on_evaluated,
-                                  on_progress=self.on_progress),
-            )
-            try:
-                result = await search.run()
-            except GateDeniedError as exc:
-                outcome.status, outcome.reason = "denied", exc.reason
-                run.status, run.error = "denied", exc.reason
-                persister.close_all(f"run stopped by the gate: {exc.reason}")
-                outcome.candidate_ids = list(persister.stored)
-                return outcome
-            outcome.evaluations = result.evaluations
-            outcome.pass_rate_before = result.seed_pass_rate
-            outcome.pass_rate_after = result.pass_rate
-            outcome.candidate_ids = list(persister.stored)
-            offered, reason = persister.settle(result)
-            outcome.reason = reason
-            if offered:
-                outcome.offered_ids.append(offered)
-                promoted = self._maybe_auto_promote(offered, agent_key)
-                if promoted:
-                    outcome.promoted_ids.append(offered)
-            run.evaluations = result.evaluations
-            run.stats = _run_stats(result, outcome)
-            run.state = {"rng_seed": self.rng_seed, "best_id": result.best.id,
-                         "stop_reason": result.stop_reason}
-        outcome.seconds = time.perf_counter() - started
+    # -- the work ---------------------------------------------------------------------------------
+
+    async def evolve(self, request: CycleRequest, cycle: Cycle) -> EvolutionRunResult:
+        """Evolve tool ``request.target`` with at most ``request.budget`` sandbox evaluations."""
+        snapshot = cycle.tenant.tools.snapshot(request.target)
+        outcome = EvolutionRunResult(engine=self.name, target=request.target, status="completed",
+                                     tenant_id=request.tenant_id, strategy=cycle.strategy)
+        if not snapshot.cases:
+            outcome.status, outcome.reason = "skipped", "the tool has no test cases"
+            return outcome
+        persister = _Persister(self, cycle, snapshot)
+        search = EvolutionSearch(
+            snapshot.program, snapshot.cases, cycle.sandbox, cycle.mutators,
+            budget=request.budget, rng_seed=self.rng_seed, limits=cycle.limits,
+            mix=cycle.mutator_weights or None, config=self.config, fitness=self.fitness,
+            run_id=cycle.run_id, tenant_id=request.tenant_id,
+            hooks=SearchHooks(on_seed=persister.on_seed, on_evaluated=persister.on_evaluated,
+                              on_progress=self.on_progress),
+        )
+        result = await search.run()
+        outcome.evaluations = result.evaluations
+        outcome.pass_rate_before = result.seed_pass_rate
+        outcome.pass_rate_after = result.pass_rate
+        outcome.candidate_ids = list(persister.stored)
+        offered, reason = persister.settle(result)
+        outcome.reason = reason
+        if offered:
+            outcome.offered_ids.append(offered)
+        cycle.stats.update(_run_stats(result, outcome))
+        cycle.state.update({"rng_seed": self.rng_seed, "best_id": result.best.id,
+                            "stop_reason": result.stop_reason})
         return outcome
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _snapshot(self, tool_name: str, tenant_id: str | None = None) -> ToolSnapshot:
-        with self.context.database.session() as session:
-            return load_tool(session, tenant_id or self.context.tenant_id, tool_name)
+    def _tenant(self, kwargs: dict[str, Any]) -> str:
+        return str(kwargs.get("tenant_id") or self.context.settings.tenant)
 
-    def _latest_failing_agent(self, tool_name: str) -> str | None:
-        with self.context.database.session() as session:
-            return session.scalars(
-                select(Agent.key).join(Episode, Episode.agent_id == Agent.id)
-                .where(Episode.tenant_id == self.context.tenant_id,
-                       Episode.tool_name == tool_name, Episode.success.is_(False))
-                .order_by(desc(Episode.created_at)).limit(1)
-            ).one_or_none()
-
-    def _maybe_auto_promote(self, candidate_id: str, agent_key: str | None) -> bool:
-        """Promote without a human only when ``auto_dev.auto_promotion`` allows it."""
-        ctx = self.context
-        with ctx.database.session() as session:
-            decision = ctx.gatekeeper.authorize(
-                session, tenant_id=ctx.tenant_id, agent_id=agent_key,
-                capability=AUTO_PROMOTION, action="auto_promote")
-        if not decision.allowed:
-            log.info("auto_promotion_denied", candidate_id=candidate_id, reason=decision.reason)
-            return False
-        try:
-            with ctx.database.session() as session:
-                ctx.store.promote(session, tenant_id=ctx.tenant_id, candidate_id=candidate_id,
-                                  actor="auto-dev", reason=f"auto-promotion: {decision.reason}",
-                                  auto=True)
-        except GateDeniedError as exc:
-            log.info("auto_promotion_denied", candidate_id=candidate_id, reason=exc.reason)
-            return False
-        return True
-
-
-def snapshot_tenant(engine: BaseLearningEngine, kwargs: dict[str, Any]) -> str:
-    return str(kwargs.get("tenant_id") or engine.context.tenant_id)
+    def _snapshot(self, tool_name: str, tenant_id: str) -> ToolSnapshot:
+        return ToolQueries(self.context.database, tenant_id).snapshot(tool_name)
 
 
 class _Persister:
@@ -257,13 +159,11 @@ class _Persister:
     #: Rejected candidates are written in batches of this size (one INSERT each).
     BATCH = 64
 
-    def __init__(self, engine: AlphaEvolver, snapshot: ToolSnapshot, run_id: str,
-                 agent_key: str | None, decision: Any) -> None:
+    def __init__(self, engine: AlphaEvolver, cycle: Cycle, snapshot: ToolSnapshot) -> None:
         self.engine = engine
+        self.cycle = cycle
         self.snapshot = snapshot
-        self.run_id = run_id
-        self.agent_key = agent_key
-        self.decision = decision
+        self.run_id = cycle.run_id
         self.stored: dict[str, CandidateRecord] = {}
         self.rejected: list[dict[str, Any]] = []
         #: Stored ids that children may name as parents (population members, stepping stones).
@@ -277,7 +177,6 @@ class _Persister:
         self.known[seed.id or self.snapshot.version_id] = (dict(seed.scores), seed.passed_cases)
 
     async def on_evaluated(self, record: CandidateRecord) -> str | None:
-        ctx = self.engine.context
         parent = record.parent_ids[0] if record.parent_ids else self.snapshot.version_id
         parent_is_version = parent not in self.parents
         second = record.parent_ids[1] if len(record.parent_ids) > 1 else None
@@ -309,12 +208,11 @@ class _Persister:
                 self.flush()  # a stone's children must find it in the table
             return row_id if record.stepping_stone else None
         parent_scores, parent_cases = self.known.get(parent, ({}, frozenset()))
-        with ctx.database.session() as session:
-            row = ctx.store.create_tool_mutation(
-                session, tenant_id=ctx.tenant_id, tool_id=self.snapshot.tool_id,
+        with self.cycle.candidates.transaction() as tx:
+            row = tx.create_tool_mutation(
+                tool_id=self.snapshot.tool_id,
                 code=record.proposal.code, operator=record.operator,
-                entrypoint=record.proposal.entrypoint, agent_id=self.agent_key,
-                run_id=self.run_id,
+                entrypoint=record.proposal.entrypoint,
                 parent_version_id=self.snapshot.version_id if parent_is_version else None,
                 parent_mutation_id=None if parent_is_version else parent,
                 second_parent_id=second,
@@ -324,12 +222,11 @@ class _Persister:
                          "stage": record.stage, "description": record.proposal.description,
                          "passed_cases": sorted(record.passed_cases),
                          "search_id": record.id, **_llm_meta(record.proposal)},
-                capability=self.engine.capability,
             )
             if record.result is not None:
-                ctx.store.record_evaluation(
-                    session, tenant_id=ctx.tenant_id, candidate_id=row.id, result=record.result,
-                    limits=ctx.limits.to_wire(), objectives=record.objectives,
+                tx.record_evaluation(
+                    candidate_id=row.id, result=record.result,
+                    limits=self.cycle.limits.to_wire(), objectives=record.objectives,
                     parent_objectives=parent_scores, parent_passed_cases=parent_cases,
                 )
         self.stored[row.id] = record
@@ -341,12 +238,8 @@ class _Persister:
         """Write the buffered rejected candidates (one INSERT)."""
         if not self.rejected:
             return
-        ctx = self.engine.context
-        with ctx.database.session() as session:
-            ctx.store.record_rejected_mutations(
-                session, decision=self.decision, tenant_id=ctx.tenant_id,
-                tool_id=self.snapshot.tool_id, run_id=self.run_id,
-                capability=self.engine.capability, rows=self.rejected)
+        with self.cycle.candidates.transaction() as tx:
+            tx.record_rejected_mutations(tool_id=self.snapshot.tool_id, rows=self.rejected)
         self.rejected_count += len(self.rejected)
         self.rejected = []
 
@@ -354,7 +247,6 @@ class _Persister:
         """Offer the best stored candidate if promotable against the active version; close the
         rest. Returns the offered id (or None) and why."""
         self.flush()
-        ctx = self.engine.context
         best_id = result.best.id if result.best.id in self.stored else None
         offered: str | None = None
         reason = f"no candidate improved on the active version ({result.stop_reason})"
@@ -365,27 +257,13 @@ class _Persister:
                 reason = f"offered {best_id}: {verdict.reason}"
             else:
                 reason = f"best candidate not promotable: {verdict.reason}"
-        with ctx.database.session() as session:
+        with self.cycle.candidates.transaction() as tx:
             for cid in self.stored:
                 if cid == offered:
-                    ctx.store.set_status(session, tenant_id=ctx.tenant_id, candidate_id=cid,
-                                         status="passed", reason=reason)
+                    tx.set_status(cid, "passed", reason)
                 else:
-                    ctx.store.set_status(session, tenant_id=ctx.tenant_id, candidate_id=cid,
-                                         status="failed",
-                                         reason=f"not offered: superseded in run {self.run_id}")
+                    tx.set_status(cid, "failed", f"not offered: superseded in run {self.run_id}")
         return offered, reason
-
-    def close_all(self, reason: str) -> None:
-        ctx = self.engine.context
-        try:
-            self.flush()
-            with ctx.database.session() as session:
-                for cid in self.stored:
-                    ctx.store.set_status(session, tenant_id=ctx.tenant_id, candidate_id=cid,
-                                         status="failed", reason=reason)
-        except GateDeniedError as exc:
-            log.warning("alpha_evolver.close_denied", reason=exc.reason)
 
 
 def _llm_meta(proposal: Proposal) -> dict[str, Any]:

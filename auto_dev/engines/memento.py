@@ -1,7 +1,7 @@
 """Memento: learns skills from repeated similar failures.
 
 When the same kind of failure (same tool, exception type and message shape; see
-:mod:`auto_dev.engines._signatures`) has happened ``min_group_size`` times, Memento turns the
+:mod:`auto_dev.failures`) has happened ``min_group_size`` times, Memento turns the
 failing episodes into regression tests and proposes a skill candidate that passes them:
 
 * ``llm``: with a model configured, the skill writer drafts a new skill (name, description,
@@ -18,38 +18,27 @@ comment-only, identical to its parent, or fails any of its tests.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import desc, select
 
-from auto_dev._exceptions import GateDeniedError, NotFoundError, ValidationError
+from auto_dev._exceptions import NotFoundError, ValidationError
 from auto_dev.abc import BaseLearningEngine
-from auto_dev.engines._signatures import describe_signature, failure_signature, similarity
-from auto_dev.engines.base import (
-    EvolutionRunResult,
-    ToolSnapshot,
-    ValidationResult,
-    episode_analysis,
-    load_tool,
-    run_lock,
-)
+from auto_dev.engines.base import ValidationResult
+from auto_dev.engines.pipeline import Cycle
 from auto_dev.events import Event, TaskFailed
 from auto_dev.evolution.dedup import never_passes
 from auto_dev.evolution.program import Proposal
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
+from auto_dev.failures import describe_signature, failure_signature, similarity
 from auto_dev.fitness.service import FitnessService
-from auto_dev.models import Agent, CandidateStatus, Episode, SkillCandidate, Tool
+from auto_dev.queries import FailedEpisode, TenantView, ToolSnapshot
 from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
+from auto_dev.types import CycleRequest, EvolutionRunResult
 
 log = structlog.get_logger(__name__)
-
-_OPEN = (CandidateStatus.PENDING, CandidateStatus.EVALUATING, CandidateStatus.PASSED,
-         CandidateStatus.APPROVED)
-
 
 @dataclass(frozen=True, slots=True)
 class FailureGroup:
@@ -88,34 +77,40 @@ class Memento(BaseLearningEngine):
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def handle_event(self, event: Event) -> None:
-        """Once a failure pattern repeats often enough (and has no open candidate), learn."""
-        if not isinstance(event, TaskFailed) or event.tenant_id != self.context.tenant_id:
-            return
-        if event.tool_name and not self.learn_from_tool_failures and self._tool_id(
-                event.tool_name) is not None:
-            return
+    def cycle_target(self, event: Event, tenant: TenantView) -> str | None:
+        """Once a failure pattern repeats often enough (and has no open candidate), learn:
+        the target is the failing tool, or ``task:<signature>`` for tasks that used none."""
+        if not isinstance(event, TaskFailed):
+            return None
+        if event.tool_name and not self.learn_from_tool_failures and \
+                tenant.tools.tool_id(event.tool_name) is not None:
+            return None
         target = event.tool_name or f"task:{failure_signature(None, event.error_trace)}"
-        group = self.failure_group(target)
-        if group is None or self._has_open_candidate(group.signature):
-            return
-        result = await self.run_cycle(target, self.event_budget, trigger="event")
-        log.info("memento.cycle", target=target, status=result.status, reason=result.reason)
+        group = self.failure_group(target, tenant=tenant)
+        if group is None or tenant.open_skill_candidate(group.signature):
+            return None
+        return target
+
+    def acting_agent(self, target: str, tenant: TenantView) -> str | None:
+        """The agent of the newest failure in the target's group."""
+        group = self.failure_group(target, min_size=1, tenant=tenant)
+        return group.agent_key if group else None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def analyze_episode(self, episode_id: str, **kwargs: Any) -> dict[str, Any]:
-        return episode_analysis(self.context, episode_id, kwargs.get("tenant_id"))
+        return self._view(kwargs.get("tenant_id")).episodes.analysis(episode_id)
 
     async def propose_code_change(self, context: dict[str, Any], **kwargs: Any) -> list[Proposal]:
         """One skill proposal for the failure group of ``context['tool_name']`` (or target)."""
         target = context.get("target") or context.get("tool_name")
         if not target:
             return []
-        group = self.failure_group(str(target), min_size=1)
+        view = self._view(kwargs.get("tenant_id"))
+        group = self.failure_group(str(target), min_size=1, tenant=view)
         if group is None:
             return []
-        draft = await self._draft(group, int(kwargs.get("budget", self.event_budget)))
+        draft, _why = await self._draft(view, group, int(kwargs.get("budget", self.event_budget)))
         return [draft.proposal] if draft is not None else []
 
     async def validate_change(self, proposal: Proposal, **kwargs: Any) -> ValidationResult:
@@ -123,7 +118,9 @@ class Memento(BaseLearningEngine):
         cases = kwargs.get("cases")
         if cases is None:
             target = kwargs.get("target") or kwargs.get("tool_name")
-            group = self.failure_group(str(target), min_size=1) if target else None
+            group = self.failure_group(str(target), min_size=1,
+                                       tenant=self._view(kwargs.get("tenant_id"))) \
+                if target else None
             if group is None:
                 raise NotFoundError("validate_change needs cases=... or a target with failures")
             cases = group.cases
@@ -139,84 +136,51 @@ class Memento(BaseLearningEngine):
                                     f"passes {result.passed}/{result.total} tests")
         return ValidationResult(proposal, result, scores, True, "passes every test")
 
-    async def run_cycle(self, target: str, budget: int, *, trigger: str = "manual",
-                        agent: str | None = None) -> EvolutionRunResult:
-        """Learn a skill for ``target`` (a tool name, or ``task:<signature>``)."""
-        started = time.perf_counter()
-        ctx = self.context
-        outcome = EvolutionRunResult(engine=self.name, target=target, status="completed")
-        group = self.failure_group(target)
+    # -- the work --------------------------------------------------------------------------------
+
+    async def evolve(self, request: CycleRequest, cycle: Cycle) -> EvolutionRunResult:
+        """Learn a skill for ``request.target`` (a tool name, or ``task:<signature>``)."""
+        outcome = EvolutionRunResult(engine=self.name, target=request.target, status="completed",
+                                     tenant_id=request.tenant_id)
+        group = self.failure_group(request.target, tenant=cycle.tenant)
         if group is None:
             outcome.status = "skipped"
             outcome.reason = f"fewer than {self.min_group_size} similar failures"
             return outcome
-        tool_id = self._tool_id(group.tool_name)
-        with run_lock(ctx.database, tenant_id=ctx.tenant_id, engine=self.name, target=target,
-                      trigger=trigger, budget=budget, tool_id=tool_id) as run:
-            if run is None:
-                outcome.status, outcome.reason = "skipped", "a cycle on this target is running"
-                return outcome
-            outcome.run_id = run.id
-            agent_key = agent or group.agent_key
-            with ctx.database.session() as session:
-                decision = ctx.gatekeeper.authorize(
-                    session, tenant_id=ctx.tenant_id, agent_id=agent_key,
-                    capability=self.capability, action="run_cycle")
-            if not decision.allowed:
-                run.status, run.error = "denied", decision.reason
-                outcome.status, outcome.reason = "denied", decision.reason
-                return outcome
-            draft = await self._draft(group, budget, run.id)
-            if draft is None:
-                run.status = "skipped"
-                outcome.status = "skipped"
-                outcome.reason = self._last_skip
-                return outcome
-            outcome.strategy = draft.strategy
-            outcome.evaluations = draft.evaluations
-            outcome.pass_rate_before = draft.pass_rate_before
-            outcome.pass_rate_after = draft.result.pass_rate
-            try:
-                candidate_id, verdict = self._store(group, draft, run.id, agent_key)
-            except GateDeniedError as exc:
-                run.status, run.error = "denied", exc.reason
-                outcome.status, outcome.reason = "denied", exc.reason
-                return outcome
-            outcome.candidate_ids.append(candidate_id)
-            if verdict == "passed":
-                outcome.offered_ids.append(candidate_id)
-            outcome.reason = f"{draft.strategy}: {draft.note}"
-            run.evaluations = draft.evaluations
-            run.stats = {"strategy": draft.strategy, "note": draft.note,
-                         "group_size": len(group.episode_ids), "pattern": group.pattern,
-                         "candidate": candidate_id, "verdict": verdict}
-        outcome.seconds = time.perf_counter() - started
+        draft, why = await self._draft(cycle.tenant, group, request.budget, cycle.run_id)
+        if draft is None:
+            outcome.status, outcome.reason = "skipped", why
+            return outcome
+        outcome.strategy = draft.strategy
+        outcome.evaluations = draft.evaluations
+        outcome.pass_rate_before = draft.pass_rate_before
+        outcome.pass_rate_after = draft.result.pass_rate
+        candidate_id, verdict = self._store(cycle, group, draft)
+        outcome.candidate_ids.append(candidate_id)
+        if verdict == "passed":
+            outcome.offered_ids.append(candidate_id)
+        outcome.reason = f"{draft.strategy}: {draft.note}"
+        cycle.stats.update({"strategy": draft.strategy, "note": draft.note,
+                            "group_size": len(group.episode_ids), "pattern": group.pattern,
+                            "candidate": candidate_id, "verdict": verdict})
         return outcome
 
     # -- grouping ----------------------------------------------------------------------------------
 
-    def failure_group(self, target: str, *, min_size: int | None = None) -> FailureGroup | None:
-        """The largest group of similar recent failures for ``target`` (or None if too small)."""
+    def failure_group(self, target: str, *, min_size: int | None = None,
+                      tenant: TenantView | None = None) -> FailureGroup | None:
+        """The largest group of similar recent failures for ``target`` in ``tenant`` (default:
+        the configured tenant), or ``None`` if it is smaller than ``min_size``."""
+        view = tenant or self._view(None)
         need = self.min_group_size if min_size is None else min_size
-        since = datetime.now(UTC) - self.window
-        tid = self.context.tenant_id
         tool_name = None if target.startswith("task:") else target
-        with self.context.database.session() as session:
-            query = (
-                select(Episode, Agent.key).join(Agent, Agent.id == Episode.agent_id)
-                .where(Episode.tenant_id == tid, Episode.success.is_(False),
-                       Episode.created_at >= since)
-                .order_by(desc(Episode.created_at)).limit(500)
-            )
-            query = query.where(Episode.tool_name == tool_name) if tool_name else \
-                query.where(Episode.tool_name.is_(None))
-            rows = session.execute(query).all()
-        groups: dict[str, list[tuple[Episode, str]]] = {}
-        for episode, key in rows:
+        rows = view.episodes.failures(tool_name, since=datetime.now(UTC) - self.window)
+        groups: dict[str, list[tuple[FailedEpisode, str]]] = {}
+        for episode in rows:
             sig = failure_signature(episode.tool_name, episode.error_trace)
             if target.startswith("task:") and sig != target.removeprefix("task:"):
                 continue
-            groups.setdefault(sig, []).append((episode, key))
+            groups.setdefault(sig, []).append((episode, episode.agent_key))
         if not groups:
             return None
         signature, members = max(groups.items(), key=lambda kv: (len(kv[1]), kv[0]))
@@ -246,50 +210,38 @@ class Memento(BaseLearningEngine):
             cases=tuple(cases),
         )
 
-    def _has_open_candidate(self, signature: str) -> bool:
-        with self.context.database.session() as session:
-            return session.scalars(
-                select(SkillCandidate.id).where(
-                    SkillCandidate.tenant_id == self.context.tenant_id,
-                    SkillCandidate.failure_pattern.like(f"%[{signature}]"),
-                    SkillCandidate.status.in_([s.value for s in _OPEN]),
-                ).limit(1)
-            ).first() is not None
-
-    def _tool_id(self, tool_name: str | None) -> str | None:
-        if not tool_name:
-            return None
-        with self.context.database.session() as session:
-            return session.scalars(select(Tool.id).where(
-                Tool.tenant_id == self.context.tenant_id, Tool.name == tool_name)).one_or_none()
+    def _view(self, tenant_id: str | None) -> TenantView:
+        return TenantView(self.context.database, tenant_id or self.context.settings.tenant)
 
     # -- drafting --------------------------------------------------------------------------------
 
-    _last_skip = ""
-
-    async def _draft(self, group: FailureGroup, budget: int,
-                     run_id: str | None = None) -> _Draft | None:
+    async def _draft(self, view: TenantView, group: FailureGroup, budget: int,
+                     run_id: str | None = None) -> tuple[_Draft | None, str]:
+        """A draft skill, or ``None`` and why there is none."""
         if self.context.skill_writer is not None:
-            return await self._draft_llm(group, run_id)
-        return await self._draft_offline(group, budget)
+            return await self._draft_llm(view, group, run_id)
+        return await self._draft_offline(view, group, budget)
 
-    async def _draft_offline(self, group: FailureGroup, budget: int) -> _Draft | None:
+    async def _draft_offline(self, view: TenantView, group: FailureGroup,
+                             budget: int) -> tuple[_Draft | None, str]:
         if not group.cases:
-            self._last_skip = ("offline mode needs expected outputs on the failing episodes "
-                               "to build regression tests")
-            return None
-        base = self._closest_tool(group)
+            return None, ("offline mode needs expected outputs on the failing episodes to "
+                          "build regression tests")
+        base = self._closest_tool(view, group)
         if base is None:
-            self._last_skip = "offline mode found no existing tool close enough to repair"
-            return None
+            return None, "offline mode found no existing tool close enough to repair"
         cases = group.cases + tuple(c for c in base.cases if c not in group.cases)
         search = EvolutionSearch(
             base.program, cases, self.context.sandbox, self.context.mutators, budget=budget,
             rng_seed=self.rng_seed, limits=self.context.limits,
             mix=self.context.mutator_weights or None, config=SearchConfig(),
-            fitness=self.fitness, tenant_id=self.context.tenant_id,
+            fitness=self.fitness, tenant_id=view.tenant_id,
         )
         result = await search.run()
+        if result.passed <= result.seed_passed:
+            return None, (f"retrieve_repair: no change to the closest tool {base.name!r} "
+                          f"passes more of the {len(cases)} tests ({result.seed_passed}/"
+                          f"{result.total} pass, as before); nothing to offer")
         final = await self.context.sandbox.run(SandboxJob(
             code=result.best.code, entrypoint=result.best.entrypoint, cases=cases,
             limits=self.context.limits))
@@ -307,13 +259,15 @@ class Memento(BaseLearningEngine):
             evaluations=result.evaluations, pass_rate_before=result.seed_pass_rate,
             exchange=[], parent_scores=dict(result.seed.scores),
             parent_passed=result.seed.passed_cases,
-        )
+        ), note
 
-    async def _draft_llm(self, group: FailureGroup, run_id: str | None) -> _Draft | None:
+    async def _draft_llm(self, view: TenantView, group: FailureGroup,
+                         run_id: str | None) -> tuple[_Draft | None, str]:
         from auto_dev.llm.skills import ExistingTool
         from auto_dev.llm.skills import FailureGroup as SkillGroup
 
-        base = self._closest_tool(group)
+        base = self._closest_tool(view, group)
+        assert self.context.skill_writer is not None
         draft = await self.context.skill_writer.write(
             SkillGroup(
                 task_descriptions=group.task_descriptions,
@@ -325,11 +279,10 @@ class Memento(BaseLearningEngine):
                 pattern=group.pattern,
                 episode_ids=group.episode_ids,
             ),
-            self.context.sandbox, tenant_id=self.context.tenant_id, run_id=run_id,
+            self.context.sandbox, tenant_id=view.tenant_id, run_id=run_id,
         )
         if not draft.code:
-            self._last_skip = f"the model produced no usable skill: {draft.failure}"
-            return None
+            return None, f"the model produced no usable skill: {draft.failure}"
         tests = tuple(draft.tests) or group.cases
         result = await self.context.sandbox.run(SandboxJob(
             code=draft.code, entrypoint=draft.entrypoint, cases=tests,
@@ -349,48 +302,44 @@ class Memento(BaseLearningEngine):
             scores=self.fitness.score(result, draft.code, llm_cost_usd=draft.cost_usd),
             base=replaces, evaluations=draft.rounds, pass_rate_before=0.0,
             exchange=list(draft.exchange), name=draft.name,
-        )
+        ), note
 
-    def _closest_tool(self, group: FailureGroup) -> ToolSnapshot | None:
-        tid = self.context.tenant_id
-        with self.context.database.session() as session:
-            if group.tool_name:
-                try:
-                    return load_tool(session, tid, group.tool_name)
-                except NotFoundError:
-                    pass
-            tools = session.scalars(select(Tool).where(Tool.tenant_id == tid)).all()
-            query = " ".join(group.task_descriptions) + " " + group.pattern
-            scored = sorted(
-                ((similarity(query, f"{t.name.replace('_', ' ')} {t.description}"), t.name)
-                 for t in tools), reverse=True)
-            if not scored or scored[0][0] < 0.15:
-                return None
-            return load_tool(session, tid, scored[0][1])
+    @staticmethod
+    def _closest_tool(view: TenantView, group: FailureGroup) -> ToolSnapshot | None:
+        if group.tool_name:
+            try:
+                return view.tools.snapshot(group.tool_name)
+            except NotFoundError:
+                pass
+        query = " ".join(group.task_descriptions) + " " + group.pattern
+        scored = sorted(
+            ((similarity(query, f"{name.replace('_', ' ')} {description}"), name)
+             for name, description in view.tools.catalogue()), reverse=True)
+        if not scored or scored[0][0] < 0.15:
+            return None
+        return view.tools.snapshot(scored[0][1])
 
-    def _store(self, group: FailureGroup, draft: _Draft, run_id: str,
-               agent_key: str | None) -> tuple[str, str]:
-        ctx = self.context
+    def _store(self, cycle: Cycle, group: FailureGroup, draft: _Draft) -> tuple[str, str]:
         parent_code = draft.base.program.code if draft.base else None
         problem = never_passes(draft.proposal.code, parent_code)
         verdict = "failed" if problem or not draft.result.all_passed else "passed"
         reason = problem or (f"passes {draft.result.passed}/{draft.result.total} tests"
                              if verdict == "failed" else draft.note)
         name = draft.name or (draft.base.name if draft.base else f"skill_{group.signature[:8]}")
-        with ctx.database.session() as session:
-            row = ctx.store.create_skill_candidate(
-                session, tenant_id=ctx.tenant_id, name=name, code=draft.proposal.code,
+        with cycle.candidates.transaction() as tx:
+            row = tx.create_skill_candidate(
+                name=name, code=draft.proposal.code,
                 entrypoint=draft.proposal.entrypoint, strategy=draft.strategy,
                 description=draft.proposal.description or draft.note,
-                tool_id=draft.base.tool_id if draft.base else None, agent_id=agent_key,
-                run_id=run_id, failure_pattern=f"{group.pattern} [{group.signature}]",
+                tool_id=draft.base.tool_id if draft.base else None,
+                failure_pattern=f"{group.pattern} [{group.signature}]",
                 source_episode_ids=group.episode_ids,
                 tests=[c.to_dict() for c in draft.tests], objectives=draft.scores,
-                exchange=draft.exchange, capability=self.capability,
+                exchange=draft.exchange,
             )
-            ctx.store.record_evaluation(
-                session, tenant_id=ctx.tenant_id, candidate_id=row.id, result=draft.result,
-                limits=ctx.limits.to_wire(), objectives=draft.scores, verdict=verdict,
+            tx.record_evaluation(
+                candidate_id=row.id, result=draft.result,
+                limits=cycle.limits.to_wire(), objectives=draft.scores, verdict=verdict,
                 reason=reason, parent_objectives=draft.parent_scores,
                 parent_passed_cases=draft.parent_passed,
             )

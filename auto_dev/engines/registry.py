@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from auto_dev._event_types import Event
 from auto_dev._exceptions import EngineError
+from auto_dev._subscriptions import ALL_TENANTS
 from auto_dev.abc import BaseLearningEngine
+from auto_dev.queries import TenantView
 
 if TYPE_CHECKING:
     from auto_dev.engines.base import EngineContext
     from auto_dev.events import EventBus
+    from auto_dev.types import CycleRequest
 
 log = structlog.get_logger(__name__)
 
@@ -25,16 +30,21 @@ _NAME = re.compile(r"^[a-z][a-z0-9_.\-]{0,99}$")
 class EngineRegistry:
     """Holds the engines of one :class:`~auto_dev.AutoDev` and wires them to its event bus.
 
-    Registering an engine binds it to the shared :class:`EngineContext` and subscribes its
-    :meth:`~auto_dev.abc.BaseLearningEngine.handle_event` to every class in its
-    ``subscriptions``, under the stable handler name ``engine:<name>`` so that deliveries left
-    pending by a crash find it again after a restart.
+    Registering an engine binds it to the shared :class:`EngineContext` and subscribes a
+    framework handler to every class in its ``subscriptions``, for every tenant, under the
+    stable handler name ``engine:<name>`` (deliveries left pending by a crash find it again
+    after a restart). The handler stays short: it lets the engine observe the event
+    (:meth:`~auto_dev.abc.BaseLearningEngine.handle_event`), asks it which target the event
+    concerns (:meth:`~auto_dev.abc.BaseLearningEngine.cycle_target`) and hands a cycle request
+    to ``enqueue`` (the facade's durable queue); the cycle itself runs in the cycle worker.
     """
 
-    def __init__(self, context: EngineContext, bus: EventBus) -> None:
+    def __init__(self, context: EngineContext, bus: EventBus,
+                 enqueue: Callable[[CycleRequest], str] | None = None) -> None:
         self._context = context
         self._bus = bus
         self._engines: dict[str, BaseLearningEngine] = {}
+        self.enqueue = enqueue
 
     def register(self, engine: BaseLearningEngine, *, replace: bool = False) -> BaseLearningEngine:
         """Register ``engine`` (an instance). Raises :class:`EngineError` if it is malformed."""
@@ -49,8 +59,6 @@ class EngineRegistry:
             )
         if not isinstance(engine.capability, str) or not engine.capability:
             raise EngineError(f"engine {name}: capability must be a non-empty string")
-        from auto_dev.events import Event
-
         subscriptions = tuple(engine.subscriptions)
         for cls in subscriptions:
             if not (isinstance(cls, type) and issubclass(cls, Event)):
@@ -61,13 +69,34 @@ class EngineRegistry:
             if not replace:
                 raise EngineError(f"an engine named {name!r} is already registered")
             self.unregister(name)
+        gatekeeper = self._context.gatekeeper
+        if gatekeeper.requirement(engine.capability) is None:
+            gatekeeper.register_capability(engine.capability, engine.required_maturity)
         engine.bind(self._context)
+        handler = self._event_handler(engine)
         for cls in subscriptions:
-            self._bus.subscribe(cls, engine.handle_event, name=f"engine:{name}")
+            self._bus.subscribe(cls, handler, name=f"engine:{name}", tenant=ALL_TENANTS)
         self._engines[name] = engine
         log.info("engine_registered", engine=name, capability=engine.capability,
                  subscriptions=[c.__name__ for c in subscriptions])
         return engine
+
+    def _event_handler(self, engine: BaseLearningEngine) -> Callable[[Event], Awaitable[None]]:
+        async def on_event(event: Event) -> None:
+            await engine.handle_event(event)
+            tenant = TenantView(self._context.database, event.tenant_id)
+            target = engine.cycle_target(event, tenant)
+            if target is None or self.enqueue is None or self._context.pipeline is None:
+                return
+            request = self._context.pipeline.request(
+                engine.name, target, trigger="event", agent=getattr(event, "agent_id", None),
+                tenant_id=event.tenant_id)
+            job_id = await asyncio.to_thread(self.enqueue, request)
+            log.info("cycle_queued", engine=engine.name, target=target,
+                     tenant_id=event.tenant_id, job_id=job_id)
+
+        on_event.__qualname__ = f"engine:{engine.name}"
+        return on_event
 
     def unregister(self, name: str) -> None:
         engine = self._engines.pop(name, None)
@@ -77,11 +106,16 @@ class EngineRegistry:
             self._bus.unsubscribe(f"engine:{name}", cls)
 
     def get(self, name: str) -> BaseLearningEngine:
-        try:
+        """The engine called ``name``; its capability's name (``memento_skills``,
+        ``auto_dev.memento_skills``) is accepted too when one engine has it."""
+        if name in self._engines:
             return self._engines[name]
-        except KeyError:
-            known = ", ".join(sorted(self._engines)) or "none"
-            raise EngineError(f"no engine named {name!r} (registered: {known})") from None
+        by_capability = [e for e in self._engines.values()
+                         if name in (e.capability, e.capability.rsplit(".", 1)[-1])]
+        if len(by_capability) == 1:
+            return by_capability[0]
+        known = ", ".join(sorted(self._engines)) or "none"
+        raise EngineError(f"no engine named {name!r} (registered: {known})")
 
     def names(self) -> list[str]:
         return sorted(self._engines)

@@ -14,7 +14,7 @@ from auto_dev.models.episodes import Episode, EpisodeSegment
 from auto_dev.models.gates import CapabilityState, UsageRecord
 from auto_dev.models.ledger import LLMBudgetDay, LLMCall
 from auto_dev.models.outbox import EventDelivery, EventRecord
-from auto_dev.models.runs import Evaluation, EvolutionRun
+from auto_dev.models.runs import CycleJob, Evaluation, EvolutionRun
 from auto_dev.models.scheduling import APSCHEDULER_TABLE, Schedule, apscheduler_jobs
 from auto_dev.models.tenancy import Agent, Tenant
 from auto_dev.models.tools import TestCase, Tool, ToolVersion
@@ -27,6 +27,7 @@ __all__ = [
     "Base",
     "CandidateStatus",
     "CapabilityState",
+    "CycleJob",
     "Episode",
     "EpisodeSegment",
     "Evaluation",

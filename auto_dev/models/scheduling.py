@@ -7,12 +7,16 @@ declare the same table here so that the alembic migration, not the job store, cr
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Column,
     Float,
+    ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Table,
@@ -20,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from auto_dev.models.base import Base, UTCDateTime, created_column, tenant_column
+from auto_dev.models.base import Base, UTCDateTime, created_column
 
 APSCHEDULER_TABLE = "apscheduler_jobs"
 
@@ -34,13 +38,19 @@ apscheduler_jobs = Table(
 
 
 class Schedule(Base):
-    """Run ``engine``'s cycle every ``interval_s`` on ``target`` or on recently failing tools."""
+    """Run ``engine``'s cycle every ``interval_s`` on ``target`` or on recently failing tools.
+
+    Ids are per tenant (the key is ``(tenant_id, id)``). ``failures`` counts consecutive firings
+    whose cycles all failed; the schedule then waits ``backoff_until`` before firing again.
+    """
 
     __tablename__ = "schedules"
     __table_args__ = (Index("ix_schedules_tenant", "tenant_id"),)
 
+    tenant_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[str] = tenant_column()
     engine: Mapped[str] = mapped_column(String(100), nullable=False)
     target: Mapped[str | None] = mapped_column(String(200))
     interval_s: Mapped[float] = mapped_column(Float, nullable=False)
@@ -48,3 +58,9 @@ class Schedule(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = created_column()
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                          server_default="0")
+    backoff_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The cycle jobs the last firing queued: their outcomes decide the next backoff.
+    last_job_ids: Mapped[list[Any]] = mapped_column(JSON, nullable=False, default=list,
+                                                       server_default="[]")

@@ -101,7 +101,7 @@ class TestEvents:
                                      tool_name="apply_discount",
                                      inputs={"args": [10.0, 10]}, expected=9.0,
                                      error_trace="AssertionError: 11.0 != 9.0")
-        await autodev.events.drain()
+        await autodev.drain()
         pending = autodev.review.list_pending("t1")
         assert [p.target for p in pending] == ["apply_discount"]
 

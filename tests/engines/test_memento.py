@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from auto_dev.db import Database
-from auto_dev.engines._signatures import failure_signature
 from auto_dev.engines.memento import Memento, never_passes
+from auto_dev.failures import failure_signature
 from auto_dev.models import SkillCandidate
 from auto_dev.sandbox.process import ProcessSandbox
 from auto_dev.service import AutoDev
@@ -47,11 +47,11 @@ class TestMemento:
         """Two similar failures without a tool produce one passed retrieve_repair skill."""
         _setup(autodev)
         await _fail(autodev, "average basket value for an empty cart")
-        await autodev.events.drain()
+        await autodev.drain()
         with autodev.database.session() as session:
             assert session.scalars(select(SkillCandidate)).first() is None  # one is not a pattern
         await _fail(autodev, "average basket value of a new customer")
-        await autodev.events.drain()
+        await autodev.drain()
         with autodev.database.session() as session:
             skills = session.scalars(select(SkillCandidate)).all()
             assert len(skills) == 1
@@ -63,7 +63,7 @@ class TestMemento:
             assert "ZeroDivisionError" in skill.failure_pattern
         # A third failure of the same kind does not start a second, duplicate candidate.
         await _fail(autodev, "average basket value again")
-        await autodev.events.drain()
+        await autodev.drain()
         with autodev.database.session() as session:
             assert len(session.scalars(select(SkillCandidate)).all()) == 1
 
@@ -73,7 +73,7 @@ class TestMemento:
         for task in ("average one", "average two"):
             await autodev.record_episode(agent="bot", task=task, success=False,
                                          inputs={"args": [[]]}, error_trace=ZERO)
-        await autodev.events.drain()
+        await autodev.drain()
         memento = autodev.engines.get("memento")
         assert isinstance(memento, Memento)
         group = memento.failure_group(f"task:{failure_signature(None, ZERO)}")
@@ -114,7 +114,7 @@ class TestMementoWithModel:
             _setup(autodev)
             await _fail(autodev, "average basket value for an empty cart")
             await _fail(autodev, "average basket value of a new customer")
-            await autodev.events.drain()
+            await autodev.drain()
             with autodev.database.session() as session:
                 [skill] = session.scalars(select(SkillCandidate)).all()
                 assert skill.strategy == "llm" and skill.name == "safe_average"

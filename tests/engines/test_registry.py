@@ -10,9 +10,11 @@ from typing import Any, ClassVar
 import pytest
 
 from auto_dev import BaseLearningEngine, EngineError, TaskFailed, TaskSucceeded
-from auto_dev.engines.base import EvolutionRunResult, ValidationResult
+from auto_dev.engines.base import ValidationResult
+from auto_dev.engines.pipeline import Cycle
 from auto_dev.evolution.program import Proposal
 from auto_dev.service import AutoDev
+from auto_dev.types import CycleRequest, EvolutionRunResult
 
 
 class RecordingEngine(BaseLearningEngine):
@@ -35,10 +37,10 @@ class RecordingEngine(BaseLearningEngine):
         return []
 
     async def validate_change(self, proposal: Proposal, **kwargs: Any) -> ValidationResult:
-        raise NotImplementedError
+        raise AssertionError("RecordingEngine proposes nothing to validate")
 
-    async def run_cycle(self, target: str, budget: int) -> EvolutionRunResult:
-        return EvolutionRunResult(engine=self.name, target=target, status="completed")
+    async def evolve(self, request: CycleRequest, cycle: Cycle) -> EvolutionRunResult:
+        return EvolutionRunResult(engine=self.name, target=request.target, status="completed")
 
 
 class TestRegistry:
