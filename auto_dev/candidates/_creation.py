@@ -13,6 +13,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from auto_dev._event_types import CandidateCreated
 from auto_dev._exceptions import NotFoundError, ValidationError
 from auto_dev.candidates import promotion as _promotion
 from auto_dev.candidates._events import emit
@@ -304,10 +305,10 @@ class CreationMixin:
         log.info("candidate_created", tenant_id=row.tenant_id, kind=kind.value,
                  candidate_id=row.id, capability=capability)
         agent = session.get(Agent, row.agent_id) if row.agent_id else None
-        emit(self.bus, session, "CandidateCreated", tenant_id=row.tenant_id,
+        emit(self.bus, session, CandidateCreated(tenant_id=row.tenant_id,
              candidate_kind=kind.value, candidate_id=row.id, tool_name=_target_name(session, row),
              actor=f"agent:{agent.key}" if agent else AUTO_ACTOR,
-             metadata={"capability": capability, "status": row.status})
+             metadata={"capability": capability, "status": row.status}))
 
 
 def _target_name(session: Session, row: Candidate) -> str | None:

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from auto_dev._event_types import CandidatePromoted, CandidateRolledBack
 from auto_dev._exceptions import (
     GateDeniedError,
     IllegalTransitionError,
@@ -367,10 +368,10 @@ def promote(
                    "previous_version": previous.version if previous else None}
         record_decision(store, session, candidate, ckind.value, "promoted", actor, reason, details)
         session.flush()
-        emit(store.bus, session, "CandidatePromoted", tenant_id=tenant_id,
+        emit(store.bus, session, CandidatePromoted(tenant_id=tenant_id,
              candidate_kind=ckind.value, candidate_id=candidate.id,
              tool_name=tool.name if tool else getattr(candidate, "name", None), actor=actor,
-             reason=reason, tool_version_id=version.id if version else None, metadata=details)
+             reason=reason, tool_version_id=version.id if version else None, metadata=details))
     return PromotionResult(
         candidate_id=candidate.id, kind=ckind.value, auto=auto,
         tool_id=tool.id if tool else None, tool_name=tool.name if tool else None,
@@ -458,10 +459,10 @@ def rollback_tool(
                              "to_version": target.version, "candidate_id":
                              candidate.id if candidate else None})
         session.flush()
-        emit(store.bus, session, "CandidateRolledBack", tenant_id=tenant_id,
+        emit(store.bus, session, CandidateRolledBack(tenant_id=tenant_id,
              candidate_kind=kind, candidate_id=subject_id, tool_name=tool.name, actor=actor,
              reason=reason, tool_version_id=target.id,
-             metadata={"from_version": current.version, "to_version": target.version})
+             metadata={"from_version": current.version, "to_version": target.version}))
     log.info("tool_rolled_back", tenant_id=tenant_id, tool=tool.name,
              from_version=current.version, to_version=target.version, actor=actor, reason=reason)
     return RollbackResult(tool_id=tool.id, tool_name=tool.name, from_version=current.version,
