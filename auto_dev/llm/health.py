@@ -90,6 +90,18 @@ def error_kind(error: BaseException) -> LLMErrorKind:
     return LLMErrorKind.OTHER
 
 
+def stored_error_kind(text: str) -> LLMErrorKind:
+    """The kind of an error stored as ``"ClassName: message"`` (the ledger's form)."""
+    from auto_dev import _exceptions
+
+    cls = getattr(_exceptions, text.split(":", 1)[0].strip(), None)
+    if isinstance(cls, type):
+        for base, kind in _KINDS:
+            if issubclass(cls, base):
+                return kind
+    return LLMErrorKind.OTHER
+
+
 def clip_message(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
@@ -312,4 +324,5 @@ __all__ = [
     "breaker_dict",
     "error_kind",
     "failures_of",
+    "stored_error_kind",
 ]

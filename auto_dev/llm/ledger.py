@@ -416,6 +416,23 @@ def deployment_outcomes(
     return out
 
 
+def latest_failures(database: SessionSource, deployments: list[str]) -> dict[str, str]:
+    """Per deployment whose latest settled call failed, that call's stored error text
+    (``"LLMAuthError: ..."``): what ``auto-dev llm status`` shows as the last error."""
+    out: dict[str, str] = {}
+    with database.session(readonly=True) as session:
+        for deployment in deployments:
+            row = session.execute(
+                select(LLMCall.status, LLMCall.error)
+                .where(LLMCall.deployment == deployment, LLMCall.status.in_(("ok", "error")))
+                .order_by(LLMCall.created_at.desc())
+                .limit(1)
+            ).first()
+            if row is not None and row.status == "error" and row.error:
+                out[deployment] = str(row.error)
+    return out
+
+
 def calls(
     database: SessionSource, *, tenant_id: str | None = None, limit: int = 100
 ) -> Iterator[LLMCall]:
