@@ -26,12 +26,17 @@ docker, litellm) are caught at the module that talks to them and re-raised as on
         ├── LLMTimeoutError           the call timed out
         ├── LLMContextWindowError     the prompt does not fit the model
         ├── LLMAuthError              the key was refused
+        ├── LLMModelNotFoundError     the endpoint does not know the model (404)
         ├── LLMUnavailableError       provider down, circuit open, or every fallback failed
+        │   ├── LLMUnreachableError   nothing answers at the API base (refused, no such host)
+        │   └── LLMCircuitOpenError   every deployment's circuit breaker is open
         ├── LLMResponseError          the answer could not be used (empty, malformed)
         └── BudgetExceededError       the call would take the tenant over its daily budget
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class AutoDevError(Exception):
@@ -100,7 +105,15 @@ class SchedulerError(AutoDevError):
 
 
 class LLMError(AutoDevError):
-    """A model call failed."""
+    """A model call failed.
+
+    ``failures`` lists what each attempt of the call ran into (an
+    :class:`auto_dev.llm.health.LLMFailure` per failed attempt, with its kind, model and
+    deployment), so callers can report *why* a model is unusable; empty when the error did not
+    come from :class:`~auto_dev.llm.client.LLMClient`'s attempts.
+    """
+
+    failures: tuple[Any, ...] = ()
 
 
 class LLMNotConfiguredError(LLMError):
@@ -123,8 +136,20 @@ class LLMAuthError(LLMError):
     """The provider refused the credentials."""
 
 
+class LLMModelNotFoundError(LLMError):
+    """The endpoint answered that it does not know the model (HTTP 404)."""
+
+
 class LLMUnavailableError(LLMError):
     """The provider is down, its circuit is open, or every fallback failed."""
+
+
+class LLMUnreachableError(LLMUnavailableError):
+    """Nothing answers at the API base: connection refused, or the host does not resolve."""
+
+
+class LLMCircuitOpenError(LLMUnavailableError):
+    """No deployment was tried: every circuit breaker is open after repeated failures."""
 
 
 class LLMResponseError(LLMError):

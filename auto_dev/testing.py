@@ -3,8 +3,9 @@
 * :class:`FakeLLM` stands in for :class:`auto_dev.llm.client.LLMClient` wherever one is accepted
   (mutators, the skill writer, engines): it answers from a script and records every prompt.
 * :class:`OpenAICompatibleServer` is a real HTTP server on 127.0.0.1 speaking the OpenAI chat
-  completions protocol, with scriptable replies (answers, 429s, 500s, delays, malformed JSON), so
-  that litellm's real client can be exercised without a network or a provider.
+  completions protocol, with scriptable replies (answers, 429s, 500s, delays, malformed JSON), an
+  optional API key it checks (401 otherwise) and model list it serves (404 otherwise), so that
+  litellm's real client can be exercised without a network or a provider.
 
 Nothing here imports litellm.
 """
@@ -16,7 +17,7 @@ import socket
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -164,8 +165,9 @@ class ServerReply:
 
     ``content`` is the assistant message; token counts default to whitespace-separated words of
     the prompt and the answer. ``status`` other than 200 sends an OpenAI-style error body with
-    ``error_message``. ``body`` (bytes) is sent verbatim instead of anything else. ``delay_s``
-    waits before answering (to provoke client timeouts).
+    ``error_message`` (and ``error_code``, default the status). ``body`` (bytes) is sent
+    verbatim instead of anything else. ``delay_s`` waits before answering (to provoke client
+    timeouts).
     """
 
     content: str | None = "ok"
@@ -177,6 +179,7 @@ class ServerReply:
     headers: dict[str, str] = field(default_factory=dict)
     error_message: str = "scripted error"
     finish_reason: str = "stop"
+    error_code: str | None = None
 
     @classmethod
     def rate_limited(cls, retry_after_s: float = 0.0) -> ServerReply:
@@ -192,7 +195,14 @@ class ServerReply:
 
     @classmethod
     def unauthorized(cls) -> ServerReply:
-        return cls(status=401, error_message="Incorrect API key provided")
+        return cls(status=401, error_message="Incorrect API key provided",
+                   error_code="invalid_api_key")
+
+    @classmethod
+    def unknown_model(cls, model: str) -> ServerReply:
+        """The provider's answer for a model it does not serve (HTTP 404)."""
+        return cls(status=404, error_code="model_not_found", error_message=(
+            f"The model `{model}` does not exist or you do not have access to it."))
 
     @classmethod
     def context_window(cls) -> ServerReply:
@@ -234,11 +244,21 @@ class OpenAICompatibleServer:
     ``"openai/<name>"`` and ``api_base=server.base_url``; ``<name>`` arrives as the request's
     ``model`` field. :meth:`script` queues replies for one model name (or for any); when a
     queue is empty the ``default`` reply (or responder function of the request body) answers.
+    Like a provider, with ``api_key`` set it answers 401 to a request without that bearer
+    key, and with ``models`` set it answers 404 for any other model (before any script).
     Every request is recorded in :attr:`requests`.
     """
 
-    def __init__(self, default: ServerReply | Responder | None = None) -> None:
+    def __init__(
+        self,
+        default: ServerReply | Responder | None = None,
+        *,
+        api_key: str | None = None,
+        models: Collection[str] | None = None,
+    ) -> None:
         self._default: ServerReply | Responder = default or ServerReply()
+        self.api_key = api_key
+        self.models = frozenset(models) if models is not None else None
         self._queues: dict[str | None, deque[ServerReply]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -313,7 +333,13 @@ class OpenAICompatibleServer:
         with self._lock:
             return [r for r in self.requests if r.model == model]
 
-    def _next_reply(self, model: str, body: dict[str, Any]) -> ServerReply:
+    def _next_reply(
+        self, model: str, body: dict[str, Any], authorization: str | None = None
+    ) -> ServerReply:
+        if self.api_key is not None and authorization != f"Bearer {self.api_key}":
+            return ServerReply.unauthorized()
+        if self.models is not None and model not in self.models:
+            return ServerReply.unknown_model(model)
         with self._lock:
             for key in (model, None):
                 queue = self._queues.get(key)
@@ -387,7 +413,7 @@ def _make_handler(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
                 return
             model = str(body.get("model", ""))
-            reply = server._next_reply(model, body)
+            reply = server._next_reply(model, body, self.headers.get("authorization"))
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
             server._record(RecordedRequest(self.path, model, messages, body, reply.status))
             if reply.delay_s and server._stopping.wait(reply.delay_s):
@@ -399,7 +425,7 @@ def _make_handler(server: OpenAICompatibleServer) -> type[BaseHTTPRequestHandler
                     "error": {
                         "message": reply.error_message,
                         "type": "invalid_request_error" if reply.status < 500 else "server_error",
-                        "code": str(reply.status),
+                        "code": reply.error_code or str(reply.status),
                     }
                 }
                 self._send(reply.status, error, reply.headers)

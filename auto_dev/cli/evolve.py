@@ -9,6 +9,9 @@ compared after JSON normalisation (tuples, generators and other iterables become
 within a small tolerance. The run is offline (AST repair operators) unless an LLM model is
 configured. With ``--json`` the last line on stdout is one JSON object (``best_code``,
 ``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds`` and more).
+Failed model calls are never only logged: ``llm_errors`` lists them (kind, model, message,
+count), ``llm_health`` counts calls and shows the circuit breakers, a warning line says so,
+and when no call was answered ``strategy`` says the run fell back to the AST operators.
 
 Exit codes: 0 whenever the run completed (improved or not), 2 for bad input (the file, the test
 file, an option), 1 when the sandbox itself failed. Also runnable as
@@ -114,16 +117,25 @@ def evolve(
     from auto_dev.evolution.diff import unified_diff
 
     diff = unified_diff(code, result.best.code, fromfile=str(path), tofile="best")
+    strategy = plan.strategy_for(result.llm)  # says so when an unusable LLM left AST alone
+    warning = llm_warning(result, strategy)
     if json_output:
+        if warning:
+            from rich.console import Console
+            from rich.markup import escape
+
+            Console(stderr=True, highlight=False).print(
+                f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
         payload = {**result.to_dict(), "sandbox": backend, "sandbox_reason": reason,
-                   "strategy": plan.strategy, "diff": diff, "path": str(path),
+                   "strategy": strategy, "planned_strategy": plan.strategy,
+                   "llm_warning": warning, "diff": diff, "path": str(path),
                    "entrypoint": entrypoint, "budget": budget if budget is not None
                    else settings.evolution_budget, "seed": seed}
         print(json.dumps(_finite(payload), sort_keys=True))
     else:
         from rich.console import Console
 
-        _render(Console(), result, plan, backend, reason, diff)
+        _render(Console(), result, strategy, warning, backend, reason, diff)
 
 
 def load_tests(path: Path) -> list[Case]:
@@ -245,10 +257,26 @@ def _progress_bar(
         yield on_progress
 
 
-def _render(console: Console, result: SearchResult, plan: MutatorPlan, backend: str,
-            reason: str, diff: str) -> None:
+def llm_warning(result: SearchResult, strategy: str) -> str | None:
+    """One line about the run's failed LLM calls (kind, model, message, count), or None."""
+    llm = result.llm
+    if llm is None or not llm.errors:
+        return None
+    total = llm.calls_answered + llm.calls_failed
+    if not llm.usable:
+        return (f"the LLM was unusable (none of {total} calls answered): {llm.describe()}. "
+                f"Mutators used: {strategy}")
+    return f"LLM errors ({llm.calls_answered} of {total} calls answered): {llm.describe()}"
+
+
+def _render(console: Console, result: SearchResult, strategy: str, warning: str | None,
+            backend: str, reason: str, diff: str) -> None:
+    from rich.markup import escape
     from rich.syntax import Syntax
     from rich.table import Table
+
+    if warning:
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
     if result.solved and result.improved:
         verdict = "[bold green]repaired: every case passes[/]"
@@ -271,7 +299,10 @@ def _render(console: Console, result: SearchResult, plan: MutatorPlan, backend: 
         table.add_row("fix", f"{result.best_record.operator}: "
                              f"{result.best_record.proposal.description}")
         table.add_row("lineage", " -> ".join(result.lineage))
-    table.add_row("mutators", plan.strategy)
+    table.add_row("mutators", escape(strategy))
+    if result.llm is not None and result.llm.used:
+        table.add_row("llm calls", f"{result.llm.calls_answered} answered, "
+                                   f"{result.llm.calls_failed} failed")
     table.add_row("sandbox", f"{backend} ({reason})")
     console.print(table)
     if diff:

@@ -47,6 +47,7 @@ def status(
 ) -> None:
     """Deployments, fallbacks and circuit breaker states (offline mode when none is set)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from auto_dev.llm import ledger
@@ -69,8 +70,11 @@ def status(
         table = parse_deployments(llm)
     database = _ledger_database(settings)
     history: dict[str, list[tuple[float, bool]]] = {}
+    last_errors: dict[str, str] = {}
     if database is not None:
-        history = ledger.deployment_outcomes(database, [d.id for d in table.deployments])
+        ids = [d.id for d in table.deployments]
+        history = ledger.deployment_outcomes(database, ids)
+        last_errors = ledger.latest_failures(database, ids)
     rows: list[dict[str, Any]] = []
     for deployment in table.deployments:
         breaker = CircuitBreaker(llm.circuit_failure_threshold, llm.circuit_cooldown_s)
@@ -84,6 +88,7 @@ def status(
                 "circuit": snap.state.value,
                 "consecutive_failures": snap.consecutive_failures,
                 "retry_in_s": round(snap.retry_in_s, 1),
+                "last_error": _last_error(last_errors.get(deployment.id)),
             }
         )
     if as_json:
@@ -93,7 +98,7 @@ def status(
         return
     view = Table(title="LLM deployments")
     for column in ("Group", "Deployment", "Model", "API base", "Fallbacks", "Circuit",
-                   "Failures"):
+                   "Failures", "Last error"):
         view.add_column(column)
     colours = {"closed": "green", "half_open": "yellow", "open": "red"}
     for row in rows:
@@ -108,10 +113,22 @@ def status(
             ", ".join(row["fallbacks"]) or "-",
             f"[{colours[row['circuit']]}]{circuit}[/]",
             str(row["consecutive_failures"]),
+            escape(f"{last['kind']}: {last['message']}") if (last := row["last_error"]) else "-",
         )
     console.print(view)
     if database is None:
         console.print("(no ledger yet: circuit states start closed; run `auto-dev init`)")
+
+
+def _last_error(text: str | None) -> dict[str, str] | None:
+    """A deployment's last failed call as ``{"kind", "message"}`` (None when it answered)."""
+    if not text:
+        return None
+    from auto_dev.llm.health import clip_message, stored_error_kind
+
+    kind = stored_error_kind(text)
+    message = text.split(":", 1)[1].strip() if ":" in text else text
+    return {"kind": str(kind), "message": clip_message(message)}
 
 
 @app.command("spend")

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import random
 
     from auto_dev.config import Settings
+    from auto_dev.llm.health import LLMHealthReport
 
 log = structlog.get_logger(__name__)
 
@@ -373,6 +374,28 @@ class MutatorPlan:
     mutators: tuple[Mutator, ...]
     weights: tuple[float, ...]
     strategy: str
+
+    def strategy_for(self, llm: LLMHealthReport | None) -> str:
+        """The strategy a run actually followed, given its LLM report (``SearchResult.llm``).
+
+        The plan's sentence, unless the run's LLM was unusable (calls made, none answered):
+        then the run fell back to the AST repair operators, and this says so and why.
+        """
+        ast_share = sum(w for m, w in zip(self.mutators, self.weights, strict=True)
+                        if m.name == "ast")
+        return fallback_strategy(self.strategy, llm, ast_share=ast_share / sum(self.weights))
+
+
+def fallback_strategy(planned: str, llm: LLMHealthReport | None, *, ast_share: float) -> str:
+    """``planned``, or what a run whose LLM was unusable really did with ``ast_share`` of its
+    steps given to the AST operators (see :meth:`MutatorPlan.strategy_for`)."""
+    if llm is None or llm.usable:
+        return planned
+    why = llm.cause() or "no call answered"
+    if ast_share <= 0:
+        return (f"none: the LLM was unusable ({why}) and llm_mutation_fraction = 1 leaves the "
+                "AST repair operators no share")
+    return f"AST repair operators (fell back: the LLM was unusable: {why})"
 
 
 def build_mutators(

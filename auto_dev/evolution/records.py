@@ -5,10 +5,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auto_dev.evolution.program import Program, Proposal
 from auto_dev.sandbox.base import SandboxResult
+
+if TYPE_CHECKING:
+    from auto_dev.llm.health import LLMHealthReport
 
 
 class CandidateStatus(enum.StrEnum):
@@ -137,6 +140,8 @@ class SearchResult:
     status_counts: dict[str, int] = field(default_factory=dict)
     operator_stats: dict[str, OperatorStats] = field(default_factory=dict)
     candidates: list[CandidateStat] = field(default_factory=list)
+    #: The run's LLM calls: answered, failed, failures by kind, breakers (None: no LLM mutator).
+    llm: LLMHealthReport | None = None
 
     @property
     def passed(self) -> int:
@@ -190,6 +195,8 @@ class SearchResult:
                        "improved": s.improved, "passed": s.passed}
                 for name, s in sorted(self.operator_stats.items())
             },
+            "llm_errors": [e.to_dict() for e in self.llm.errors] if self.llm else [],
+            "llm_health": self.llm.to_dict(errors=False) if self.llm else None,
         }
 
 

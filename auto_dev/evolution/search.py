@@ -46,6 +46,7 @@ from auto_dev.evolution.dedup import (
     normalized_hash,
     parse,
 )
+from auto_dev.evolution.llm_watch import LLMWatch
 from auto_dev.evolution.population import Population
 from auto_dev.evolution.program import CaseFeedback, MutationContext, Program, Proposal
 from auto_dev.evolution.records import (
@@ -197,12 +198,14 @@ class EvolutionSearch:
         self._seed_passed: frozenset[int] = frozenset()
         self._seed_program: Program | None = None
         self._started = 0.0
+        self._llm_watch = LLMWatch(())
 
     # --- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> SearchResult:
         """Run until solved (unless continuing), out of budget, or out of new proposals."""
         self._started = time.perf_counter()
+        self._llm_watch = LLMWatch(self.mutators)  # this run's share of the LLM calls
         seed = await self._evaluate_seed()
         stop = "budget"
         if self._solved(seed) and not self.config.continue_after_solved:
@@ -499,6 +502,7 @@ class EvolutionSearch:
             best_record=self._best_record if best.id != seed.id else None,
             lineage=lineage(self._parents, best.id), status_counts=dict(self._status_counts),
             operator_stats=dict(self._operator_stats), candidates=self._stats,
+            llm=self._llm_watch.report(),
         )
         log.info("search.done", stop=stop, evaluations=result.evaluations,
                  passed=result.passed, total=result.total, seconds=round(result.seconds, 3))

@@ -7,6 +7,8 @@
   daily budgets, the ``LLMCall`` cost ledger and its queries.
 * :mod:`~auto_dev.llm.mutator` -- ``LLMMutator`` for AlphaEvolver; :mod:`~auto_dev.llm.skills`
   -- ``SkillWriter`` for Memento; :mod:`~auto_dev.llm.prompts` -- their prompts.
+* :mod:`~auto_dev.llm.health` -- calls answered and failed, failures by kind (authentication,
+  unknown model, unreachable...), kept by the client and the mutator so runs report them.
 * :mod:`~auto_dev.llm.factory` -- build all of it from settings (``None``: offline mode).
 
 Importing this package (or any module above) does not import litellm.

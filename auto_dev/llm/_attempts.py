@@ -5,23 +5,35 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from auto_dev._exceptions import (
     LLMAuthError,
+    LLMCircuitOpenError,
     LLMError,
+    LLMModelNotFoundError,
     LLMRateLimitedError,
     LLMTimeoutError,
     LLMUnavailableError,
     ValidationError,
 )
 from auto_dev.llm.breaker import CircuitBreaker
+from auto_dev.llm.health import LLMErrorKind, LLMFailure, clip_message, error_kind
 from auto_dev.llm.types import ChatMessage
+
+if TYPE_CHECKING:
+    from auto_dev.llm.deployments import Deployment
 
 #: Errors worth another attempt on the same deployment.
 RETRYABLE = (LLMRateLimitedError, LLMTimeoutError, LLMUnavailableError)
 #: Errors that say the deployment is unhealthy (they count against its circuit breaker);
-#: context-window and bad-request errors are the caller's problem and do not.
-BREAKER_ERRORS = (LLMRateLimitedError, LLMTimeoutError, LLMUnavailableError, LLMAuthError)
+#: context-window and bad-request errors are the caller's problem and do not. A model the
+#: endpoint does not know is the deployment's configuration, like a refused key.
+BREAKER_ERRORS = (
+    LLMRateLimitedError, LLMTimeoutError, LLMUnavailableError, LLMAuthError,
+    LLMModelNotFoundError,
+)
 #: Longest wait before a retry; a provider asking for more is skipped for the next deployment.
 MAX_BACKOFF_S = 60.0
 
@@ -34,8 +46,43 @@ class CallState:
 
     errors: list[tuple[str, Exception]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: Every failed attempt and skipped deployment, for :attr:`LLMError.failures`.
+    failures: list[LLMFailure] = field(default_factory=list)
     cost_usd: float = 0.0
     attempts: int = 0
+
+
+def attempt_failure(deployment: Deployment, error: Exception) -> LLMFailure:
+    """What one failed attempt on ``deployment`` says, for health reports."""
+    kind = error_kind(error)
+    message = str(error)
+    if kind is LLMErrorKind.UNREACHABLE:
+        message = f"cannot reach {_without_credentials(deployment.api_base)}: {message}"
+    return LLMFailure(kind, deployment.model, deployment.id, clip_message(message))
+
+
+def skipped_failure(deployment: Deployment, breaker: CircuitBreaker) -> LLMFailure:
+    """A deployment not tried because its circuit is open."""
+    snap = breaker.snapshot()
+    return LLMFailure(
+        LLMErrorKind.CIRCUIT_OPEN, deployment.model, deployment.id,
+        f"circuit open after {snap.consecutive_failures} consecutive failures; "
+        f"next trial in {snap.retry_in_s:.1f}s",
+    )
+
+
+def _without_credentials(url: str | None) -> str:
+    if not url:
+        return "the provider's default endpoint"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "the configured api_base"
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
 
 
 def backoff(attempt: int, err: LLMError, base_s: float, rng: random.Random) -> float | None:
@@ -54,16 +101,19 @@ def final_error(
 ) -> Exception:
     """The error a call raises when no deployment answered.
 
-    Every attempt failing the same way raises that kind (e.g. rate limited); mixed failures,
-    or open circuits, raise :class:`~auto_dev.LLMUnavailableError`. The last underlying error
-    is the ``__cause__``.
+    Every attempt failing the same way raises that kind (e.g. rate limited); mixed failures
+    raise :class:`~auto_dev.LLMUnavailableError`, open circuits alone
+    :class:`~auto_dev.LLMCircuitOpenError`. The last underlying error is the ``__cause__``;
+    ``failures`` lists every failed attempt and skipped deployment.
     """
     if not state.errors:
         wait = min((breakers[d].snapshot().retry_in_s for d in state.skipped), default=0.0)
-        return LLMUnavailableError(
+        circuit_open = LLMCircuitOpenError(
             f"model group {group!r}: circuit open for every deployment "
             f"({', '.join(state.skipped)}); next trial in {wait:.1f}s"
         )
+        circuit_open.failures = tuple(state.failures)
+        return circuit_open
     detail = "; ".join(f"{dep}: {err}"[:300] for dep, err in state.errors[-6:])
     if state.skipped:
         detail += f"; circuit open: {', '.join(sorted(set(state.skipped)))}"
@@ -76,6 +126,8 @@ def final_error(
         else LLMUnavailableError(message)
     )
     error.__cause__ = last
+    if isinstance(error, LLMError):
+        error.failures = tuple(state.failures)
     return error
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
+import socket
 import threading
 from dataclasses import dataclass
 from types import ModuleType
@@ -23,10 +25,12 @@ from auto_dev._exceptions import (
     LLMAuthError,
     LLMContextWindowError,
     LLMError,
+    LLMModelNotFoundError,
     LLMRateLimitedError,
     LLMResponseError,
     LLMTimeoutError,
     LLMUnavailableError,
+    LLMUnreachableError,
 )
 
 log = structlog.get_logger(__name__)
@@ -131,12 +135,43 @@ def _retry_after(exc: BaseException) -> float | None:
     return None
 
 
+# litellm prefixes every message with its class names ("litellm.AuthenticationError:
+# AuthenticationError: OpenAIException - Incorrect API key"): keep the provider's words.
+_NOISE = re.compile(r"^(?:(?:litellm\.)?[A-Za-z]+(?:Error|Exception)(?: - |: ))+")
+# Transport errors raised when no connection could be made at all (httpx, aiohttp).
+_CONNECT_ERRORS = frozenset({"ConnectError", "ClientConnectorError", "ClientConnectorDNSError"})
+
+
+def _plain(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return _NOISE.sub("", text) or text
+
+
+def _connect_failure(exc: BaseException) -> BaseException | None:
+    """The error saying no connection could be made, if that is what ``exc`` comes from.
+
+    litellm reports a refused connection as an ``InternalServerError`` ("Connection error."),
+    so the cause chain is the only place that tells an unreachable endpoint from an outage.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    found: BaseException | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError | socket.gaierror):
+            return current  # the most precise words: "[Errno 111] Connect call failed ..."
+        if found is None and any(c.__name__ in _CONNECT_ERRORS for c in type(current).__mro__):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
+
+
 def map_exception(exc: BaseException) -> LLMError:
     """Translate a litellm (or transport) exception into auto-dev's error tree."""
     if isinstance(exc, LLMError):
         return exc
     litellm = load()
-    message = f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+    message = f"{type(exc).__name__}: {_plain(exc)[:500]}"
     # Order matters: ContextWindowExceededError is a BadRequestError, Timeout an APIConnection one.
     if isinstance(exc, litellm.ContextWindowExceededError):
         return LLMContextWindowError(message)
@@ -148,6 +183,11 @@ def map_exception(exc: BaseException) -> LLMError:
         return LLMTimeoutError(message)
     if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
         return LLMAuthError(message)
+    if isinstance(exc, litellm.NotFoundError):
+        return LLMModelNotFoundError(message)
+    refused = _connect_failure(exc)
+    if refused is not None:
+        return LLMUnreachableError(f"{type(refused).__name__}: {_plain(refused)[:500]}")
     if isinstance(
         exc,
         litellm.APIConnectionError

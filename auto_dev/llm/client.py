@@ -42,14 +42,24 @@ from auto_dev.llm._attempts import (
     BREAKER_ERRORS,
     RETRYABLE,
     CallState,
+    attempt_failure,
     backoff,
     check_messages,
     final_error,
+    skipped_failure,
 )
 from auto_dev.llm._cache import DiskCache, cache_entry, cache_key
 from auto_dev.llm.breaker import BreakerState, CircuitBreaker
 from auto_dev.llm.budget import BudgetGuard
 from auto_dev.llm.deployments import Deployment, DeploymentTable, parse_deployments
+from auto_dev.llm.health import (
+    CONFIGURATION_KINDS,
+    HealthMark,
+    LLMFailure,
+    LLMHealth,
+    LLMHealthReport,
+    failures_of,
+)
 from auto_dev.llm.pricing import Price, Pricing, prompt_token_bound
 from auto_dev.llm.types import ChatMessage, LLMResponse
 
@@ -115,6 +125,8 @@ class LLMClient:
             )
             for d in self.table.deployments
         }
+        #: Calls answered and failed over this client's life, failures by kind.
+        self.health = LLMHealth()
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -210,6 +222,18 @@ class LLMClient:
             )
         return out
 
+    def health_report(self, since: HealthMark | None = None) -> LLMHealthReport:
+        """Calls answered and failed (since ``since``, a :meth:`LLMHealth.mark` of
+        :attr:`health`), the failed attempts by kind, model and deployment, and every
+        deployment's circuit breaker."""
+        return self.health.report(since=since, breakers=self.status())
+
+    def errors_summary(self) -> list[dict[str, object]]:
+        """The failed attempts of this client's life as JSON: ``kind`` (``authentication``,
+        ``unknown_model``, ``unreachable``...), ``model``, ``deployment``, ``message``,
+        ``count``; what needs a person first."""
+        return [summary.to_dict() for summary in self.health.report().errors]
+
     def restore_breakers(self) -> None:
         """Rebuild breaker states from the ledger (after a restart, or in another process)."""
         history = ledger.deployment_outcomes(self.database, list(self._breakers))
@@ -262,19 +286,39 @@ class LLMClient:
             key = cache_key(group, msgs, max_tokens=max_tokens, temperature=temperature)
             hit = self._cache.get(key)
             if hit is not None:
-                return await self._answer_from_cache(hit, tenant, row)
+                cached = await self._answer_from_cache(hit, tenant, row)
+                self.health.record_answer()
+                return cached
 
         state = CallState()
-        for group_name in self.table.chain(group):
-            for deployment in self._ordered(group_name):
-                response = await self._try_deployment(
-                    deployment, msgs, tenant, row, max_tokens, temperature, state
-                )
-                if response is not None:
-                    if key is not None and self._cache is not None:
-                        self._cache.set(key, cache_entry(response))
-                    return response
+        try:
+            for group_name in self.table.chain(group):
+                for deployment in self._ordered(group_name):
+                    response = await self._try_deployment(
+                        deployment, msgs, tenant, row, max_tokens, temperature, state
+                    )
+                    if response is not None:
+                        if key is not None and self._cache is not None:
+                            self._cache.set(key, cache_entry(response))
+                        self.health.record_answer()
+                        return response
+        except (BudgetExceededError, LLMResponseError) as exc:
+            # The budget refused an attempt, or a deployment answered nothing: the call ends
+            # here, with whatever failed before it.
+            failures = state.failures if exc.failures else [*state.failures,
+                                                             *failures_of(exc, model=group)]
+            self._record_failures(failures)
+            raise
+        self._record_failures(state.failures)
         raise self._final_error(group, state)
+
+    def _record_failures(self, failures: Sequence[LLMFailure]) -> None:
+        for failure in self.health.record_failures(failures):
+            if failure.kind in CONFIGURATION_KINDS:
+                # Once per kind and deployment: no retry fixes these, a person must.
+                log.warning("llm.deployment_unusable", kind=str(failure.kind),
+                            deployment=failure.deployment, model=failure.model,
+                            error=failure.message)
 
     def _ordered(self, group: str) -> list[Deployment]:
         # Spread load over a group's deployments; the breakers filter the unhealthy ones.
@@ -299,6 +343,7 @@ class LLMClient:
             params = deployment.call_params()
         except ConfigurationError as exc:
             state.errors.append((deployment.id, exc))
+            state.failures.append(attempt_failure(deployment, exc))
             log.warning("llm.deployment_misconfigured", deployment=deployment.id, error=str(exc))
             return None
         price = self.price_of(deployment)
@@ -308,6 +353,7 @@ class LLMClient:
         for attempt in range(retries + 1):
             if not breaker.allow():
                 state.skipped.append(deployment.id)
+                state.failures.append(skipped_failure(deployment, breaker))
                 return None
             try:
                 call_id = await self._reserve(
@@ -341,6 +387,7 @@ class LLMClient:
                 )
                 state.cost_usd += cost
                 state.errors.append((deployment.id, outcome))
+                state.failures.append(attempt_failure(deployment, outcome))
                 if isinstance(outcome, BREAKER_ERRORS):
                     breaker.record_failure()
                 else:
@@ -375,6 +422,8 @@ class LLMClient:
                 error=ledger.error_text(error) if error else None,
             )
             if error is not None:
+                state.failures.append(attempt_failure(deployment, error))
+                error.failures = tuple(state.failures)
                 raise error
             return LLMResponse(
                 text=outcome.text or "",

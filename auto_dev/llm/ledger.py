@@ -21,6 +21,7 @@ from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import NotFoundError, StorageError, ValidationError
+from auto_dev.llm._attempts import BREAKER_ERRORS
 from auto_dev.llm.types import new_call_id
 from auto_dev.models import LLMBudgetDay, LLMCall
 
@@ -35,11 +36,22 @@ ABANDONED_ERROR = (
     "worst-case estimate"
 )
 
+
+
+def _class_names(classes: tuple[type, ...]) -> frozenset[str]:
+    names: set[str] = set()
+    todo = list(classes)
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
 #: Error kinds (the class name stored as the error's prefix) that count against a deployment's
-#: circuit breaker; the others are the caller's problem (a prompt too long, a bad request).
-BREAKER_ERRORS = frozenset(
-    {"LLMTimeoutError", "LLMUnavailableError", "LLMRateLimitedError", "LLMAuthError"}
-)
+#: circuit breaker, as the live breaker counts them (subclasses included); the others are the
+#: caller's problem (a prompt too long, a bad request).
+BREAKER_ERROR_NAMES = _class_names(BREAKER_ERRORS)
 
 
 class SessionSource(Protocol):
@@ -382,7 +394,7 @@ def deployment_outcomes(
 ) -> dict[str, list[tuple[float, bool]]]:
     """The latest settled outcomes per deployment as ``(unix time, counts_as_success)``.
 
-    Errors that are not the deployment's fault (see :data:`BREAKER_ERRORS`) are left out, as
+    Errors that are not the deployment's fault (see :data:`BREAKER_ERROR_NAMES`) are left out, as
     the live breaker ignores them.
     """
     out: dict[str, list[tuple[float, bool]]] = {d: [] for d in deployments}
@@ -397,10 +409,27 @@ def deployment_outcomes(
                 .limit(limit)
             ).all()
             for created_at, latency_s, status, error in rows:
-                if status == "error" and _error_kind(error) not in BREAKER_ERRORS:
+                if status == "error" and _error_kind(error) not in BREAKER_ERROR_NAMES:
                     continue
                 at = _as_utc(created_at).timestamp() + float(latency_s or 0.0)
                 out[deployment].append((at, status == "ok"))
+    return out
+
+
+def latest_failures(database: SessionSource, deployments: list[str]) -> dict[str, str]:
+    """Per deployment whose latest settled call failed, that call's stored error text
+    (``"LLMAuthError: ..."``): what ``auto-dev llm status`` shows as the last error."""
+    out: dict[str, str] = {}
+    with database.session(readonly=True) as session:
+        for deployment in deployments:
+            row = session.execute(
+                select(LLMCall.status, LLMCall.error)
+                .where(LLMCall.deployment == deployment, LLMCall.status.in_(("ok", "error")))
+                .order_by(LLMCall.created_at.desc())
+                .limit(1)
+            ).first()
+            if row is not None and row.status == "error" and row.error:
+                out[deployment] = str(row.error)
     return out
 
 

@@ -6,7 +6,9 @@ is SEARCH/REPLACE blocks (applied whitespace-tolerantly by :mod:`auto_dev.evolut
 full program in a fenced block. An answer that does not parse, does not apply, changes nothing,
 is comment-only or hollows out the entry point is rejected here, before any sandbox run, and
 recorded as a :class:`Rejection` (returned by :meth:`LLMMutator.mutate_with_report`, kept in
-:attr:`LLMMutator.rejections` and logged).
+:attr:`LLMMutator.rejections` and logged). A call that fails is counted by kind in
+:attr:`LLMMutator.health`, which is how a run says its model was unusable (a refused key, an
+unknown model, an unreachable endpoint) instead of only logging it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from auto_dev._exceptions import LLMError, ValidationError
+from auto_dev._exceptions import ConfigurationError, LLMError, ValidationError
 from auto_dev.abc import Mutator
 from auto_dev.evolution.diff import (
     DiffError,
@@ -29,6 +31,7 @@ from auto_dev.evolution.diff import (
 )
 from auto_dev.evolution.program import MutationContext, Program, Proposal
 from auto_dev.llm import _checks, prompts
+from auto_dev.llm.health import HealthMark, LLMHealth, LLMHealthReport
 from auto_dev.llm.types import ChatLLM, LLMResponse
 
 log = structlog.get_logger(__name__)
@@ -128,6 +131,18 @@ class LLMMutator(Mutator):
         self.max_tokens = max_tokens
         #: The latest rejections (bounded), newest last.
         self.rejections: deque[Rejection] = deque(maxlen=keep_rejections)
+        #: This mutator's calls answered and failed, failures by kind.
+        self.health = LLMHealth()
+
+    def health_mark(self) -> HealthMark:
+        """A mark to pass to :meth:`health_report` for the share of one run."""
+        return self.health.mark()
+
+    def health_report(self, since: HealthMark | None = None) -> LLMHealthReport:
+        """Calls answered and failed since ``since``, failures by kind, model and deployment,
+        with the circuit breakers of the client when it has them."""
+        status = getattr(self.llm, "status", None)
+        return self.health.report(since=since, breakers=status() if callable(status) else ())
 
     async def mutate(self, parent: Program, context: MutationContext) -> list[Proposal]:
         return (await self.mutate_with_report(parent, context)).proposals
@@ -188,10 +203,13 @@ class LLMMutator(Mutator):
                 temperature=self.temperature,
                 max_tokens=self.max_tokens,
             )
-        except LLMError as exc:
+        except (LLMError, ConfigurationError) as exc:
             # Contract: a mutator does not raise for a parent it cannot improve; an unusable
-            # model (budget spent, provider down) just yields nothing this time.
+            # model (budget spent, provider down, key refused) just yields nothing this time,
+            # and its health says why.
+            self.health.record_failure(exc, model=self.model or "default")
             return Rejection(LLM_ERROR, f"{type(exc).__name__}: {exc}", parent.id)
+        self.health.record_answer()
         return self.proposal_from_answer(parent, response)
 
     def proposal_from_answer(self, parent: Program, response: LLMResponse) -> Proposal | Rejection:

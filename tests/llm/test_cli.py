@@ -88,6 +88,33 @@ class TestStatus:
         assert "open" in table.output and "closed" in table.output
         assert "openai/backup-model" in table.output
 
+    async def test_last_error_names_its_kind(
+        self, database: Database, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A refused key shows as the deployment's last error, kind authentication, until a
+        call succeeds again."""
+        with OpenAICompatibleServer(api_key="sk-b") as server:  # the backup's key only
+            write_config(tmp_path, monkeypatch, server.base_url)
+            refused = LLMClient(two_group_settings(server, num_retries=0), database,
+                                tenant_id="t1")
+            assert (await refused.complete(USER)).deployment == "backup"
+            await refused.aclose()
+            data = json.loads(runner.invoke(app, ["status", "--json"]).output)
+            last = {d["id"]: d["last_error"] for d in data["deployments"]}
+            assert last["backup"] is None
+            assert last["primary"] == {"kind": "authentication",
+                                       "message": "AuthenticationError: Incorrect API key "
+                                                  "provided"}
+            table = runner.invoke(app, ["status"], env={"COLUMNS": "250"})
+            assert "authentication: AuthenticationError: Incorrect API key" in table.output
+            server.api_key = None
+            answered = LLMClient(two_group_settings(server, num_retries=0), database,
+                                 tenant_id="t1")
+            await answered.complete(USER)
+            await answered.aclose()
+        data = json.loads(runner.invoke(app, ["status", "--json"]).output)
+        assert all(d["last_error"] is None for d in data["deployments"])
+
     def test_bad_config_names_the_setting(
         self, tmp_path: object, monkeypatch: pytest.MonkeyPatch
     ) -> None:
