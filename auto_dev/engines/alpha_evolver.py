@@ -25,6 +25,7 @@ from auto_dev.engines.lifecycle import validate_against
 from auto_dev.engines.pipeline import Cycle
 from auto_dev.events import TaskFailed
 from auto_dev.evolution.dedup import normalized_hash
+from auto_dev.evolution.mutators import fallback_strategy
 from auto_dev.evolution.program import MutationContext, Program, Proposal
 from auto_dev.evolution.records import CandidateRecord, SearchHooks, SearchProgress, SearchResult
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
@@ -132,6 +133,9 @@ class AlphaEvolver(BaseLearningEngine):
         )
         result = await search.run()
         outcome.evaluations = result.evaluations
+        # A run whose model was unusable says what it really did (and the stats say why).
+        outcome.strategy = fallback_strategy(cycle.strategy, result.llm,
+                                             ast_share=_ast_share(cycle))
         outcome.pass_rate_before = result.seed_pass_rate
         outcome.pass_rate_after = result.pass_rate
         outcome.candidate_ids = list(persister.stored)
@@ -264,6 +268,14 @@ class _Persister:
                 else:
                     tx.set_status(cid, "failed", f"not offered: superseded in run {self.run_id}")
         return offered, reason
+
+
+def _ast_share(cycle: Cycle) -> float:
+    """The share of the search's steps that the offline AST operators get."""
+    weights = cycle.mutator_weights or [1.0] * len(cycle.mutators)
+    total = sum(weights)
+    ast = sum(w for m, w in zip(cycle.mutators, weights, strict=False) if m.name == "ast")
+    return ast / total if total else 0.0
 
 
 def _llm_meta(proposal: Proposal) -> dict[str, Any]:

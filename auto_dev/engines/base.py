@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from auto_dev.events import EventBus
     from auto_dev.gates.capability import Gatekeeper
     from auto_dev.llm.types import ChatLLM
-    from auto_dev.types import EvolutionRunResult
+    from auto_dev.types import CycleRequest, EvolutionRunResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,11 @@ class SkillWriting(Protocol):
 
 
 class CyclePipelineRunner(Protocol):
-    """The framework's pipeline, as an engine's ``run_cycle`` reaches it."""
+    """The framework's pipeline, as engines and the registry reach it."""
+
+    def request(self, engine: str, target: str, *, budget: int | None = None,
+                trigger: str = "manual", agent: str | None = None,
+                tenant_id: str | None = None) -> CycleRequest: ...
 
     async def run_for(self, engine: BaseLearningEngine, target: str, *, budget: int | None,
                       trigger: str, agent: str | None,

@@ -110,7 +110,7 @@ class Memento(BaseLearningEngine):
         group = self.failure_group(str(target), min_size=1, tenant=view)
         if group is None:
             return []
-        draft, _why = await self._draft(view, group, int(kwargs.get("budget", self.event_budget)))
+        draft, _why = await self._draft(view, group, int(kwargs.get("budget") or self.event_budget or 150))
         return [draft.proposal] if draft is not None else []
 
     async def validate_change(self, proposal: Proposal, **kwargs: Any) -> ValidationResult:

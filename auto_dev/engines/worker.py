@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import TYPE_CHECKING
 
 import structlog
@@ -82,9 +83,9 @@ class CycleWorker:
         for job in await asyncio.to_thread(self.queue.claim, free):
             task = asyncio.get_running_loop().create_task(self._run(job))
             self._running[job.id] = task
-            task.add_done_callback(lambda _t, jid=job.id: self._done(jid))
+            task.add_done_callback(functools.partial(self._done, job.id))
 
-    def _done(self, job_id: str) -> None:
+    def _done(self, job_id: str, _task: object = None) -> None:
         self._running.pop(job_id, None)
         self.wake()  # a slot is free, and a job on the same target may now be due
 

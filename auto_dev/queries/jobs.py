@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
 
 from auto_dev.models import CycleJob, new_id, utcnow
+from auto_dev.queries.runs import changed
 from auto_dev.types import CycleRequest
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class CycleJobQueue:
                 .values(lease_until=utcnow() + timedelta(seconds=self.lease_s))
                 .execution_options(synchronize_session=False)
             )
-            return bool(result.rowcount)
+            return changed(result)
 
     def finish(self, job_id: str, *, status: str, outcome: dict[str, Any],
                error: str | None = None, run_id: str | None = None) -> bool:
@@ -171,7 +172,7 @@ class CycleJobQueue:
                         finished_at=utcnow(), lease_until=None)
                 .execution_options(synchronize_session=False)
             )
-            return bool(result.rowcount)
+            return changed(result)
 
     def release(self, job_id: str, *, delay_s: float = 0.0, count_attempt: bool = False) -> None:
         """Give a held job back to the queue (shutting down, or its target was busy). If a job on

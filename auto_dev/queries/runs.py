@@ -37,6 +37,11 @@ class HeldRun:
     target: str
 
 
+def changed(result: Any) -> bool:
+    """Whether an UPDATE matched a row (``rowcount`` is on the cursor result of DML)."""
+    return bool(getattr(result, "rowcount", 0))
+
+
 def is_unique_violation(exc: BaseException) -> bool:
     text = str(exc).lower()
     if exc.__cause__ is not None:
@@ -90,7 +95,7 @@ class RunLeases:
                 .values(status="interrupted", finished_at=now, error=INTERRUPTED)
                 .execution_options(synchronize_session=False)
             )
-            return bool(result.rowcount)
+            return changed(result)
 
     def renew(self, run_id: str) -> bool:
         """Extend the lease of a run this process still holds; False if it lost it."""
@@ -103,7 +108,7 @@ class RunLeases:
                 .values(heartbeat_at=now, lease_until=self._lease())
                 .execution_options(synchronize_session=False)
             )
-            return bool(result.rowcount)
+            return changed(result)
 
     def finish(self, run_id: str, *, status: str, error: str | None = None,
                evaluations: int = 0, stats: dict[str, Any] | None = None,

@@ -81,6 +81,22 @@ class TestMemento:
         result = await memento.run_cycle(f"task:{failure_signature(None, ZERO)}", 20)
         assert result.status == "skipped" and "expected outputs" in result.reason
 
+    async def test_a_repair_that_changed_nothing_is_reported_as_such(self, autodev: AutoDev
+                                                                      ) -> None:
+        """Expected values no edit of the closest tool can reach: no candidate, and the cycle
+        says the strategy changed nothing instead of calling it a repair."""
+        _setup(autodev)
+        for task in ("average one", "average two"):
+            await _fail(autodev, task, expected="a string no mutant returns")
+        await autodev.drain()  # the cycle the events queued has run (and changed nothing)
+        memento = autodev.engines.get("memento")
+        result = await memento.run_cycle(f"task:{failure_signature(None, ZERO)}", 30)
+        assert result.status == "skipped", result.reason
+        assert "no change to the closest tool 'average'" in result.reason
+        assert "as before" in result.reason and "repaired" not in result.reason
+        with autodev.database.session() as session:
+            assert session.scalars(select(SkillCandidate)).first() is None
+
     def test_never_passes_rules(self) -> None:
         """Empty, comment-only and unchanged programs can never pass."""
         assert never_passes("", None) == "the code is empty or comment-only"
