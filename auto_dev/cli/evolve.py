@@ -14,13 +14,12 @@ count), ``llm_health`` counts calls and shows the circuit breakers, a warning li
 and when no call was answered ``strategy`` says the run fell back to the AST operators.
 
 Exit codes: 0 whenever the run completed (improved or not), 2 for bad input (the file, the test
-file, an option), 1 when the sandbox itself failed. Also runnable as
-``python -m auto_dev.cli.evolve``.
+file, an option), 1 when the sandbox itself failed, 130 / 143 when stopped by Ctrl-C / SIGTERM
+(after closing the sandbox). Also runnable as ``python -m auto_dev.cli.evolve``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -74,6 +73,7 @@ def evolve(
 ) -> None:
     """Evolve a standalone function against a JSON test file."""
     from auto_dev._exceptions import AutoDevError, ConfigurationError, ValidationError
+    from auto_dev.cli._signals import CommandInterrupted, run_stoppable
     from auto_dev.config import load_settings
     from auto_dev.logging import configure_logging
 
@@ -95,7 +95,7 @@ def evolve(
     except ValidationError as exc:
         _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     try:
-        result, plan, backend, reason = asyncio.run(_evolve(
+        result, plan, backend, reason = run_stoppable(_evolve(
             code, entrypoint, cases, limits=limits,
             budget=budget if budget is not None else settings.evolution_budget, seed=seed,
             sandbox_mode=sandbox if sandbox is not None else settings.sandbox,
@@ -108,6 +108,8 @@ def evolve(
         _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     except AutoDevError as exc:
         _fail(str(exc), EXIT_FAILED, json_output, None)
+    except CommandInterrupted as exc:
+        _fail(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
     if output is not None:
         try:
             output.write_text(result.best.code, encoding="utf-8")

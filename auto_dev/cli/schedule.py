@@ -74,13 +74,14 @@ def run(
     ),
     once: bool = typer.Option(False, "--once", help="Fire every schedule once now, then exit."),
 ) -> None:
-    """Run the scheduler: fire each schedule on its interval (jobs live in the database)."""
-    import asyncio
+    """Run the scheduler: fire each schedule on its interval (jobs live in the database).
 
+    Ctrl-C or SIGTERM stops it cleanly (exit status 130 or 143)."""
     from rich.console import Console
     from rich.table import Table
 
     from auto_dev.cli._common import build_autodev
+    from auto_dev.cli._signals import CommandInterrupted, run_stoppable
 
     console = Console()
 
@@ -105,6 +106,7 @@ def run(
             await autodev.aclose()
 
     try:
-        asyncio.run(_run())
-    except KeyboardInterrupt:
-        console.print("scheduler stopped")
+        run_stoppable(_run())
+    except CommandInterrupted as exc:  # Ctrl-C or SIGTERM: _run() closed everything first
+        console.print(f"scheduler stopped ({exc.signal_name})")
+        raise typer.Exit(exc.exit_code) from None

@@ -16,9 +16,10 @@ from typing import Any
 from auto_dev._exceptions import ValidationError
 
 DEFAULT_IMAGE = "auto-dev-sandbox:latest"
-#: The container's only writable place (a tmpfs), emptied after every job.
+#: The container's only writable place (a tmpfs), emptied after every case.
 SCRATCH_DIR = "/tmp"
-#: Emptied after every job: the scratch tmpfs, and the (already disabled) message-queue mount.
+#: Emptied by the harness after every case (and by the bootstrap once more before every answer):
+#: the scratch tmpfs, and the (already disabled) message-queue mount.
 WIPE_DIRS = (SCRATCH_DIR, "/dev/mqueue")
 
 #: Every container we start carries this label; orphans are found by it.

@@ -1,7 +1,7 @@
 """auto-dev's sandbox harness: a stdlib-only fork server (wire protocol: ``sandbox/base.py``).
 
 Runs as ``python3 -I -S _harness.py [flags]`` or with its source exec'd as ``__main__`` (this file
-must stay one self-contained, stdlib-only module). It reads job frames on ``sys.stdin.buffer`` and
+must stay one self-contained, stdlib-only module). It reads job frames on fd 0 (stdin) and
 answers on ``sys.stdout.buffer``. Every case runs in a freshly forked child (own session, private
 temporary cwd, rlimits, cleared environment, output captured through a capped pipe); the parent
 only supervises: it never compiles or executes candidate code and never unpickles anything.
@@ -21,6 +21,11 @@ Flags (every isolation step is best effort except the uid drop, which is fatal w
                     dedicated to this harness (a per-worker uid, or the container user)
   --allow-root      serve even though candidates would run as root (never the default)
   --preload a,b     stdlib modules imported once before serving (children inherit them warm)
+  --wipe DIR        also empty DIR after every case (a shared scratch such as a container's /tmp)
+
+The harness never outlives its host: it exits when stdin reaches end of file or hangs up (also
+in the middle of a job, killing the running case first) and when its parent process dies (a
+parent-death signal, and ``getppid`` checked while waiting), so a killed host leaves nothing.
 
 Outcomes: the result of a call is normalised (:func:`normalise`) and JSON-encoded in the child;
 the parent compares it with the expected value (:func:`outputs_match`). A return value whose JSON
@@ -65,6 +70,11 @@ CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x10000000, 0x
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
+_HOST_IN = 0  # job frames arrive on stdin
+#: Sent by the kernel when our parent *thread* ends (PR_SET_PDEATHSIG). A host's short-lived
+#: spawning thread ending sends it too, so the handler checks ``getppid`` before acting on it.
+_PARENT_SIGNAL = signal.SIGUSR1
+_WATCH_MS = 250  # how often a waiting harness checks that its parent is still there
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -283,8 +293,22 @@ def parse_job(raw: bytes) -> _Job | None:
     return _Job(code, entrypoint, cases, limits, stop, float(tolerance))
 
 
-def _read_frame(stream: Any) -> bytes | None:
-    head = stream.read(4)
+def _read_exact(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from ``fd``: fewer only at end of file."""
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(fd: int) -> bytes | None:
+    """One frame body from ``fd`` (unbuffered: nothing past the frame is consumed); ``None`` at
+    end of file, ``b""`` for a frame over the size limit (skipped)."""
+    head = _read_exact(fd, 4)
     if not head:
         return None
     if len(head) < 4:
@@ -292,9 +316,12 @@ def _read_frame(stream: Any) -> bytes | None:
     size = int.from_bytes(head, "big")
     if size > _MAX_FRAME:
         while size:  # keep the stream in step, then refuse the job
-            size -= len(stream.read(min(size, 1 << 20)) or b"x" * size)
+            chunk = os.read(fd, min(size, 1 << 20))
+            if not chunk:
+                raise EOFError("truncated frame body")
+            size -= len(chunk)
         return b""
-    body = stream.read(size)
+    body = _read_exact(fd, size)
     if len(body) < size:
         raise EOFError("truncated frame body")
     return body
@@ -388,6 +415,7 @@ def _child(job: _Job, index: int, workdir: str, out_w: int, res_w: int, cfg: _Co
         os.chdir(workdir)
         if cfg.term_handler:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(_PARENT_SIGNAL, signal.SIG_DFL)
         # The parent prepared environment, sys.stdin/stdout/argv once (see _prepare): every page
         # this child writes costs a copy-on-write fault, so it does as little as possible.
         mib = 1024 * 1024
@@ -425,9 +453,13 @@ def _drain(fd: int, buf: bytearray, cap: int) -> bool:
     return True
 
 
-def _supervise(pid: int, out_r: int, res_r: int, lim: dict[str, Any], t0: float
+def _supervise(cfg: _Config, pid: int, out_r: int, res_r: int, lim: dict[str, Any], t0: float
                ) -> tuple[str | None, int, Any, bytearray, bytearray]:
-    """Wait for the child under the deadline and the output caps; returns what was seen."""
+    """Wait for the child under the deadline and the output caps; returns what was seen.
+
+    Raises :class:`_HostGone` when the host hangs up or our parent dies meanwhile (the caller's
+    sweep then kills the case).
+    """
     deadline = t0 + lim["timeout_s"]
     out_cap, res_cap = lim["output_bytes"], max(lim["output_bytes"], _RESULT_FLOOR)
     out, res = bytearray(), bytearray()
@@ -441,6 +473,10 @@ def _supervise(pid: int, out_r: int, res_r: int, lim: dict[str, Any], t0: float
         poller.register(pidfd, select.POLLIN)
     poller.register(out_r, select.POLLIN)
     poller.register(res_r, select.POLLIN)
+    # No events asked for: poll reports only a hang-up (or error) of the host's end. The host
+    # sends nothing while a job runs, so any data there is left for the next frame read.
+    poller.register(_HOST_IN, 0)
+    watch_parent = cfg.parent > 1
     waited: tuple[int, int, Any] | None = None
     try:
         while waited is None:
@@ -451,7 +487,11 @@ def _supervise(pid: int, out_r: int, res_r: int, lim: dict[str, Any], t0: float
             timeout_ms = int(remaining * 1000) + 1
             if pidfd < 0:  # no pidfd to wake us when the child exits: poll wait4 often
                 timeout_ms = min(timeout_ms, 2)
+            elif watch_parent:
+                timeout_ms = min(timeout_ms, _WATCH_MS)
             for fd, _event in poller.poll(timeout_ms):
+                if fd == _HOST_IN:
+                    raise _HostGone("the host closed our stdin")
                 if fd == out_r and not _drain(out_r, out, out_cap):
                     poller.unregister(out_r)
                 elif fd == res_r and not _drain(res_r, res, res_cap):
@@ -459,6 +499,8 @@ def _supervise(pid: int, out_r: int, res_r: int, lim: dict[str, Any], t0: float
             if len(out) > out_cap or len(res) > res_cap:
                 verdict = "output"
                 break
+            if watch_parent and _host_gone(cfg):
+                raise _HostGone("our parent process died")
             waited = os.wait4(pid, os.WNOHANG)
             if waited[0] == 0:
                 waited = None
@@ -738,7 +780,7 @@ def _run_case(job: _Job, index: int, cfg: _Config) -> dict[str, Any]:
         for fd in (out_w, res_w):
             fds.remove(fd)
             os.close(fd)
-        verdict, status, usage, out, res = _supervise(pid, out_r, res_r, job.limits, t0)
+        verdict, status, usage, out, res = _supervise(cfg, pid, out_r, res_r, job.limits, t0)
         return _outcome(job, index, verdict, status, usage, out, res, time.monotonic() - t0)
     finally:
         for fd in fds:
@@ -746,7 +788,7 @@ def _run_case(job: _Job, index: int, cfg: _Config) -> dict[str, Any]:
         _sweep(cfg, max(pid, 0))
         cfg.current = 0
         _remove(workdir)
-        for directory in cfg.tmp_dirs:
+        for directory in cfg.wipe_dirs:
             _wipe(directory)
 
 
@@ -760,10 +802,22 @@ def _run_job(job: _Job, cfg: _Config) -> list[dict[str, Any]]:
     return results
 
 
-def _serve(cfg: _Config, stdin: Any, stdout: Any) -> int:
+def _await_frame(cfg: _Config) -> None:
+    """Block until the host sends something or hangs up; :class:`_HostGone` if our parent dies
+    first (a host whose stdin pipe leaked into another process never hangs up)."""
+    poller = select.poll()
+    poller.register(_HOST_IN, select.POLLIN)
+    timeout_ms = _WATCH_MS if cfg.parent > 1 else -1
+    while not poller.poll(timeout_ms):
+        if _host_gone(cfg):
+            raise _HostGone("our parent process died")
+
+
+def _serve(cfg: _Config, stdout: Any) -> int:
     while True:
+        _await_frame(cfg)
         try:
-            raw = _read_frame(stdin)
+            raw = _read_frame(_HOST_IN)
         except EOFError:
             return 1
         if raw is None:
@@ -794,6 +848,19 @@ class _Fatal(Exception):
     """Setup failed in a way that makes serving unsafe."""
 
 
+class _HostGone(Exception):
+    """The host hung up or our parent died: nobody will read an answer, so stop."""
+
+
+def _host_gone(cfg: _Config) -> bool:
+    """Whether the parent we started under has died (we were re-parented).
+
+    Only meaningful when that parent is an ordinary process: in a PID namespace or as a
+    container's init the parent is outside (``getppid`` is 0) and others watch it for us.
+    """
+    return cfg.parent > 1 and os.getppid() != cfg.parent
+
+
 class _Config:
     def __init__(self, argv: list[str]) -> None:
         import argparse
@@ -804,6 +871,7 @@ class _Config:
         for flag in ("--unshare-net", "--pid-ns", "--private-tmp", "--reap-all", "--allow-root"):
             parser.add_argument(flag, action="store_true")
         parser.add_argument("--hide", action="append", default=[])
+        parser.add_argument("--wipe", action="append", default=[])
         parser.add_argument("--scratch")
         parser.add_argument("--preload", default=_PRELOAD)
         parser.add_argument("--tmp-size-mb", type=int, default=64)
@@ -815,6 +883,9 @@ class _Config:
         self.unshare_net, self.pid_ns, self.private_tmp = ns.unshare_net, ns.pid_ns, ns.private_tmp
         self.reap_all, self.allow_root = ns.reap_all, ns.allow_root
         self.hide: list[str] = ns.hide
+        self.wipe: list[str] = ns.wipe
+        self.wipe_dirs: list[str] = []  # emptied after every case: private tmp dirs and --wipe
+        self.parent = os.getppid()  # checked while waiting: a change means the host died
         self.scratch: str = ns.scratch or os.environ.get("TMPDIR") or "/tmp"
         self.preload = [m for m in ns.preload.split(",") if m]
         self.tmp_size_mb: int = ns.tmp_size_mb
@@ -891,6 +962,7 @@ def _become_init(cfg: _Config) -> None:
     pid = os.fork()
     if pid == 0:
         cfg.in_pid_ns = cfg.kill_all = True
+        cfg.parent = 0  # outside the namespace: the wrapper watches it for us
         return
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -899,11 +971,35 @@ def _become_init(cfg: _Config) -> None:
     def forward(_signum: int, _frame: Any) -> None:
         os.kill(pid, signal.SIGKILL)
 
+    def parent_died(_signum: int, _frame: Any) -> None:
+        if _host_gone(cfg):
+            os.kill(pid, signal.SIGKILL)
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    status = os.waitpid(pid, 0)[1]
+    signal.signal(_PARENT_SIGNAL, parent_died)
+    _prctl(_libc(), PR_SET_PDEATHSIG, _PARENT_SIGNAL)
+    status = _wait_watching_parent(pid, cfg)
     code = os.waitstatus_to_exitcode(status)
     os._exit(code if code >= 0 else 128 - code)
+
+
+def _wait_watching_parent(pid: int, cfg: _Config) -> int:
+    """Wait for child ``pid``; SIGKILL it if our parent dies first. Returns its wait status."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if _host_gone(cfg):
+            os.kill(pid, signal.SIGKILL)
+        if pidfd >= 0:
+            select.select([pidfd], [], [], _WATCH_MS / 1000)
+        else:
+            time.sleep(0.05)
 
 
 def _within(path: str, top: str) -> bool:
@@ -1056,12 +1152,19 @@ def _prepare(cfg: _Config) -> None:
     sys.stdin = io.StringIO()  # input() in a case sees end of file
     sys.argv = ["<candidate>"]
     cfg.max_fd = max(min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536), 64)
+    cfg.wipe_dirs = list(cfg.tmp_dirs)
+    for directory in cfg.wipe:
+        if os.path.realpath(directory) == "/":
+            raise _Fatal("--wipe / would empty the whole filesystem")
+        if os.path.isdir(directory) and directory not in cfg.wipe_dirs:
+            cfg.wipe_dirs.append(directory)
     cfg.info = {
         "uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(),
         "namespaces": cfg.namespaces,
         "network_isolated": "net" in cfg.namespaces,
         "pid_namespace": cfg.in_pid_ns,
-        "private_tmp": cfg.tmp_dirs, "hidden": cfg.hidden, "exposed": cfg.exposed,
+        "private_tmp": cfg.tmp_dirs, "wiped_per_case": cfg.wipe_dirs,
+        "hidden": cfg.hidden, "exposed": cfg.exposed,
         "reap": "kill-all" if cfg.kill_all else "descendants",
         "nproc": "exact" if cfg.nproc_base else "estimated",
         "scratch": cfg.scratch, "python": sys.version.split()[0], "problems": cfg.problems,
@@ -1072,7 +1175,7 @@ def _prepare(cfg: _Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Serve jobs on stdin/stdout until EOF; returns the exit status."""
     cfg = _Config(sys.argv[1:] if argv is None else list(argv))
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print can never corrupt the protocol
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
@@ -1083,7 +1186,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"harness: {exc}\n")
         return 2
     os.umask(0o077)
-    _prepare(cfg)
+    try:
+        _prepare(cfg)
+    except _Fatal as exc:
+        sys.stderr.write(f"harness: {exc}\n")
+        return 2
     _sweep(cfg)  # leftovers of an earlier harness that had this uid
     # (an init with a handler could be signalled by candidates; pid 1 is also the case of a
     # container's harness, e.g. DockerSandbox)
@@ -1093,10 +1200,21 @@ def main(argv: list[str] | None = None) -> int:
             _sweep(cfg, cfg.current)
             os._exit(143)
 
+        def parent_died(_signum: int, _frame: Any) -> None:
+            if _host_gone(cfg):
+                _sweep(cfg, cfg.current)
+                os._exit(1)
+
         signal.signal(signal.SIGTERM, terminate)
+        signal.signal(_PARENT_SIGNAL, parent_died)
         cfg.term_handler = True
+        if cfg.parent > 1:  # after the uid change, which clears it
+            _prctl(_libc(), PR_SET_PDEATHSIG, _PARENT_SIGNAL)
     try:
-        return _serve(cfg, stdin, stdout)
+        return _serve(cfg, stdout)
+    except _HostGone as exc:
+        sys.stderr.write(f"harness: {exc}: exiting\n")
+        return 1
     finally:
         _sweep(cfg)
 

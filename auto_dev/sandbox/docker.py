@@ -4,14 +4,17 @@ Each container runs the stdlib-only harness (``_harness.py``) as a fork server, 
 (no host mount), so every case is a fresh forked process inside a container that is:
 
 * cut off from the network (``--network none``), with a read-only root filesystem and a
-  size-capped ``noexec,nosuid,nodev`` tmpfs as its only writable place, emptied after every job
-  (no ``/dev/shm``; SysV IPC and POSIX message queues disabled, so nothing outlives a job);
+  size-capped ``noexec,nosuid,nodev`` tmpfs as its only writable place, emptied after every case
+  (each case also gets a fresh working directory there, which is its ``HOME`` and ``TMPDIR``; no
+  ``/dev/shm``; SysV IPC and POSIX message queues disabled, so nothing outlives a case);
 * stripped of every capability, with ``no-new-privileges`` and Docker's seccomp profile, running
   as a non-root uid of its own; the harness is the container's PID 1 (the kernel drops the
   signals a candidate sends it) and non-dumpable (no ptrace, no /proc/1/mem or fds);
 * capped in processes, memory (swap included), CPU and open files;
 * labelled with its owner, so orphans are found and removed, and removed on close and at exit
-  (and, since its stdin closes with our end of the stream, even when this process is killed).
+  (and, since its stdin closes with our end of the stream, even when this process is killed: the
+  harness notices the hang-up at once, also in the middle of a job, kills the running case and
+  exits, and ``auto_remove`` deletes the container).
 
 Per-case limits (deadline, CPU, address space, output, processes, file size) are enforced by the
 harness inside; the container limits are the wall around it. A container is recycled after
@@ -43,6 +46,7 @@ from auto_dev.sandbox._docker_pool import ContainerPool
 from auto_dev.sandbox._docker_spec import (
     DEFAULT_IMAGE,
     SCRATCH_DIR,
+    WIPE_DIRS,
     ContainerShape,
     DockerSandboxConfig,
 )
@@ -54,8 +58,10 @@ __all__ = ["DEFAULT_IMAGE", "DockerSandbox", "DockerSandboxConfig"]
 log = structlog.get_logger(__name__)
 
 #: Flags for the harness inside a container. The container's uid is dedicated to it, so after
-#: every case it may kill every process of that uid but itself; cases work under /tmp, the tmpfs.
-HARNESS_ARGV = ["--reap-all", "--scratch", SCRATCH_DIR]
+#: every case it may kill every process of that uid but itself; cases work under /tmp, the tmpfs,
+#: which (like every writable place in the container) is emptied after every case.
+HARNESS_ARGV = ["--reap-all", "--scratch", SCRATCH_DIR,
+                *(arg for directory in WIPE_DIRS for arg in ("--wipe", directory))]
 
 _MIB = 1024 * 1024
 

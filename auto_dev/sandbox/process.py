@@ -21,6 +21,9 @@ Isolation depends on privileges, and the sandbox says which it got in a structlo
 
 A worker that dies, wedges or answers something that is not the protocol is replaced and the job
 retried once on a fresh worker; a second failure raises :class:`SandboxProtocolError`.
+
+Workers never outlive this process: a harness exits, killing the case it runs, as soon as its
+stdin hangs up or its parent dies (even mid-job), so a SIGKILLed host leaves no process behind.
 """
 
 from __future__ import annotations

@@ -31,6 +31,46 @@ CANARY_VAR = "AUTO_DEV_CONTRACT_CANARY"
 
 ADD = "def add(a, b):\n    return a + b\n"
 
+#: ``f("write", name)`` writes a file ``name`` into every directory the case can write to (its
+#: working directory, HOME, TMPDIR, the usual temporary directories and every writable mount)
+#: and returns those directories; ``f("find", name)`` returns every file called ``name`` found
+#: anywhere below them.
+WRITABLE_PLACES = """
+import os, tempfile
+
+def places():
+    found = {os.getcwd(), os.path.expanduser('~'), tempfile.gettempdir(), '/tmp', '/var/tmp',
+             '/dev/shm', '/run/lock', '/dev/mqueue'}
+    try:
+        with open('/proc/self/mounts') as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 3 and 'rw' in fields[3].split(','):
+                    found.add(fields[1].replace('\\\\040', ' '))
+    except OSError:
+        pass
+    return sorted(p for p in found if not p.startswith(('/proc', '/sys'))
+                  and os.path.isdir(p) and os.access(p, os.W_OK))
+
+def f(action, name):
+    if action == 'write':
+        written = []
+        for place in places():
+            try:
+                with open(os.path.join(place, name), 'w') as fh:
+                    fh.write('left by an earlier case')
+                written.append(place)
+            except OSError:
+                pass
+        return written
+    seen = set()
+    for place in places():
+        for root, dirs, files in os.walk(place):
+            if name in files:
+                seen.add(os.path.join(root, name))
+    return sorted(seen)
+"""
+
 
 def job(code: str, *cases: Case, entrypoint: str = "f", limits: Limits = TIGHT,
         **kwargs: Any) -> SandboxJob:
@@ -288,6 +328,19 @@ class SandboxContract:
             for _ in range(3):
                 seen = await self.only(sandbox, job(check, Case(args=(name,), expected=[])))
                 assert seen.status is CaseStatus.OK, seen
+
+    async def test_files_do_not_persist_between_cases(self, sandbox: Sandbox) -> None:
+        """Nothing a case writes anywhere it can write (its working directory, HOME, TMPDIR,
+        /tmp and every other writable mount) is there for the next case of the same job."""
+        name = f"persist-{secrets.token_hex(6)}"
+        result = await sandbox.run(job(
+            WRITABLE_PLACES, Case(args=("write", name), has_expected=False),
+            Case(args=("find", name), expected=[]), Case(args=("find", name), expected=[]),
+            limits=Limits(timeout_s=10.0)))
+        assert result.error is None and len(result.cases) == 3, result
+        wrote = result.cases[0]
+        assert wrote.status is CaseStatus.OK and wrote.output, wrote
+        assert [c.status for c in result.cases[1:]] == [CaseStatus.OK] * 2, result.cases[1:]
 
     async def test_globals_do_not_persist_between_jobs(self, sandbox: Sandbox) -> None:
         """Module globals, imported modules and builtins mutated by one job are pristine in the

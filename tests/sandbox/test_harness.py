@@ -3,11 +3,13 @@ harness process."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -21,6 +23,7 @@ from hypothesis import strategies as st
 
 from auto_dev.sandbox import _harness
 from auto_dev.sandbox._harness import normalise, outputs_match
+from tests.sandbox._lifecycle_support import ENDLESS, GRACE_S, alive, processes_named, wait_until
 
 IS_ROOT = os.geteuid() == 0
 #: Root runs the harness as nobody in its own namespaces (never --reap-all: other tests may run
@@ -330,6 +333,86 @@ class TestProtocol:
         _, err = h.proc.communicate(timeout=30)
         assert h.proc.returncode == 2
         assert b"root" in err
+
+
+#: A harness in its own PID namespace (the wrapper outside watches the host for the namespace's
+#: init), and one without (it watches the host itself).
+WATCH_MODES = {
+    "pid-namespace": ROOT_FLAGS if IS_ROOT else ["--pid-ns", "--private-tmp", "--unshare-net"],
+    "plain": ["--uid", "65534", "--gid", "65534"] if IS_ROOT else [],
+}
+
+#: Starts a harness (flags in argv[1] as JSON) whose stdin pipe is also held open by another
+#: process (as a host that leaked the fd into a child would), waits until it serves, optionally
+#: sends it a job (argv[2]), prints the harness's and the holder's pids and waits to be killed.
+LEAKY_HOST = textwrap.dedent(f"""
+    import json, subprocess, sys, time
+    harness = subprocess.Popen([sys.executable, "-I", "-S", {_harness.__file__!r},
+                                *json.loads(sys.argv[1])], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, env={{}}, cwd="/", start_new_session=True)
+    holder = subprocess.Popen(["sleep", "600"], pass_fds=[harness.stdin.fileno()],
+                              start_new_session=True)
+    def send(body):
+        harness.stdin.write(len(body).to_bytes(4, "big") + body)
+        harness.stdin.flush()
+    send(b'{{"info": true}}')
+    harness.stdout.read(int.from_bytes(harness.stdout.read(4), "big"))
+    if sys.argv[2]:
+        send(sys.argv[2].encode())
+    print(harness.pid, holder.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+def _endless_job(tag: str) -> dict[str, Any]:
+    return {"code": ENDLESS, "entrypoint": "f", "cases": [{"args": [tag]}],
+            "limits": {"timeout_s": 120.0, "memory_mb": 128, "max_processes": 8}}
+
+
+class TestHostGone:
+    """The harness never outlives its host: a hang-up or the death of its parent ends it, and the
+    case it was running, even in the middle of a job."""
+
+    @pytest.mark.parametrize("mode", sorted(WATCH_MODES))
+    def test_hangup_mid_job_kills_the_case_and_exits(self, mode: str) -> None:
+        """Closing the harness's stdin while a case runs kills the case and ends the harness."""
+        tag = f"adhup{os.urandom(4).hex()}"
+        h = Harness(WATCH_MODES[mode])
+        try:
+            h.send(json.dumps(_endless_job(tag)).encode())
+            wait_until(lambda: processes_named(tag), 30, "the case to start")
+            assert h.proc.stdin is not None
+            h.proc.stdin.close()
+            wait_until(lambda: h.proc.poll() is not None and not processes_named(tag), GRACE_S,
+                       "the harness and its case to exit")
+        finally:
+            if h.proc.poll() is None:
+                h.proc.kill()
+                h.proc.wait()
+
+    @pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-job"])
+    @pytest.mark.parametrize("mode", sorted(WATCH_MODES))
+    def test_parent_death_ends_it_even_when_stdin_stays_open(self, mode: str, busy: bool) -> None:
+        """When the host dies but its stdin pipe lives on in another process (no hang-up), the
+        harness notices its parent is gone and exits, killing a running case."""
+        tag = f"adppid{os.urandom(4).hex()}"
+        job = json.dumps(_endless_job(tag)) if busy else ""
+        host = subprocess.Popen([sys.executable, "-c", LEAKY_HOST, json.dumps(WATCH_MODES[mode]),
+                                 job], stdout=subprocess.PIPE, text=True)
+        assert host.stdout is not None
+        harness_pid, holder_pid = map(int, host.stdout.readline().split())
+        try:
+            if busy:
+                wait_until(lambda: processes_named(tag), 30, "the case to start")
+            host.kill()
+            host.wait()
+            assert alive(holder_pid), "the stdin pipe must stay open for this test"
+            wait_until(lambda: not alive(harness_pid) and not processes_named(tag), GRACE_S,
+                       "the harness and its case to exit")
+        finally:
+            for pid in (harness_pid, holder_pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.skipif(not (IS_ROOT and shutil.which("setpriv") and os.access("/usr/bin/python3",
