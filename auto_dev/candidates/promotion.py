@@ -124,7 +124,7 @@ def parent_code(session: Session, candidate: Candidate) -> str | None:
     return None
 
 
-def never_passes(session: Session, candidate: Candidate) -> str | None:
+def candidate_never_passes(session: Session, candidate: Candidate) -> str | None:
     """Why ``candidate`` may never be ``passed`` (empty, comment-only, unparsable, unchanged)."""
     if isinstance(candidate, WorkflowVariant):
         if not candidate.definition:

@@ -17,7 +17,7 @@ Each write consults the :class:`~auto_dev.gates.capability.Gatekeeper` first and
 
 Statuses only move through :func:`auto_dev.models.transition`. A candidate that is empty,
 comment-only, does not parse or is identical to its parent can never become ``passed``.
-``tests/gates/test_candidates.py`` scans the package to prove no other module writes these rows.
+``tests/candidates/test_store.py`` scans the package to prove no other module writes these rows.
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ class CandidateStore(CreationMixin):
 
     @staticmethod
     def _check_can_pass(session: Session, candidate: Candidate, kind: CandidateKind) -> None:
-        problem = _promotion.never_passes(session, candidate)
+        problem = _promotion.candidate_never_passes(session, candidate)
         if problem is not None:
             raise ValidationError("code" if kind is not CandidateKind.WORKFLOW_VARIANT
                                   else "definition", f"{problem}: it can never pass")

@@ -110,7 +110,8 @@ class Memento(BaseLearningEngine):
         group = self.failure_group(str(target), min_size=1, tenant=view)
         if group is None:
             return []
-        draft, _why = await self._draft(view, group, int(kwargs.get("budget") or self.event_budget or 150))
+        budget = int(kwargs.get("budget") or self.event_budget or 150)
+        draft, _why = await self._draft(view, group, budget)
         return [draft.proposal] if draft is not None else []
 
     async def validate_change(self, proposal: Proposal, **kwargs: Any) -> ValidationResult:
@@ -263,13 +264,12 @@ class Memento(BaseLearningEngine):
 
     async def _draft_llm(self, view: TenantView, group: FailureGroup,
                          run_id: str | None) -> tuple[_Draft | None, str]:
-        from auto_dev.llm.skills import ExistingTool
-        from auto_dev.llm.skills import FailureGroup as SkillGroup
+        from auto_dev.llm.skills import ExistingTool, SkillBrief
 
         base = self._closest_tool(view, group)
         assert self.context.skill_writer is not None
         draft = await self.context.skill_writer.write(
-            SkillGroup(
+            SkillBrief(
                 task_descriptions=group.task_descriptions,
                 error_traces=group.error_traces,
                 examples=group.cases,

@@ -405,7 +405,7 @@ def build_mutators(
 
     This is the seam for the LLM layer. Unless ``offline``, when ``client`` (an LLM client the
     caller already built, e.g. with its database for the cost ledger) is given or
-    ``settings.effective_llm().configured``, it asks ``auto_dev.llm.factory.build_mutators
+    ``settings.effective_llm().configured``, it asks ``auto_dev.llm.factory.build_llm_mutators
     (settings, client)`` for the LLM mutators (building the client with ``factory.build_client
     (settings)`` when none was given) and mixes them with the AST mutator by
     ``settings.llm.llm_mutation_fraction``. Without a model (or when that layer is not
@@ -432,7 +432,7 @@ def build_mutators(
         client = factory.build_client(settings)
     if client is None:
         return MutatorPlan((ast_mutator,), (1.0,), "offline: AST repair operators")
-    llm_mutators = [m for m in factory.build_mutators(settings, client) if m.name != "ast"]
+    llm_mutators = [m for m in factory.build_llm_mutators(settings, client) if m.name != "ast"]
     if not llm_mutators:
         return MutatorPlan((ast_mutator,), (1.0,), "offline: AST repair operators")
     fraction = settings.effective_llm().llm_mutation_fraction

@@ -66,7 +66,7 @@ def build_client(
     return client
 
 
-def build_mutators(settings: Settings | LLMSettings, llm: ChatLLM | None) -> list[Mutator]:
+def build_llm_mutators(settings: Settings | LLMSettings, llm: ChatLLM | None) -> list[Mutator]:
     """The LLM mutators (empty in offline mode); the caller mixes them with the AST mutator
     by ``llm.llm_mutation_fraction``."""
     if llm is None:

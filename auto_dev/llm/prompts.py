@@ -15,7 +15,7 @@ from auto_dev.llm.types import ChatMessage
 
 if TYPE_CHECKING:
     from auto_dev.evolution.program import CaseFeedback, Program
-    from auto_dev.llm.skills import FailureGroup
+    from auto_dev.llm.skills import SkillBrief
     from auto_dev.sandbox.base import Case, SandboxResult
 
 #: Caps keeping prompts bounded whatever the inputs.
@@ -145,7 +145,7 @@ def format_case(entrypoint: str, case: Case) -> str:
     return f"- {_call(entrypoint, case.args, case.kwargs)}{expected}"
 
 
-def skill_messages(group: FailureGroup, *, n_tests: int = 5) -> list[ChatMessage]:
+def skill_messages(group: SkillBrief, *, n_tests: int = 5) -> list[ChatMessage]:
     """The chat asking for a new skill from a group of similar failures."""
     parts = []
     if group.pattern:

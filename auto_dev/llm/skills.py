@@ -1,6 +1,6 @@
 """``SkillWriter``: Memento's LLM path, writing a new skill from a group of similar failures.
 
-From a :class:`FailureGroup` (what the agent was asked, the errors, example inputs with expected
+From a :class:`SkillBrief` (what the agent was asked, the errors, example inputs with expected
 outputs, the closest existing tool's code), the model writes a skill (name, description, code)
 and extra test cases. The code is checked statically (:mod:`auto_dev.llm._checks`), then run in
 the given sandbox against the examples plus the generated tests; failures go back to the model
@@ -48,7 +48,7 @@ class ExistingTool:
 
 
 @dataclass(frozen=True, slots=True)
-class FailureGroup:
+class SkillBrief:
     """Similar failed episodes, summarised for the model."""
 
     task_descriptions: tuple[str, ...]
@@ -170,7 +170,7 @@ class SkillWriter:
 
     async def write(
         self,
-        group: FailureGroup,
+        group: SkillBrief,
         sandbox: Sandbox,
         *,
         tenant_id: str | None = None,
@@ -237,7 +237,7 @@ class SkillWriter:
     async def _evaluate(
         self,
         text: str,
-        group: FailureGroup,
+        group: SkillBrief,
         sandbox: Sandbox,
         draft: SkillDraft,
         previous_tests: list[Case],

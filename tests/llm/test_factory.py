@@ -39,11 +39,11 @@ class TestOffline:
 
     @pytest.mark.usefixtures("info_logs")
     def test_offline_is_none_and_logged(self) -> None:
-        """build_client, build_mutators and build_skill_writer all say offline."""
+        """build_client, build_llm_mutators and build_skill_writer all say offline."""
         settings = Settings()
         with capture_logs() as logs:
             assert factory.build_client(settings) is None
-            assert factory.build_mutators(settings, None) == []
+            assert factory.build_llm_mutators(settings, None) == []
             assert factory.build_skill_writer(settings, None) is None
         assert [e["event"] for e in logs] == ["llm.offline_mode"] * 3
 
@@ -61,7 +61,7 @@ class TestConfigured:
         client = factory.build_client(settings, database)
         assert isinstance(client, LLMClient) and client.default_tenant == "acme"
         assert client.table.default_group == "ollama/qwen2.5-coder"
-        [mutator] = factory.build_mutators(settings, client)
+        [mutator] = factory.build_llm_mutators(settings, client)
         assert isinstance(mutator, LLMMutator) and mutator.name == "llm"
         writer = factory.build_skill_writer(settings, client)
         assert isinstance(writer, SkillWriter) and writer.repair_rounds == 5
@@ -76,5 +76,5 @@ class TestConfigured:
         """Plain LLMSettings work; a mutation fraction of 0 means no LLM mutators."""
         settings = LLMSettings(model="openai/x", llm_mutation_fraction=0.0)
         assert factory.build_client(settings, database) is not None
-        assert factory.build_mutators(settings, FakeLLM()) == []
+        assert factory.build_llm_mutators(settings, FakeLLM()) == []
         assert isinstance(factory.build_skill_writer(settings, FakeLLM()), SkillWriter)

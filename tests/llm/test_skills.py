@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from auto_dev._exceptions import LLMUnavailableError, ValidationError
-from auto_dev.llm.skills import ExistingTool, FailureGroup, SkillWriter, parse_skill_answer
+from auto_dev.llm.skills import ExistingTool, SkillBrief, SkillWriter, parse_skill_answer
 from auto_dev.sandbox.base import Case, Limits
 from auto_dev.sandbox.process import ProcessSandbox
 from auto_dev.testing import FakeLLM
 
-GROUP = FailureGroup(
+GROUP = SkillBrief(
     task_descriptions=("Parse the duration '1h30m' into seconds", "How long is '2m5s'?"),
     error_traces=("Traceback (most recent call last):\nValueError: invalid literal for int()",),
     examples=(Case(args=("1h30m",), expected=5400), Case(args=("2m5s",), expected=125)),
@@ -111,7 +111,7 @@ class TestWrite:
 
     async def test_nothing_to_validate(self, sandbox: ProcessSandbox) -> None:
         """Without examples or generated tests the skill cannot pass."""
-        group = FailureGroup(task_descriptions=("do something",))
+        group = SkillBrief(task_descriptions=("do something",))
         llm = FakeLLM(default=answer(GOOD_CODE, tests=None))
         draft = await SkillWriter(llm, repair_rounds=1, limits=LIMITS).write(group, sandbox)
         assert not draft.passed and "nothing to validate" in llm.prompts[1]
@@ -142,6 +142,6 @@ class TestParse:
     def test_group_validation(self) -> None:
         """A failure group needs a task, and examples must be Cases."""
         with pytest.raises(ValidationError, match="task_descriptions"):
-            FailureGroup(task_descriptions=("  ",))
+            SkillBrief(task_descriptions=("  ",))
         with pytest.raises(ValidationError, match="examples"):
-            FailureGroup(task_descriptions=("x",), examples=({"args": []},))  # type: ignore[arg-type]
+            SkillBrief(task_descriptions=("x",), examples=({"args": []},))  # type: ignore[arg-type]
