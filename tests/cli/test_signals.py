@@ -134,6 +134,21 @@ class TestSchedulerRunStops:
         marker = f"{scratch}/auto-dev-sandbox-"
         wait_until(lambda: not processes_named(tag) and not host_processes_with(marker), GRACE_S,
                    "the sandbox's processes to exit")
+        # The interrupted cycle released its target and its job went back to the queue.
+        from sqlalchemy import select
+
+        from auto_dev.db import Database
+        from auto_dev.models import CycleJob, EvolutionRun
+
+        database = Database(f"sqlite:///{tmp_path}/auto-dev.db")
+        try:
+            with database.session() as session:
+                runs = session.scalars(select(EvolutionRun.status)).all()
+                jobs = session.scalars(select(CycleJob.status)).all()
+        finally:
+            database.dispose()
+        assert runs and "running" not in runs and "interrupted" in runs, runs
+        assert jobs and "running" not in jobs, jobs
 
 
 async def _schedule_an_endless_cycle(tag: str) -> None:
