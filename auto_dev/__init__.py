@@ -32,6 +32,7 @@ from auto_dev._exceptions import (
     SandboxProtocolError,
     SandboxUnavailableError,
     SchedulerError,
+    StaleCandidateError,
     StorageError,
     ValidationError,
 )
@@ -143,6 +144,7 @@ __all__ = [
     "Settings",
     "SkillExecuted",
     "SkillExecutionEvent",
+    "StaleCandidateError",
     "StorageError",
     "TaskEvent",
     "TaskFailed",

@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     case_timeout_s: float = Field(2.0, gt=0)
     case_memory_mb: int = Field(256, ge=16)
     scheduler_interval_s: float = Field(3600.0, gt=0)
+    # Retention: `auto-dev candidates prune` deletes closed candidates older than this.
+    candidate_retention_days: int = Field(30, ge=0, le=36_500)
     # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
     llm_model: str | None = None
     llm_api_base: str | None = None
