@@ -44,6 +44,8 @@ class TestScheduleCommands:
         runner = CliRunner()
         assert runner.invoke(app, ["init"], env=env).exit_code == 0
         current = runner.invoke(app, ["db", "current"], env=env)
-        assert current.exit_code == 0 and "0001" in current.output
+        from auto_dev.db import Database
+
+        assert current.exit_code == 0 and Database.head_revision() in current.output
         engines = runner.invoke(app, ["engines", "list"], env=env)
         assert "alpha_evolver" in engines.output and "memento" in engines.output
