@@ -297,7 +297,13 @@ class ReviewService:
 
     def promote(self, tenant_id: str, candidate_id: str, actor: str, reason: str = ""
                 ) -> PromotionResult:
-        """Promote an approved candidate: one transaction, nothing half-done on failure."""
+        """Promote an approved candidate: one transaction, nothing half-done on failure.
+
+        A stale candidate (made against a version that is no longer active) is refused with
+        :class:`~auto_dev.StaleCandidateError`: it needs the sandbox, so only the async path
+        (:class:`~auto_dev.candidates.reevaluation.PromotionService`, ``AutoDev.promote``,
+        ``auto-dev candidates promote``) re-evaluates and promotes it.
+        """
         with self.database.session() as session:
             candidate = self.resolve(session, tenant_id, candidate_id)
             return self.store.promote(session, tenant_id=tenant_id, candidate_id=candidate.id,

@@ -16,7 +16,11 @@ Each write consults the :class:`~auto_dev.gates.capability.Gatekeeper` first and
   recorded like every decision, with who and why.
 
 Statuses only move through :func:`auto_dev.models.transition`. A candidate that is empty,
-comment-only, does not parse or is identical to its parent can never become ``passed``.
+comment-only, does not parse or is identical to its parent can never become ``passed``; one
+whose change a reviewer rejected (or that was rolled back) before is closed ``failed`` instead of
+being offered (:mod:`~auto_dev.candidates.rejections`). A human promotion of a candidate made
+against a version that is no longer active is refused until it has been re-evaluated against
+the active one (:mod:`~auto_dev.candidates.staleness`, :mod:`~auto_dev.candidates.reevaluation`).
 ``tests/gates/test_candidates.py`` scans the package to prove no other module writes these rows.
 """
 
@@ -254,10 +258,11 @@ class CandidateStore(CreationMixin):
         """Move a candidate's status.
 
         ``evaluating``/``passed``/``failed`` are machine steps (gated by the candidate's
-        capability; ``passed`` from ``pending`` goes through ``evaluating``). ``approved`` and
-        ``rejected`` are human decisions: ``actor`` names the human, ``reason`` is required for a
-        rejection, and both are recorded. ``promoted`` and ``rolled_back`` only happen through
-        :meth:`promote` and :meth:`rollback_tool`.
+        capability; ``passed`` from ``pending`` goes through ``evaluating``; ``passed`` for a
+        change rejected before ends ``failed``, saying by whom: check the returned status).
+        ``approved`` and ``rejected`` are human decisions: ``actor`` names the human,
+        ``reason`` is required for a rejection, and both are recorded. ``promoted`` and
+        ``rolled_back`` only happen through :meth:`promote` and :meth:`rollback_tool`.
         """
         try:
             target = CandidateStatus(status)

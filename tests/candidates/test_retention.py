@@ -228,3 +228,25 @@ class TestLineageProperty:
         for cid, status, old in made:
             if old and status in ("failed", "rejected") and cid in left:
                 assert cid in named  # kept only because a kept row descends from it
+
+
+@pytest.mark.postgres
+class TestOnPostgres:
+    """Rejections, rollbacks and pruning on PostgreSQL (required in CI)."""
+
+    def test_prune_keeps_the_memory_and_the_lineage(self, postgres_database: Any) -> None:
+        """A rejected change is pruned but still refused; a kept child keeps its parent."""
+        from tests.gates.conftest import FIXED_CODE, build_world
+
+        world = build_world(postgres_database)
+        rejected = world.passed_mutation(FIXED_CODE)
+        world.review.reject(TENANT, rejected, "bob", "no")
+        root = _mutation(world, status="failed", age=OLD)
+        child = _mutation(world, status="pending", age=OLD, parent=root)
+        world.clock.advance(days=31)
+        result = _prune(world)
+        assert result.candidates == 1 and not _exists(world, ToolMutation, rejected)
+        assert _exists(world, ToolMutation, root) and _exists(world, ToolMutation, child)
+        again = world.mutation("def inc(x):\n    return (x + 1)\n")
+        world.evaluate(again)
+        assert world.status(again) == "failed"
