@@ -89,7 +89,10 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
 
         # 1. The platform's tools and agents; the tenant opts in (everything defaults to off).
         autodev.configure_tenant(**TENANT_SETTINGS)
-        for tool in TOOLS:
+        # A second run in the same tenant keeps what review made live (register_tool never
+        # replaces code): what was rejected or rolled back then stays closed.
+        existing = {t.name for t in autodev.review.list_tools(tid)}
+        for tool in (t for t in TOOLS if t["name"] not in existing):
             autodev.register_tool(tool["name"], tool["code"], tool["entrypoint"],
                                   description=tool["description"], tests=tool["tests"])
         for agent, levels in AGENTS.items():
