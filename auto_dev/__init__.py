@@ -35,6 +35,7 @@ from auto_dev._exceptions import (
     SandboxProtocolError,
     SandboxUnavailableError,
     SchedulerError,
+    StaleCandidateError,
     StorageError,
     ValidationError,
 )
@@ -156,6 +157,7 @@ __all__ = [
     "Settings",
     "SkillExecuted",
     "SkillExecutionEvent",
+    "StaleCandidateError",
     "StorageError",
     "TaskEvent",
     "TaskFailed",

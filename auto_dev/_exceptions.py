@@ -12,6 +12,7 @@ docker, litellm) are caught at the module that talks to them and re-raised as on
     │   └── MalformedEventError       an event payload that cannot be accepted
     ├── NotFoundError                 a row the caller named does not exist (in this tenant)
     ├── IllegalTransitionError        a candidate status move that the lifecycle forbids
+    │   └── StaleCandidateError       promoting a candidate made against a replaced version
     ├── GateDeniedError               a capability gate said no (carries the reason)
     ├── StorageError                  the database failed (locked, unreachable, constraint)
     │   └── DatabaseLockedError       SQLite "database is locked" after the busy timeout
@@ -66,6 +67,12 @@ class NotFoundError(AutoDevError, LookupError):
 
 class IllegalTransitionError(AutoDevError):
     """A candidate status move that the lifecycle forbids."""
+
+
+class StaleCandidateError(IllegalTransitionError):
+    """A candidate made against a version that is no longer active cannot be promoted as is:
+    it must be re-evaluated against the active version (the message says against what and why
+    it was refused)."""
 
 
 class GateDeniedError(AutoDevError, PermissionError):

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     cycle_deadline_s: float = Field(1800.0, gt=0, le=86_400)
     cycle_max_attempts: int = Field(3, ge=1, le=100)
     cycle_poll_s: float = Field(1.0, gt=0, le=60)
+    # Retention: `auto-dev candidates prune` deletes closed candidates older than this.
+    candidate_retention_days: int = Field(30, ge=0, le=36_500)
     # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
     llm_model: str | None = None
     llm_api_base: str | None = None

@@ -50,6 +50,9 @@ from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
 from auto_dev.types import CycleRequest, EvolutionRunResult
 
 if TYPE_CHECKING:
+    from auto_dev.candidates.manual import ManualChange
+    from auto_dev.candidates.promotion import PromotionResult
+    from auto_dev.candidates.reevaluation import PromotionService
     from auto_dev.evolution.mutators import MutatorPlan
     from auto_dev.scheduler import EvolutionScheduler
 
@@ -262,7 +265,14 @@ class AutoDev:
         tests: Iterable[dict[str, Any] | Case] = (),
         tenant_id: str | None = None,
     ) -> str:
-        """Create tool ``name`` with ``code`` as its first active version and its tests."""
+        """Create tool ``name`` with ``code`` as its first active version and its tests.
+
+        ``code`` must parse and define ``entrypoint`` at top level (checked on the syntax
+        tree, never run). Registering the same code again is a no-op that returns the tool's
+        id (only tests not stored yet are added). Different code for an existing tool is
+        refused: :meth:`propose_tool_change` makes it a candidate that is evaluated and
+        reviewed like any other change.
+        """
         tid = tenant_id or self.tenant_id
         cases = [t if isinstance(t, Case) else Case.from_dict(t, where=f"tests[{i}]")
                  for i, t in enumerate(tests)]
@@ -272,9 +282,44 @@ class AutoDev:
                 session, tenant_id=tid, name=name, code=code, entrypoint=entrypoint,
                 description=description,
             )
+            stored = {_case_key(r.args, r.kwargs, r.expected, r.has_expected)
+                      for r in session.scalars(select(TestCase).where(
+                          TestCase.tenant_id == tid, TestCase.tool_id == tool.id))}
             for case in cases:
-                session.add(_test_row(tid, tool.id, case, source="user"))
+                key = _case_key(list(case.args), case.kwargs, case.expected, case.has_expected)
+                if key not in stored:
+                    stored.add(key)
+                    session.add(_test_row(tid, tool.id, case, source="user"))
             return tool.id
+
+    async def propose_tool_change(
+        self, name: str, code: str, *, actor: str, reason: str, entrypoint: str | None = None,
+        tenant_id: str | None = None,
+    ) -> ManualChange:
+        """Propose new code for an existing tool: a ``manual`` candidate (parent: the active
+        version), gated and audited with who and why, run in the sandbox against the tool's
+        tests and marked passed (it breaks no case the active version passes) or failed. A
+        passed change is then approved and promoted like any candidate."""
+        return await self._promotions().propose_tool_change(
+            tenant_id or self.tenant_id, name, code, actor=actor, reason=reason,
+            entrypoint=entrypoint)
+
+    async def promote(self, candidate_id: str, *, actor: str, reason: str = "",
+                      tenant_id: str | None = None) -> PromotionResult:
+        """Promote an approved candidate (id or unique prefix). One made against a version
+        that is no longer active is first re-evaluated in the sandbox against the active
+        version and the tool's current tests, and promoted only if still better; otherwise
+        :class:`~auto_dev.StaleCandidateError` says why."""
+        return await self._promotions().promote(tenant_id or self.tenant_id, candidate_id,
+                                                actor, reason)
+
+    def _promotions(self) -> PromotionService:
+        from auto_dev.candidates.reevaluation import PromotionService
+        from auto_dev.sandbox.base import Limits
+
+        return PromotionService(self.review, lambda: self.sandbox,
+                                Limits(timeout_s=self.settings.case_timeout_s,
+                                       memory_mb=self.settings.case_memory_mb))
 
     def add_test(self, tool_name: str, case: dict[str, Any] | Case, *, source: str = "user",
                  tenant_id: str | None = None) -> str:
@@ -502,6 +547,14 @@ def _tool(session: Any, tenant_id: str, name: str) -> Tool:
     if tool is None:
         raise NotFoundError(f"tool {name!r} does not exist in tenant {tenant_id!r}")
     return tool
+
+
+def _case_key(args: Any, kwargs: Any, expected: Any, has_expected: bool) -> str:
+    """A test's identity (re-registering a tool does not store its tests twice)."""
+    import json
+
+    return json.dumps([list(args or []), dict(kwargs or {}), expected if has_expected else None,
+                       bool(has_expected)], sort_keys=True, default=repr)
 
 
 def _test_row(tenant_id: str, tool_id: str, case: Case, *, source: str,

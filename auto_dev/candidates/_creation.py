@@ -26,7 +26,7 @@ from auto_dev.candidates._kinds import (
     CandidateKind,
 )
 from auto_dev.gates._queries import resolve_agent
-from auto_dev.gates.capability import CREATE_CANDIDATE
+from auto_dev.gates.capability import CREATE_CANDIDATE, PROPOSE
 from auto_dev.models import (
     Agent,
     CandidateStatus,
@@ -99,9 +99,15 @@ class CreationMixin:
 
     def _admit(
         self, session: Session, *, tenant_id: str, agent_id: str | None, capability: str,
-        kind: CandidateKind, candidate_id: str,
+        kind: CandidateKind, candidate_id: str, proposed_by: str | None = None,
     ) -> str | None:
-        """Gate a creation; return the resolved Agent id."""
+        """Gate a creation; return the resolved Agent id. A change a named human proposes is
+        gated like their approvals: the tenant's toggles, the human instead of maturity."""
+        if proposed_by is not None:
+            self.gatekeeper.require(session, tenant_id=tenant_id, agent_id=None,
+                                    capability=capability, action=PROPOSE,
+                                    reviewed_by=proposed_by, subject=(kind.value, candidate_id))
+            return None
         self.gatekeeper.require(session, tenant_id=tenant_id, agent_id=agent_id,
                                 capability=capability, action=CREATE_CANDIDATE,
                                 subject=(kind.value, candidate_id))
@@ -132,14 +138,22 @@ class CreationMixin:
         objectives: Mapping[str, Any] | None = None,
         details: Mapping[str, Any] | None = None,
         capability: str = ALPHA_EVOLVER,
+        proposed_by: str | None = None,
     ) -> ToolMutation:
         """Store a candidate new version of a tool, with its lineage (status ``pending``).
 
         Without ``parent_version_id`` and ``parent_mutation_id`` the parent is the tool's active
-        version. ``diff`` defaults to a unified diff against the parent.
+        version. ``diff`` defaults to a unified diff against the parent. ``proposed_by`` names
+        the human who wrote the change (a ``manual`` candidate, see
+        :meth:`auto_dev.service.AutoDev.propose_tool_change`); it is recorded in ``details``.
         """
         text_of("code", code, allow_empty=True)
         text_of("operator", operator)
+        if proposed_by is not None:
+            proposed_by = text_of("proposed_by", proposed_by).strip()
+            if proposed_by == AUTO_ACTOR or agent_id is not None:
+                raise ValidationError("proposed_by", "must name the human proposing the "
+                                      "change (and no agent)")
         tool = self._tool(session, tenant_id, tool_id)
         entry = _identifier("entrypoint", entrypoint or tool.entrypoint)
         objective_values = objectives_of(objectives)
@@ -155,7 +169,8 @@ class CreationMixin:
         candidate_id = new_id()
         agent = self._admit(session, tenant_id=tenant_id, agent_id=agent_id,
                             capability=capability, kind=CandidateKind.TOOL_MUTATION,
-                            candidate_id=candidate_id)
+                            candidate_id=candidate_id, proposed_by=proposed_by)
+        extra = {"proposed_by": proposed_by} if proposed_by is not None else {}
         row = ToolMutation(
             id=candidate_id, tenant_id=tenant_id, tool_id=tool.id, agent_id=agent, run_id=run_id,
             parent_version_id=parent_version_id, parent_mutation_id=parent_mutation_id,
@@ -164,12 +179,13 @@ class CreationMixin:
                                                                       tool.name),
             operator=operator, ast_hash=ast_hash, island=island, generation=generation,
             status=CandidateStatus.PENDING.value, objectives=objective_values,
-            details={**dict(details or {}), "capability": capability},
+            details={**dict(details or {}), "capability": capability, **extra},
             created_at=self.gatekeeper.now(), updated_at=self.gatekeeper.now(),
         )
         session.add(row)
         session.flush()
-        self._created(session, row, CandidateKind.TOOL_MUTATION, capability)
+        self._created(session, row, CandidateKind.TOOL_MUTATION, capability,
+                      actor=f"user:{proposed_by}" if proposed_by is not None else None)
         return row
 
     def _check_lineage(
@@ -300,14 +316,15 @@ class CreationMixin:
         return row
 
     def _created(
-        self, session: Session, row: Candidate, kind: CandidateKind, capability: str
+        self, session: Session, row: Candidate, kind: CandidateKind, capability: str,
+        actor: str | None = None,
     ) -> None:
         log.info("candidate_created", tenant_id=row.tenant_id, kind=kind.value,
                  candidate_id=row.id, capability=capability)
         agent = session.get(Agent, row.agent_id) if row.agent_id else None
         emit(self.bus, session, CandidateCreated(tenant_id=row.tenant_id,
              candidate_kind=kind.value, candidate_id=row.id, tool_name=_target_name(session, row),
-             actor=f"agent:{agent.key}" if agent else AUTO_ACTOR,
+             actor=actor or (f"agent:{agent.key}" if agent else AUTO_ACTOR),
              metadata={"capability": capability, "status": row.status}))
 
 

@@ -22,6 +22,7 @@ from auto_dev._exceptions import (
     GateDeniedError,
     IllegalTransitionError,
     NotFoundError,
+    StaleCandidateError,
     ValidationError,
 )
 from auto_dev.candidates._events import emit
@@ -34,13 +35,21 @@ from auto_dev.candidates._kinds import (
     kind_of,
 )
 from auto_dev.candidates.lineage import parent_objectives, parent_passed_cases, passed_cases
+from auto_dev.candidates.rejections import (
+    code_fingerprint,
+    describe,
+    lift,
+    rejected_before,
+    remember,
+    remember_candidate,
+)
+from auto_dev.candidates.staleness import staleness
 from auto_dev.gates._audit import write_audit
 from auto_dev.gates.capability import APPROVE, PROMOTE
 from auto_dev.models import (
     CandidateStatus,
     ReviewDecision,
     SkillCandidate,
-    Tenant,
     Tool,
     ToolMutation,
     ToolVersion,
@@ -72,6 +81,8 @@ class PromotionResult:
     version_id: str | None = None
     version: int | None = None
     previous_version: int | None = None
+    #: How a stale candidate was re-evaluated before its promotion ("" when it was not stale).
+    reevaluated: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +186,8 @@ def human_decision(
         raise IllegalTransitionError(f"{target.value} is not a human decision")
     transition(candidate, target)
     record_decision(store, session, candidate, kind.value, target.value, actor, reason)
+    if target is CandidateStatus.REJECTED:  # the decision sticks: never offered again
+        remember_candidate(store, session, candidate, "rejected", actor, reason)
     session.flush()
 
 
@@ -208,56 +221,7 @@ def activate_new_version(
     return version, current
 
 
-def register_tool(
-    store: CandidateStore, session: Session, *, tenant_id: str, name: str, code: str,
-    entrypoint: str, description: str, actor: str,
-) -> Tool:
-    name = _require_text("name", name)
-    _require_text("code", code)
-    if not isinstance(entrypoint, str) or not entrypoint.isidentifier():
-        raise ValidationError("entrypoint", f"must be a Python identifier, got {entrypoint!r}")
-    actor = _require_text("actor", actor)
-    if session.get(Tenant, tenant_id) is None:
-        raise NotFoundError(f"tenant {tenant_id!r} does not exist")
-    tool = session.scalars(select(Tool).where(Tool.tenant_id == tenant_id,
-                                              Tool.name == name)).one_or_none()
-    if tool is None:
-        tool = Tool(tenant_id=tenant_id, name=name, description=description or "",
-                    entrypoint=entrypoint)
-        session.add(tool)
-        session.flush()
-        version, _ = activate_new_version(store, session, tool, code=code, entrypoint=entrypoint,
-                                          source="seed", source_id=None, actor=actor)
-        action = "tool.registered"
-    else:
-        if description and description != tool.description:
-            tool.description = description
-        current = _active(session, tool)
-        if current is not None and current.code == code and current.entrypoint == entrypoint:
-            return tool
-        version, _ = activate_new_version(store, session, tool, code=code, entrypoint=entrypoint,
-                                          source="manual", source_id=None, actor=actor)
-        action = "tool.version_registered"
-    write_audit(session, tenant_id=tenant_id, actor=actor, action=action, subject_kind="tool",
-                subject_id=tool.id, reason=f"{name} v{version.version}",
-                details={"version": version.version, "version_id": version.id})
-    return tool
-
-
 # -- promotion ------------------------------------------------------------------------------------
-
-
-def _root_version_id(session: Session, mutation: ToolMutation) -> str | None:
-    """The tool version a chain of mutations started from."""
-    seen: set[str] = set()
-    node: ToolMutation | None = mutation
-    while node is not None and node.id not in seen:
-        seen.add(node.id)
-        if node.parent_version_id:
-            return node.parent_version_id
-        node = session.get(ToolMutation, node.parent_mutation_id) if node.parent_mutation_id \
-            else None
-    return None
 
 
 def _auto_checks(store: CandidateStore, session: Session, candidate: Candidate,
@@ -269,10 +233,13 @@ def _auto_checks(store: CandidateStore, session: Session, candidate: Candidate,
         gate.require(session, tenant_id=candidate.tenant_id, agent_id=candidate.agent_id,
                      capability=capability, action=PROMOTE, subject=subject)
     problem: str | None = None
+    stale = staleness(session, candidate)
     if isinstance(candidate, ToolMutation):
         active = _active(session, session.get(Tool, candidate.tool_id))  # type: ignore[arg-type]
-        if active is None or _root_version_id(session, candidate) != active.id:
-            problem = "stale: it was not derived from the tool's active version"
+        if active is None:
+            problem = "the tool has no active version"
+    if stale is not None and not stale.cleared:
+        problem = f"stale: {stale.describe()}"
     verdict_reason = ""
     if problem is None:
         problem, verdict_reason = _verdict(session, candidate)
@@ -327,6 +294,9 @@ def promote(
     ckind = kind_of(candidate)
     status = CandidateStatus(candidate.status)
     if auto:
+        earlier = rejected_before(session, candidate)
+        if earlier is not None:
+            raise GateDeniedError(f"auto-promotion refused: {describe(earlier)}")
         if status not in (CandidateStatus.PASSED, CandidateStatus.APPROVED):
             raise IllegalTransitionError(f"candidate {candidate.id} is {status.value}: only a "
                                          "passed or approved candidate can be auto-promoted")
@@ -345,6 +315,13 @@ def promote(
         store.gatekeeper.require(session, tenant_id=tenant_id, agent_id=candidate.agent_id,
                                  capability=capability_of(candidate), action=PROMOTE,
                                  reviewed_by=actor, subject=(ckind.value, candidate.id))
+        stale = staleness(session, candidate)
+        if stale is not None and not stale.cleared:
+            raise StaleCandidateError(
+                f"candidate {candidate.id[:12]} was {stale.describe()}: it must be re-evaluated "
+                f"against v{stale.active.version} first. `auto-dev candidates promote` and "
+                "`await AutoDev.promote(...)` re-evaluate it and promote it only if it is "
+                "still better")
     with session.begin_nested():
         if candidate.status == CandidateStatus.PASSED.value:
             transition(candidate, CandidateStatus.APPROVED)
@@ -448,6 +425,15 @@ def rollback_tool(
         candidate = version_candidate(session, current)
         if candidate is not None and candidate.status == CandidateStatus.PROMOTED.value:
             transition(candidate, CandidateStatus.ROLLED_BACK)
+        # A human putting a version back lifts its rejection; taking one back (to an older
+        # version) remembers its code, so the same change is never offered again.
+        lift(session, tenant_id=tenant_id, tool_name=tool.name, code=target.code, actor=actor,
+             reason=reason)
+        current_hash = code_fingerprint(current.code)
+        if target.version < current.version and current_hash != code_fingerprint(target.code):
+            remember(store, session, tenant_id=tenant_id, target=("tool", tool.name),
+                     code_hash=current_hash, decision="rolled_back", actor=actor,
+                     reason=reason, candidate=candidate)
         kind, subject_id = ((kind_of(candidate).value, candidate.id) if candidate is not None
                             else ("tool_version", current.id))
         session.add(ReviewDecision(tenant_id=tenant_id, candidate_kind=kind,

@@ -37,6 +37,7 @@ from auto_dev.models import (
 )
 
 if TYPE_CHECKING:
+    from auto_dev.candidates.retention import PruneResult
     from auto_dev.candidates.store import CandidateStore
     from auto_dev.db import Database
 
@@ -296,7 +297,13 @@ class ReviewService:
 
     def promote(self, tenant_id: str, candidate_id: str, actor: str, reason: str = ""
                 ) -> PromotionResult:
-        """Promote an approved candidate: one transaction, nothing half-done on failure."""
+        """Promote an approved candidate: one transaction, nothing half-done on failure.
+
+        A stale candidate (made against a version that is no longer active) is refused with
+        :class:`~auto_dev.StaleCandidateError`: it needs the sandbox, so only the async path
+        (:class:`~auto_dev.candidates.reevaluation.PromotionService`, ``AutoDev.promote``,
+        ``auto-dev candidates promote``) re-evaluates and promotes it.
+        """
         with self.database.session() as session:
             candidate = self.resolve(session, tenant_id, candidate_id)
             return self.store.promote(session, tenant_id=tenant_id, candidate_id=candidate.id,
@@ -307,6 +314,15 @@ class ReviewService:
         with self.database.session() as session:
             return self.store.rollback_tool(session, tenant_id=tenant_id, tool_name=tool_name,
                                             actor=actor, reason=reason, to_version=to_version)
+
+    def prune(self, tenant_id: str, *, older_than_days: int, actor: str,
+              statuses: Sequence[str] = ("failed", "rejected"), dry_run: bool = False
+              ) -> PruneResult:
+        """Delete old closed candidates and their evaluations in one transaction."""
+        with self.database.session() as session:
+            return self.store.prune(session, tenant_id=tenant_id,
+                                    older_than_days=older_than_days, actor=actor,
+                                    statuses=statuses, dry_run=dry_run)
 
     # -- tools ----------------------------------------------------------------------------------
 

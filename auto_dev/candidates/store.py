@@ -16,7 +16,11 @@ Each write consults the :class:`~auto_dev.gates.capability.Gatekeeper` first and
   recorded like every decision, with who and why.
 
 Statuses only move through :func:`auto_dev.models.transition`. A candidate that is empty,
-comment-only, does not parse or is identical to its parent can never become ``passed``.
+comment-only, does not parse or is identical to its parent can never become ``passed``; one
+whose change a reviewer rejected (or that was rolled back) before is closed ``failed`` instead of
+being offered (:mod:`~auto_dev.candidates.rejections`). A human promotion of a candidate made
+against a version that is no longer active is refused until it has been re-evaluated against
+the active one (:mod:`~auto_dev.candidates.staleness`, :mod:`~auto_dev.candidates.reevaluation`).
 ``tests/candidates/test_store.py`` scans the package to prove no other module writes these rows.
 """
 
@@ -31,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import IllegalTransitionError, NotFoundError, ValidationError
 from auto_dev.candidates import promotion as _promotion
+from auto_dev.candidates import rejections as _rejections
 from auto_dev.candidates._creation import CreationMixin, objectives_of, text_of
 from auto_dev.candidates._kinds import (
     ALPHA_EVOLVER,
@@ -44,8 +49,9 @@ from auto_dev.candidates._kinds import (
     capability_of,
     kind_of,
 )
+from auto_dev.candidates.staleness import PROMOTABLE_AGAINST
 from auto_dev.gates._audit import write_audit
-from auto_dev.gates.capability import GateDecision, Gatekeeper
+from auto_dev.gates.capability import PROPOSE, GateDecision, Gatekeeper
 from auto_dev.models import (
     CandidateStatus,
     Evaluation,
@@ -57,6 +63,7 @@ from auto_dev.models import (
 )
 
 if TYPE_CHECKING:
+    from auto_dev.candidates.retention import PruneResult
     from auto_dev.db import Database
     from auto_dev.sandbox.base import SandboxResult
 
@@ -106,15 +113,17 @@ class CandidateStore(CreationMixin):
         description: str = "",
         actor: str = "user",
     ) -> Tool:
-        """Create tool ``name`` with ``code`` as active version 1; for an existing tool whose
-        code or entrypoint differ, add them as a new active version (``source="manual"``).
+        """Create tool ``name`` with ``code`` as active version 1 (validated: it parses and
+        defines ``entrypoint``). Identical code for an existing tool is a no-op; different code
+        is refused (see :mod:`auto_dev.candidates.registration`).
 
         Not capability-gated (the platform registering its own tools is not auto-dev acting),
         but audited like every activation.
         """
-        return _promotion.register_tool(self, session, tenant_id=tenant_id, name=name, code=code,
-                                        entrypoint=entrypoint, description=description,
-                                        actor=actor)
+        from auto_dev.candidates.registration import register_tool
+
+        return register_tool(self, session, tenant_id=tenant_id, name=name, code=code,
+                             entrypoint=entrypoint, description=description, actor=actor)
 
     # -- lookups --------------------------------------------------------------------------------
 
@@ -153,6 +162,7 @@ class CandidateStore(CreationMixin):
         parent_passed_cases: Iterable[int] | None = None,
         verdict: CandidateStatus | str | None = None,
         reason: str = "",
+        promotable_against: str | None = None,
     ) -> Evaluation:
         """Store one sandbox validation of a candidate and link it.
 
@@ -160,7 +170,10 @@ class CandidateStore(CreationMixin):
         the candidate's objective vector; ``verdict`` (``passed``/``failed``) moves its status
         there (through ``evaluating``) in the same step. ``parent_objectives`` and
         ``parent_passed_cases`` record the baseline the engine compared against (review shows
-        it; auto-promotion re-checks promotability against it).
+        it; auto-promotion re-checks promotability against it). ``promotable_against`` is the
+        id of the active version this evaluation compared the candidate with and found it still
+        promotable against (the re-evaluation of a stale candidate,
+        :mod:`auto_dev.candidates.reevaluation`); any other evaluation clears it.
         """
         target: CandidateStatus | None = None
         if verdict is not None:
@@ -177,6 +190,8 @@ class CandidateStore(CreationMixin):
             self._check_can_pass(session, candidate, ckind)
         objective_values = objectives_of(objectives)
         baseline = objectives_of(parent_objectives, "parent_objectives")
+        if promotable_against is not None:
+            text_of("promotable_against", promotable_against)
         baseline_cases: list[int] | None = None
         if parent_passed_cases is not None:
             baseline_cases = sorted({int(i) for i in parent_passed_cases})
@@ -209,10 +224,16 @@ class CandidateStore(CreationMixin):
                 extra["parent_objectives"] = baseline
             if baseline_cases is not None:
                 extra["parent_passed_cases"] = baseline_cases
-            if extra and isinstance(candidate, ToolMutation):
-                candidate.details = {**(candidate.details or {}), **extra}
-            elif extra and isinstance(candidate, SkillCandidate):
-                candidate.validation = {**(candidate.validation or {}), **extra}
+            if promotable_against is not None:
+                extra[PROMOTABLE_AGAINST] = promotable_against
+            if isinstance(candidate, ToolMutation):
+                kept = {k: v for k, v in (candidate.details or {}).items()
+                        if k != PROMOTABLE_AGAINST}
+                candidate.details = {**kept, **extra}
+            else:
+                kept = {k: v for k, v in (candidate.validation or {}).items()
+                        if k != PROMOTABLE_AGAINST}
+                candidate.validation = {**kept, **extra}
         if isinstance(candidate, SkillCandidate):
             candidate.validation = {
                 **(candidate.validation or {}), "evaluation_id": evaluation.id,
@@ -237,10 +258,11 @@ class CandidateStore(CreationMixin):
         """Move a candidate's status.
 
         ``evaluating``/``passed``/``failed`` are machine steps (gated by the candidate's
-        capability; ``passed`` from ``pending`` goes through ``evaluating``). ``approved`` and
-        ``rejected`` are human decisions: ``actor`` names the human, ``reason`` is required for a
-        rejection, and both are recorded. ``promoted`` and ``rolled_back`` only happen through
-        :meth:`promote` and :meth:`rollback_tool`.
+        capability; ``passed`` from ``pending`` goes through ``evaluating``; ``passed`` for a
+        change rejected before ends ``failed``, saying by whom: check the returned status).
+        ``approved`` and ``rejected`` are human decisions: ``actor`` names the human,
+        ``reason`` is required for a rejection, and both are recorded. ``promoted`` and
+        ``rolled_back`` only happen through :meth:`promote` and :meth:`rollback_tool`.
         """
         try:
             target = CandidateStatus(status)
@@ -262,6 +284,14 @@ class CandidateStore(CreationMixin):
     def _gate_machine_step(
         self, session: Session, candidate: Candidate, kind: CandidateKind, action: str
     ) -> None:
+        proposer = (candidate.details or {}).get("proposed_by") \
+            if isinstance(candidate, ToolMutation) else None
+        if isinstance(proposer, str) and proposer:
+            # A manual candidate's steps are taken on behalf of the human who proposed it.
+            self.gatekeeper.require(session, tenant_id=candidate.tenant_id, agent_id=None,
+                                    capability=capability_of(candidate), action=PROPOSE,
+                                    reviewed_by=proposer, subject=(kind.value, candidate.id))
+            return
         self.gatekeeper.require(session, tenant_id=candidate.tenant_id,
                                 agent_id=candidate.agent_id, capability=capability_of(candidate),
                                 action=action, subject=(kind.value, candidate.id))
@@ -283,6 +313,18 @@ class CandidateStore(CreationMixin):
             self._check_can_pass(session, candidate, kind)
             if candidate.status == CandidateStatus.PENDING.value:
                 transition(candidate, CandidateStatus.EVALUATING)
+            earlier = _rejections.rejected_before(session, candidate)
+            twin = None if earlier is not None else _rejections.waiting_duplicate(session,
+                                                                                 candidate)
+            if earlier is not None:  # a reviewer said no to this very change: never offer it
+                target, reason = CandidateStatus.FAILED, _rejections.describe(earlier)
+                _promotion.record_decision(self, session, candidate, kind.value, "failed",
+                                           AUTO_ACTOR, reason)
+            elif twin is not None:  # the same change already waits for a reviewer
+                target = CandidateStatus.FAILED
+                reason = f"the same change already awaits review as {twin.id[:12]}"
+                _promotion.record_decision(self, session, candidate, kind.value, "failed",
+                                           AUTO_ACTOR, reason)
         transition(candidate, target)
         session.flush()
         log.info("candidate_status", tenant_id=candidate.tenant_id, candidate_id=candidate.id,
@@ -357,6 +399,32 @@ class CandidateStore(CreationMixin):
         version being replaced becomes ``rolled_back``."""
         return _promotion.rollback_tool(self, session, tenant_id=tenant_id, tool_name=tool_name,
                                         actor=actor, reason=reason, to_version=to_version)
+
+    # -- rejected changes and retention ------------------------------------------------------------
+
+    @staticmethod
+    def rejected_hashes(session: Session, tenant_id: str, target: str) -> frozenset[bytes]:
+        """Normalised-AST digests (16 bytes) of the changes rejected or rolled back for tool
+        ``target``: a search can skip them before paying for a sandbox run."""
+        return _rejections.rejected_hashes(session, tenant_id, target)
+
+    def prune(
+        self,
+        session: Session,
+        *,
+        tenant_id: str,
+        older_than_days: int,
+        actor: str,
+        statuses: Iterable[str] = ("failed", "rejected"),
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Delete closed candidates older than ``older_than_days`` and their evaluations,
+        keeping every ancestor of what stays (see :mod:`auto_dev.candidates.retention`).
+        Audited; ``dry_run`` only counts."""
+        from auto_dev.candidates.retention import prune
+
+        return prune(self, session, tenant_id=tenant_id, older_than_days=older_than_days,
+                     statuses=statuses, actor=actor, dry_run=dry_run)
 
     def record_rejected_mutations(
         self,

@@ -1,4 +1,4 @@
-"""``auto-dev candidates list|show|approve|reject|promote``: human review from the terminal.
+"""``auto-dev candidates list|show|approve|reject|promote|prune``: human review from the terminal.
 
 Candidates are named by id or by a unique prefix of it (``list`` prints 12 characters). Every
 decision is recorded with who (``--actor``, default: the OS user) and why (``--reason``).
@@ -210,17 +210,76 @@ def promote(
     actor: Optional[str] = typer.Option(None, "--actor", help=_ACTOR_HELP),  # noqa: UP045
     tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
 ) -> None:
-    """Promote an approved candidate: it becomes the tool's new active version."""
+    """Promote an approved candidate: it becomes the tool's new active version.
+
+    A candidate made against a version that is no longer active is first re-evaluated in the
+    sandbox against the active version and the tool's current tests, and promoted only if it is
+    still better (otherwise nothing changes and the reason is printed).
+    """
+    import asyncio
+
     from rich.console import Console
 
-    from auto_dev.cli._common import errors, review_service, tenant_or_default
+    from auto_dev.candidates.promotion import PromotionResult
+    from auto_dev.cli._common import build_autodev, errors, tenant_or_default
 
     who = _actor(actor)
+    tid = tenant_or_default(tenant)
+
+    async def _promote() -> PromotionResult:
+        autodev = build_autodev(builtin_engines=False, load_plugins=False)
+        try:
+            return await autodev.promote(candidate_id, actor=who, reason=reason, tenant_id=tid)
+        finally:
+            await autodev.aclose()
+
     with errors():
-        result = review_service().promote(tenant_or_default(tenant), candidate_id, who, reason)
+        result = asyncio.run(_promote())
+    console = Console()
+    if result.reevaluated:
+        console.print(f"candidate [bold]{result.candidate_id[:12]}[/] {result.reevaluated}")
     if result.version is not None:
         before = f"v{result.previous_version}" if result.previous_version else "nothing"
-        Console().print(f"promoted [bold]{result.candidate_id[:12]}[/]: {result.tool_name} "
-                        f"v{result.version} is active (was {before}), by {who}")
+        console.print(f"promoted [bold]{result.candidate_id[:12]}[/]: {result.tool_name} "
+                      f"v{result.version} is active (was {before}), by {who}")
     else:
-        Console().print(f"promoted [bold]{result.candidate_id[:12]}[/] ({result.kind}) by {who}")
+        console.print(f"promoted [bold]{result.candidate_id[:12]}[/] ({result.kind}) by {who}")
+
+
+@app.command("prune")
+def prune(
+    older_than: Optional[int] = typer.Option(  # noqa: UP045
+        None, "--older-than", min=0, metavar="DAYS",
+        help="Prune candidates closed more than DAYS days ago (default: the "
+             "candidate_retention_days setting, AUTO_DEV_CANDIDATE_RETENTION_DAYS, 30)."),
+    status: str = typer.Option("failed,rejected", "--status",
+                               help="Closed statuses to prune, comma-separated."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count, delete nothing."),
+    actor: Optional[str] = typer.Option(None, "--actor", help=_ACTOR_HELP),  # noqa: UP045
+    tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
+) -> None:
+    """Delete old closed candidates (failed, rejected) and their evaluations, in one
+    transaction. Candidates waiting for review or live, ancestors of anything kept, and those
+    of running cycles are never deleted; rejected changes stay remembered."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from auto_dev.cli._common import errors, review_service, settings, tenant_or_default
+
+    tid = tenant_or_default(tenant)
+    days = older_than if older_than is not None else settings().candidate_retention_days
+    with errors():
+        result = review_service().prune(tid, older_than_days=days, actor=_actor(actor),
+                                        statuses=status.split(","), dry_run=dry_run)
+    verb = "would delete" if result.dry_run else "deleted"
+    table = Table(title=f"{verb}: {'/'.join(result.statuses)} candidates of tenant {tid} closed "
+                        f"before {result.cutoff:%Y-%m-%d %H:%M} UTC ({days} day(s))")
+    for column in ("kind", "candidates", "evaluations", "kept (ancestors of kept rows)"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for count in result.counts:
+        table.add_row(count.kind, str(count.candidates), str(count.evaluations),
+                      str(count.kept_as_ancestors))
+    table.add_row("[bold]total[/]", f"[bold]{result.candidates}[/]",
+                  f"[bold]{result.evaluations}[/]",
+                  str(sum(c.kept_as_ancestors for c in result.counts)))
+    Console().print(table)

@@ -89,7 +89,10 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
 
         # 1. The platform's tools and agents; the tenant opts in (everything defaults to off).
         autodev.configure_tenant(**TENANT_SETTINGS)
-        for tool in TOOLS:
+        # A second run in the same tenant keeps what review made live (register_tool never
+        # replaces code): what was rejected or rolled back then stays closed.
+        existing = {t.name for t in autodev.review.list_tools(tid)}
+        for tool in (t for t in TOOLS if t["name"] not in existing):
             autodev.register_tool(tool["name"], tool["code"], tool["entrypoint"],
                                   description=tool["description"], tests=tool["tests"])
         for agent, levels in AGENTS.items():
@@ -125,6 +128,7 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
         summary["candidates"] = len(autodev.review.list_candidates(tid))
 
         # 5. A reviewer approves and promotes each passed candidate; the diff is shown.
+        from auto_dev import StaleCandidateError
         from auto_dev.cli.candidates import render_detail
 
         promoted: list[str] = []
@@ -135,11 +139,19 @@ async def _story(console: Console, settings: Any, tenant: str | None, budget: in
             render_detail(console, detail)
             autodev.review.approve(tid, candidate.id, actor="demo-reviewer",
                                    reason="fix verified against the failing episodes")
-            result = autodev.review.promote(tid, candidate.id, actor="demo-reviewer",
-                                            reason="ship it")
+            try:
+                # A candidate made against a version that another promotion replaced is
+                # re-evaluated against the new active version first, and refused if it is no
+                # longer better.
+                result = await autodev.promote(candidate.id, actor="demo-reviewer",
+                                               reason="ship it", tenant_id=tid)
+            except StaleCandidateError as exc:
+                console.print(f"[yellow]not promoted[/] {candidate.target}: {exc}")
+                continue
             promoted.append(candidate.target)
             console.print(f"[green]promoted[/] {candidate.target}: v{result.previous_version} "
-                          f"-> v{result.version} (active)")
+                          f"-> v{result.version} (active)"
+                          + (f"; {result.reevaluated}" if result.reevaluated else ""))
         summary["promoted"] = len(promoted)
 
         # 6. The agents use the new versions; then one promotion is rolled back on request.

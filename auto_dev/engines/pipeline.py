@@ -201,6 +201,7 @@ class CyclePipeline:
                           llm=ctx.llm, skill_writer=ctx.skill_writer)
             result = await engine.evolve(request, cycle)
             self._merge(outcome, result, sink)
+            self._keep_offered(outcome, request)
             self._offer(outcome, request, agent)
             self.runs.finish(held.id, status=_run_status(outcome.status),
                              error=outcome.reason if outcome.status != "completed" else None,
@@ -274,6 +275,19 @@ class CyclePipeline:
                                   if c not in known]
         known.update(outcome.candidate_ids)
         outcome.candidate_ids += [c for c in sink.created if c not in known]
+
+    def _keep_offered(self, outcome: EvolutionRunResult, request: CycleRequest) -> None:
+        """Only candidates the store really holds as ``passed`` are offered: it closes one whose
+        change a reviewer rejected before, whatever the engine asked for."""
+        if not outcome.offered_ids:
+            return
+        with self.context.database.session() as session:
+            kept = [cid for cid in outcome.offered_ids
+                    if self.context.store.get(session, request.tenant_id, cid).status == "passed"]
+        dropped = len(outcome.offered_ids) - len(kept)
+        if dropped:
+            outcome.reason += f" ({dropped} offer(s) closed: the same change was rejected before)"
+        outcome.offered_ids = kept
 
     def _offer(self, outcome: EvolutionRunResult, request: CycleRequest,
                agent: str | None) -> None:

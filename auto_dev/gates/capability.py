@@ -61,8 +61,10 @@ PROMOTE = "promote"
 USE = "use"
 CHECK_LIMITS = "check_daily_limits"
 APPROVE = "approve"
+#: A named human proposing a change to a tool (a ``manual`` candidate) and its evaluation.
+PROPOSE = "propose"
 #: Actions a named human reviewer may take in place of the agent's maturity.
-HUMAN_ACTIONS = frozenset({APPROVE, PROMOTE})
+HUMAN_ACTIONS = frozenset({APPROVE, PROMOTE, PROPOSE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +345,7 @@ __all__ = [
     "DEFAULT_REQUIREMENTS",
     "HUMAN_ACTIONS",
     "PROMOTE",
+    "PROPOSE",
     "USE",
     "GateDecision",
     "Gatekeeper",

@@ -14,6 +14,7 @@ from auto_dev.models.episodes import Episode, EpisodeSegment
 from auto_dev.models.gates import CapabilityState, UsageRecord
 from auto_dev.models.ledger import LLMBudgetDay, LLMCall
 from auto_dev.models.outbox import EventDelivery, EventRecord
+from auto_dev.models.rejections import RejectedChange
 from auto_dev.models.runs import CycleJob, Evaluation, EvolutionRun
 from auto_dev.models.scheduling import APSCHEDULER_TABLE, Schedule, apscheduler_jobs
 from auto_dev.models.tenancy import Agent, Tenant
@@ -36,6 +37,7 @@ __all__ = [
     "EvolutionRun",
     "LLMBudgetDay",
     "LLMCall",
+    "RejectedChange",
     "ReviewDecision",
     "Schedule",
     "SkillCandidate",

@@ -414,6 +414,9 @@ class TestChokePoint:
             "promotion.human_decision", "promotion.activate_new_version",
             "promotion.promote", "promotion.rollback_tool",
             "_bulk.record_rejected_mutations",
+            # Rejecting the identical candidates of a rejected change: like rejecting and
+            # rolling back, never refused (it only makes things safer), always recorded.
+            "rejections._close_identical",
         }
 
     def test_every_store_path_consults_the_gate(self, world: World) -> None:
@@ -491,16 +494,17 @@ class TestChokePoint:
             world.store.set_status(s, tenant_id=TENANT, candidate_id=cid, status="passed")
 
     def test_register_tool_is_the_only_ungated_activation(self, world: World) -> None:
-        """Registering a platform tool activates versions without a capability (audited)."""
+        """Registering a platform tool activates its first version without a capability
+        (audited); it never activates another one: new code is refused."""
         with world.database.session() as s:
             same = world.store.register_tool(s, tenant_id=TENANT, name="inc", code=TOOL_CODE,
                                              entrypoint="inc")
-            world.store.register_tool(s, tenant_id=TENANT, name="inc", code=FIXED_CODE,
-                                      entrypoint="inc", actor="platform")
+            with pytest.raises(ValidationError, match="propose_tool_change"):
+                world.store.register_tool(s, tenant_id=TENANT, name="inc", code=FIXED_CODE,
+                                          entrypoint="inc", actor="platform")
             versions = s.scalars(select(ToolVersion).where(ToolVersion.tool_id == same.id)
                                  .order_by(ToolVersion.version)).all()
-            assert [(v.version, v.is_active, v.source) for v in versions] == \
-                [(1, False, "seed"), (2, True, "manual")]
+            assert [(v.version, v.is_active, v.source) for v in versions] == [(1, True, "seed")]
             audit = s.scalars(select(AuditEntry).where(
-                AuditEntry.action == "tool.version_registered")).one()
-            assert audit.actor == "platform"
+                AuditEntry.action == "tool.registered")).one()
+            assert audit.subject_id == same.id

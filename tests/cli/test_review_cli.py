@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from auto_dev.cli import candidates, tools
 from auto_dev.db import Database
-from auto_dev.models import ReviewDecision
+from auto_dev.models import ReviewDecision, TestCase, ToolMutation
 from tests.gates.conftest import FIXED_CODE, TENANT, World, build_world
 
 OTHER = "def inc(x):\n    return 1 + x\n"
@@ -112,3 +115,89 @@ class TestToolsCli:
         code, out, _ = _run(tools.app, "list", "--tenant", "empty")
         assert code == 0 and "no tools in tenant empty" in out
         assert FIXED_CODE  # the fixed code is what promotion tests install
+
+
+HALF_FIX = "def inc(x):\n    return 2 if x == 1 else x + 2\n"
+
+
+def _approved(world: World, code: str) -> str:
+    cid = world.passed_mutation(code)
+    world.review.approve(TENANT, cid, "alice", "ok")
+    return cid
+
+
+class TestStalePromotionCli:
+    """`candidates promote` re-evaluates a candidate made against a replaced version."""
+
+    def test_still_better_is_promoted_with_the_reevaluation(
+        self, cli_world: World, monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Made against v1 while v2 is live: run in the sandbox, then promoted as v3."""
+        monkeypatch.setenv("AUTO_DEV_SANDBOX", "process")
+        monkeypatch.setenv("AUTO_DEV_SANDBOX_WORKERS", "1")
+        with cli_world.database.session() as s:
+            for arg, expected in ((1, 2), (5, 6)):
+                s.add(TestCase(tenant_id=TENANT, tool_id=cli_world.tool_id, args=[arg],
+                               kwargs={}, expected=expected, has_expected=True, source="user"))
+        half, full = _approved(cli_world, HALF_FIX), _approved(cli_world, FIXED_CODE)
+        code, out, _ = _run(candidates.app, "promote", half[:10])
+        assert code == 0 and "inc v2 is active (was v1)" in out and "re-evaluated" not in out
+        code, out, err = _run(candidates.app, "promote", full[:10], "--reason", "better")
+        assert code == 0, err
+        assert "re-evaluated against v2: better on pass_rate" in out
+        assert "inc v3 is active (was v2)" in out
+
+    def test_identical_to_the_live_version_is_refused(self, cli_world: World) -> None:
+        """The same program as v2 is refused in one line, and nothing changes."""
+        first = _approved(cli_world, FIXED_CODE)
+        twin = _approved(cli_world, "def inc(x):\n    return x + 1  # same\n")
+        cli_world.review.promote(TENANT, first, "alice", "ship")
+        code, _, err = _run(candidates.app, "promote", twin)
+        assert code == 1 and "Traceback" not in err
+        assert "made against inc v1, active is v2: identical to v2" in err
+        assert cli_world.status(twin) == "approved"
+
+
+class TestPruneCli:
+    """`candidates prune` prints what it deletes (or would), in a table."""
+
+    def _old_failed(self, world: World, n: int) -> list[str]:
+        ids = []
+        for i in range(n):
+            cid = world.mutation(f"def inc(x):\n    return x + {i + 3}\n")
+            world.evaluate(cid, "failed", passed=0)
+            ids.append(cid)
+        with world.database.session() as s:
+            for row in s.scalars(select(ToolMutation).where(ToolMutation.id.in_(ids))):
+                row.updated_at = datetime.now(UTC) - timedelta(days=45)
+        return ids
+
+    def test_dry_run_then_prune(self, cli_world: World) -> None:
+        """The dry run counts; the real run deletes the same rows; the default is 30 days."""
+        ids = self._old_failed(cli_world, 2)
+        fresh = cli_world.mutation("def inc(x):\n    return x - 1\n")
+        cli_world.evaluate(fresh, "failed", passed=0)
+        code, out, _ = _run(candidates.app, "prune", "--dry-run")
+        assert code == 0 and "would delete" in out and "30 day(s)" in out
+        assert "tool_mutation" in out and "total" in out
+        assert all(_exists(cli_world, cid) for cid in ids)
+        code, out, _ = _run(candidates.app, "prune")
+        assert code == 0 and "deleted" in out
+        assert not any(_exists(cli_world, cid) for cid in ids) and _exists(cli_world, fresh)
+
+    def test_retention_setting_and_bad_status(self, cli_world: World,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+        """AUTO_DEV_CANDIDATE_RETENTION_DAYS sets the default; a live status is refused."""
+        ids = self._old_failed(cli_world, 1)
+        monkeypatch.setenv("AUTO_DEV_CANDIDATE_RETENTION_DAYS", "60")
+        code, out, _ = _run(candidates.app, "prune")
+        assert code == 0 and "60 day(s)" in out and _exists(cli_world, ids[0])
+        code, _, err = _run(candidates.app, "prune", "--status", "failed,approved")
+        assert code == 2 and "status" in err and "approved" in err
+        code, out, _ = _run(candidates.app, "prune", "--older-than", "40", "--status", "failed")
+        assert code == 0 and not _exists(cli_world, ids[0])
+
+
+def _exists(world: World, cid: str) -> bool:
+    with world.database.session() as s:
+        return s.get(ToolMutation, cid) is not None
