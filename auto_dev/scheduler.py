@@ -34,17 +34,11 @@ _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 # The scheduler whose jobs this process runs. APScheduler stores jobs by function reference,
 # so the job function finds its scheduler here rather than through a pickled object.
 _active: EvolutionScheduler | None = None
-# Whether a scheduler of this process has shut down. APScheduler starts a due job as an asyncio
-# task; one that gets its turn after shutdown() finds no scheduler, which is expected then.
-_shut_down = False
 
 
 async def _run_schedule_job(schedule_id: str) -> None:
     if _active is None:
-        if _shut_down:
-            log.debug("schedule_skipped_at_shutdown", schedule_id=schedule_id)
-        else:
-            log.error("schedule_fired_without_scheduler", schedule_id=schedule_id)
+        log.error("schedule_fired_without_scheduler", schedule_id=schedule_id)
         return
     await _active.run_schedule(schedule_id)
 
@@ -164,13 +158,12 @@ class EvolutionScheduler:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        global _active, _shut_down
+        global _active
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
         if _active is self:
             _active = None
-            _shut_down = True
 
     # -- what a job does ---------------------------------------------------------------------------
 

@@ -111,27 +111,3 @@ class TestRunning:
             runs = session.scalar(select(func.count()).select_from(EvolutionRun))
         assert runs >= 1 and running <= 1
         assert autodev.review.list_candidates("t1")
-
-
-class TestShutdown:
-    """A normal shutdown is quiet."""
-
-    async def test_job_that_starts_after_shutdown_is_not_an_error(
-            self, autodev: AutoDev, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A due job whose task gets its turn after shutdown() is skipped without an error
-        line; a job fired in a process that never ran a scheduler still is one."""
-        import structlog
-
-        from auto_dev import scheduler as scheduler_module
-
-        autodev.scheduler.add("alpha_evolver", interval_s=60, schedule_id="s")
-        monkeypatch.setattr(scheduler_module, "_shut_down", False)
-        with structlog.testing.capture_logs() as never_started:
-            await scheduler_module._run_schedule_job("s")
-        await autodev.scheduler.start()
-        await autodev.scheduler.shutdown()
-        with structlog.testing.capture_logs() as after_shutdown:
-            await scheduler_module._run_schedule_job("s")  # APScheduler's task, running late
-        assert [e["log_level"] for e in never_started] == ["error"]
-        assert [e["log_level"] for e in after_shutdown if e["log_level"] != "debug"] == []
-        assert [e["event"] for e in after_shutdown] == ["schedule_skipped_at_shutdown"]
