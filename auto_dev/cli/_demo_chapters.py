@@ -233,8 +233,9 @@ def cycle_decisions(autodev: AutoDev) -> list[CycleDecision]:
     """The tenant's ``run_cycle`` gate decisions, oldest first, each with its target.
 
     The audit entry names the capability, not the target; the cycle's run row names the
-    target. An engine inserts its run and asks the gate with no await in between, so per
-    engine the n-th decision belongs to the n-th run.
+    target. A cycle inserts its run and asks the gate with no await in between, so a
+    decision belongs to the latest run of the capability's engine started before it (a
+    capability no engine has, like background evolution, to the latest run of any engine).
     """
     from sqlalchemy import select
 
@@ -244,21 +245,21 @@ def cycle_decisions(autodev: AutoDev) -> list[CycleDecision]:
     tid = autodev.tenant_id
     with autodev.database.session(readonly=True) as session:
         audits = session.execute(
-            select(AuditEntry.actor, AuditEntry.details, AuditEntry.allowed, AuditEntry.reason)
+            select(AuditEntry.actor, AuditEntry.details, AuditEntry.allowed, AuditEntry.reason,
+                   AuditEntry.created_at)
             .where(AuditEntry.tenant_id == tid, AuditEntry.action == "gate.run_cycle")
             .order_by(AuditEntry.created_at, AuditEntry.id)).all()
         runs = session.execute(
-            select(EvolutionRun.engine, EvolutionRun.target)
+            select(EvolutionRun.engine, EvolutionRun.target, EvolutionRun.started_at)
             .where(EvolutionRun.tenant_id == tid)
-            .order_by(EvolutionRun.started_at, EvolutionRun.id)).all()
-    targets: dict[str, list[str]] = {}
-    for engine, target in runs:
-        targets.setdefault(engine, []).append(target)
+            .order_by(EvolutionRun.started_at)).all()
     out: list[CycleDecision] = []
-    for actor, details, allowed, reason in audits:
+    for actor, details, allowed, reason, at in audits:
         capability = str((details or {}).get("capability"))
-        queue = targets.get(engine_of.get(capability, ""), [])
+        engine = engine_of.get(capability)
+        before = [r.target for r in runs
+                  if r.started_at <= at and (engine is None or r.engine == engine)]
         out.append(CycleDecision(agent=actor.removeprefix("agent:"), capability=capability,
-                                 target=queue.pop(0) if queue else "-",
+                                 target=before[-1] if before else "-",
                                  allowed=bool(allowed), reason=reason or ""))
     return out
