@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,18 +144,7 @@ class _TomlSource(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
-        path = os.environ.get("AUTO_DEV_CONFIG")
-        self._data: dict[str, Any] = {}
-        if path:
-            file = Path(path)
-            try:
-                self._data = tomllib.loads(file.read_text(encoding="utf-8"))
-            except FileNotFoundError as exc:
-                raise ConfigurationError(f"AUTO_DEV_CONFIG: file {path!r} does not exist") from exc
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigurationError(
-                    f"AUTO_DEV_CONFIG: {path!r} is not valid TOML: {exc}"
-                ) from exc
+        self._data: dict[str, Any] = _read_toml()
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -163,11 +153,83 @@ class _TomlSource(PydanticBaseSettingsSource):
         return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build :class:`Settings`, turning validation failures into :class:`ConfigurationError`."""
+def _read_toml() -> dict[str, Any]:
+    """The TOML file named by ``AUTO_DEV_CONFIG`` as a dict (empty when the variable is unset)."""
+    path = os.environ.get("AUTO_DEV_CONFIG")
+    if not path:
+        return {}
     try:
-        return Settings(**overrides)
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"AUTO_DEV_CONFIG: file {path!r} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"AUTO_DEV_CONFIG: {path!r} is not valid TOML: {exc}") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning validation failures into :class:`ConfigurationError`.
+
+    Unknown ``AUTO_DEV_*`` variables and unknown top-level TOML keys are logged as a warning
+    (once per name and process), with the closest known name.
+    """
+    try:
+        settings = Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigurationError(f"{where}: {first['msg']}") from exc
+    _warn_unknown_names(settings)
+    return settings
+
+
+# -- unknown names -------------------------------------------------------------------------------
+
+#: Names already warned about in this process: a CLI command loads the settings several times.
+_warned: set[str] = set()
+
+
+def unknown_names(environ: Mapping[str, str], toml_data: Mapping[str, Any]
+                  ) -> list[tuple[str, str | None]]:
+    """``(name, closest known name or None)`` for every ``AUTO_DEV_*`` variable in ``environ``
+    and every top-level key of ``toml_data`` that auto-dev does not read."""
+    from auto_dev._config_reference import OTHER_VARIABLES, is_reserved_variable
+
+    fields = list(Settings.model_fields)
+    known_env = [f"AUTO_DEV_{name.upper()}" for name in fields] + list(OTHER_VARIABLES)
+    nested = tuple(f"AUTO_DEV_{name.upper()}__" for name, info in Settings.model_fields.items()
+                   if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel))
+    found: list[tuple[str, str | None]] = []
+    for raw in environ:
+        name = raw.upper()  # pydantic-settings matches variable names case-insensitively
+        if (not name.startswith("AUTO_DEV_") or name in known_env or name.startswith(nested)
+                or is_reserved_variable(name)):
+            continue
+        found.append((raw, _closest(name, known_env)))
+    for key in toml_data:
+        if key not in Settings.model_fields:
+            found.append((f"{key} (in the TOML file)", _closest(key, fields)))
+    return found
+
+
+def _closest(name: str, known: list[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _warn_unknown_names(settings: Settings) -> None:
+    import structlog
+
+    if not structlog.is_configured():
+        # The warning must not go to stdout (structlog's default), where --json output lives.
+        from auto_dev.logging import configure_logging
+
+        configure_logging(settings.log_level, settings.log_format)
+    log = structlog.get_logger(__name__)
+    for name, closest in unknown_names(os.environ, _read_toml()):
+        if name in _warned:
+            continue
+        _warned.add(name)
+        log.warning("unknown_setting_ignored", name=name,
+                    did_you_mean=closest or "-", reference="README.md, Configuration reference")

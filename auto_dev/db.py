@@ -31,6 +31,7 @@ from sqlalchemy.pool import StaticPool
 from auto_dev._exceptions import (
     ConfigurationError,
     DatabaseLockedError,
+    NotFoundError,
     StorageError,
     ValidationError,
 )
@@ -70,10 +71,13 @@ class Database:
     ``busy_timeout_s`` is how long an SQLite connection waits for another writer before
     :class:`~auto_dev.DatabaseLockedError` (ignored for other backends). Relative SQLite paths
     are resolved against the working directory once, here, and missing parent directories are
-    created, so later ``chdir`` calls do not move the database.
+    created, so later ``chdir`` calls do not move the database. With ``create=False`` a missing
+    SQLite file is a :class:`~auto_dev.NotFoundError` instead, and nothing is created (what
+    read-only commands use).
     """
 
-    def __init__(self, url: str | URL, *, echo: bool = False, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str | URL, *, echo: bool = False, busy_timeout_s: float = 5.0,
+                 create: bool = True) -> None:
         if busy_timeout_s < 0:
             raise ValidationError("busy_timeout_s", f"must be >= 0, got {busy_timeout_s!r}")
         try:
@@ -88,7 +92,7 @@ class Database:
         self._private_path: Path | None = None  # the SQLite file to keep owner-only
         engine_kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
-            parsed, engine_kwargs = self._sqlite_options(parsed, engine_kwargs)
+            parsed, engine_kwargs = self._sqlite_options(parsed, engine_kwargs, create)
         else:
             engine_kwargs["pool_pre_ping"] = True
         self.url: URL = parsed
@@ -107,7 +111,8 @@ class Database:
 
     # -- construction helpers -------------------------------------------------------------
 
-    def _sqlite_options(self, url: URL, kwargs: dict[str, Any]) -> tuple[URL, dict[str, Any]]:
+    def _sqlite_options(self, url: URL, kwargs: dict[str, Any], create: bool
+                        ) -> tuple[URL, dict[str, Any]]:
         database = url.database or ""
         uri_mode = str(url.query.get("uri", "")).lower() in {"true", "1"}
         if database in {"", ":memory:"} or (uri_mode and "mode=memory" in database):
@@ -119,6 +124,11 @@ class Database:
             return url, kwargs
         if not uri_mode:
             path = Path(database).expanduser().resolve()
+            if not create and not path.is_file():
+                raise NotFoundError(
+                    f"database {path} does not exist (AUTO_DEV_DATABASE_URL="
+                    f"{url.render_as_string(hide_password=True)}): create it with `auto-dev "
+                    "init`, or point AUTO_DEV_DATABASE_URL at an existing database")
             path.parent.mkdir(parents=True, exist_ok=True)
             self._private_path = path
             url = url.set(database=str(path))

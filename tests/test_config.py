@@ -101,3 +101,49 @@ class TestValidation:
         else:
             with pytest.raises(ConfigurationError):
                 load_settings(case_timeout_s=value)
+
+
+class TestUnknownNames:
+    """Unknown AUTO_DEV_* variables and TOML keys are not ignored silently."""
+
+    def test_misspelt_variable_and_key_are_named_with_a_suggestion(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each unknown name is warned about once, with the closest known name."""
+        from structlog.testing import capture_logs
+
+        from auto_dev import config
+
+        monkeypatch.setattr(config, "_warned", set())
+        file = tmp_path / "auto-dev.toml"
+        file.write_text('tenant = "acme"\nsandbox_imgae = "x"\n')
+        monkeypatch.setenv("AUTO_DEV_CONFIG", str(file))
+        monkeypatch.setenv("AUTO_DEV_TENNANT", "beta")
+        with capture_logs() as logs:
+            settings = load_settings()
+            load_settings()  # a second load (the CLI loads several times) does not repeat them
+        assert settings.tenant == "acme"  # the misspelt variable changed nothing
+        warned = {(e["name"], e["did_you_mean"]) for e in logs
+                  if e["event"] == "unknown_setting_ignored"}
+        assert warned == {("AUTO_DEV_TENNANT", "AUTO_DEV_TENANT"),
+                          ("sandbox_imgae (in the TOML file)", "sandbox_image")}
+        assert len([e for e in logs if e["event"] == "unknown_setting_ignored"]) == 2
+        assert all(e["log_level"] == "warning" for e in logs)
+
+    def test_known_names_are_not_reported(self) -> None:
+        """Every field, the [llm] double-underscore form, lower case and the other documented
+        variables are known; names outside AUTO_DEV_* are none of auto-dev's business."""
+        from auto_dev._config_reference import OTHER_VARIABLES
+        from auto_dev.config import unknown_names
+
+        environ = {f"AUTO_DEV_{name.upper()}": "1" for name in Settings.model_fields}
+        environ.update({name: "1" for name in OTHER_VARIABLES})
+        environ.update({"AUTO_DEV_LLM__NUM_RETRIES": "3", "auto_dev_tenant": "x",
+                        "AUTO_DEV_TEST_CANARY": "1", "PATH": "/bin", "AUTODEV_X": "1"})
+        assert unknown_names(environ, {"tenant": "t", "llm": {}}) == []
+
+    def test_far_off_name_has_no_suggestion(self) -> None:
+        """A name like no known one is reported without a misleading guess."""
+        from auto_dev.config import unknown_names
+
+        assert unknown_names({"AUTO_DEV_QQQQQQQQQQQQQQQQQQ": "1"}, {}) == [
+            ("AUTO_DEV_QQQQQQQQQQQQQQQQQQ", None)]

@@ -14,6 +14,7 @@ from sqlalchemy import func, inspect, select, text
 from auto_dev._exceptions import (
     ConfigurationError,
     DatabaseLockedError,
+    NotFoundError,
     StorageError,
     ValidationError,
 )
@@ -46,6 +47,20 @@ class TestConstruction:
             assert (tmp_path / "data" / "nested" / "auto_dev.db").exists()
         finally:
             db.dispose()
+
+    def test_create_false_refuses_a_missing_file_and_creates_nothing(self, tmp_path: Path
+                                                                     ) -> None:
+        """create=False names the missing file and leaves no file or directory behind; an
+        existing file opens as usual."""
+        missing = tmp_path / "no" / "such" / "auto_dev.db"
+        with pytest.raises(NotFoundError) as info:
+            Database(f"sqlite:///{missing}", create=False)
+        assert str(missing) in str(info.value) and "auto-dev init" in str(info.value)
+        assert list(tmp_path.iterdir()) == []
+        Database(f"sqlite:///{tmp_path}/made.db").upgrade()
+        existing = Database(f"sqlite:///{tmp_path}/made.db", create=False)
+        assert existing.current_revision() == Database.head_revision()
+        existing.dispose()
 
     def test_invalid_url_is_a_configuration_error(self) -> None:
         """A string that is not a URL names the problem instead of a SQLAlchemy traceback."""

@@ -200,6 +200,21 @@ class ReviewService:
         out.sort(key=lambda s: (s.created_at, s.id))
         return out[-limit:]
 
+    def count_candidates(self, tenant_id: str, *, kind: CandidateKind | str | None = None,
+                         statuses: Sequence[str] | None = None) -> int:
+        """How many candidates :meth:`list_candidates` would return without a limit."""
+        kinds = _kinds(kind)
+        total = 0
+        with self.database.session(readonly=True) as session:
+            for k in kinds:
+                model = MODELS[k]
+                query = select(func.count()).select_from(model).where(
+                    model.tenant_id == tenant_id)
+                if statuses is not None:
+                    query = query.where(model.status.in_(list(statuses)))
+                total += session.scalar(query) or 0
+        return total
+
     def resolve(self, session: Session, tenant_id: str, ref: str) -> Candidate:
         """The tenant's candidate whose id is ``ref`` or starts with it (unique prefix)."""
         if not isinstance(ref, str) or len(ref.strip()) < _MIN_PREFIX:

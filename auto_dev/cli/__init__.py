@@ -28,6 +28,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("auto-dev")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            number = "unknown (not installed)"
+        typer.echo(f"auto-dev {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                  help="Print the installed auto-dev version and exit."),
+) -> None:
+    """auto-dev: a self-improving evolutionary engine for AI agents."""
+
+
 app.command("demo", help="Run the end-to-end story on embedded defaults.")(demo)
 app.command("evolve", help="Evolve a standalone function against a JSON test file.")(evolve)
 app.command("init", help="Create or migrate the database named by AUTO_DEV_DATABASE_URL.")(init)

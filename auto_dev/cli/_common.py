@@ -10,13 +10,15 @@ import asyncio
 import contextlib
 import getpass
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
     from auto_dev.candidates.review import ReviewService
+    from rich.table import Table
+
     from auto_dev.config import Settings
     from auto_dev.db import Database
     from auto_dev.service import AutoDev
@@ -48,26 +50,44 @@ def configure() -> Settings:
     return current
 
 
-def open_database(migrate: bool = True) -> Database:
-    """Load settings, configure logging, open the database and (by default) migrate it."""
+def open_database(migrate: bool = True, *, create: bool = True) -> Database:
+    """Load settings, configure logging, open the database and (by default) migrate it.
+
+    With ``create=False`` a missing SQLite file is an error (exit 1, naming the path) and
+    nothing is created: for commands that only make sense on an existing database.
+    """
     from auto_dev.db import Database
 
     current = configure()
     with errors():
-        database = Database(current.database_url)
+        database = Database(current.database_url, create=create)
         if migrate:
             database.upgrade()
     return database
 
 
-def review_service(database: Database | None = None) -> ReviewService:
-    """A :class:`ReviewService` over the configured database, with a bus recording events."""
+def existing_database() -> Database:
+    """The configured database for a read-only command: never created, never migrated. A
+    missing database or a schema this auto-dev cannot read is a one-line error (exit 1)."""
+    database = open_database(migrate=False, create=False)
+    with errors():
+        database.require_current()
+    return database
+
+
+def review_service(database: Database | None = None, *, readonly: bool = False
+                   ) -> ReviewService:
+    """A :class:`ReviewService` over the configured database, with a bus recording events.
+
+    The database must exist (a candidate or tool cannot be found in a database that does not);
+    ``readonly`` commands also leave its schema alone (see :func:`existing_database`).
+    """
     from auto_dev.candidates.review import ReviewService
     from auto_dev.candidates.store import CandidateStore
     from auto_dev.events import EventBus
     from auto_dev.gates.capability import Gatekeeper
 
-    db = database or open_database()
+    db = database or (existing_database() if readonly else open_database(create=False))
     store = CandidateStore(db, Gatekeeper(), bus=EventBus(db))
     return ReviewService(db, store)
 
@@ -109,6 +129,19 @@ def default_actor() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
         return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def identifier_column(table: Table, header: str, values: Iterable[str], **kwargs: Any) -> None:
+    """Add a column of names people copy (ids, capabilities, tool names): always on one line
+    and at full width, so that at 80 columns the other columns wrap instead of these being cut
+    short with an ellipsis."""
+    widest = max([len(header), *(len(v) for v in values)])
+    table.add_column(header, no_wrap=True, min_width=widest, **kwargs)
+
+
+def pass_rate_text(value: float | None) -> str:
+    """A pass rate as every command shows it: a percentage (``-`` when unknown)."""
+    return "-" if value is None else f"{value:.0%}"
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

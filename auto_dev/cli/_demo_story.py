@@ -8,6 +8,9 @@
 * ``average`` divides by zero on an empty basket. The failures come from a task with no
   dedicated tool; Memento groups them, builds regression tests from them, retrieves the closest
   tool (``average``) and repairs it into a skill candidate.
+
+The ``clamp`` fix is then rolled back although it is correct: the rollback is there to show
+how a reviewer undoes a promotion, and :data:`ROLLBACK_REASON` (recorded) says so.
 """
 
 from __future__ import annotations
@@ -106,3 +109,8 @@ TENANT_SETTINGS: dict[str, Any] = {
     "auto_promotion": False,
     "background_evolution": False,
 }
+
+#: The tool whose (correct) fix the demo rolls back, to show how a promotion is undone.
+ROLLBACK_TOOL = "clamp"
+ROLLBACK_REASON = ("demonstration: showing how a reviewer undoes a promotion; the fix itself "
+                   "passed review")

@@ -48,32 +48,50 @@ def list_candidates(
     status: Optional[list[str]] = typer.Option(  # noqa: UP045
         None, "--status", help="Only these statuses (repeatable)."),
     show_all: bool = typer.Option(False, "--all", help="Every status, not only pending review."),
-    limit: int = typer.Option(50, "--limit", min=1, help="At most this many rows."),
+    limit: int = typer.Option(50, "--limit", min=1, help="Show the newest N rows."),
 ) -> None:
     """List candidates waiting for review (passed: approve/reject; approved: promote)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
+    from auto_dev.cli._common import (
+        errors,
+        identifier_column,
+        pass_rate_text,
+        review_service,
+        tenant_or_default,
+    )
     from auto_dev.candidates.review import PENDING_REVIEW
-    from auto_dev.cli._common import errors, review_service, tenant_or_default
 
     tid = tenant_or_default(tenant)
     statuses = status or (None if show_all else list(PENDING_REVIEW))
     with errors():
-        rows = review_service().list_candidates(tid, kind=kind, statuses=statuses, limit=limit)
-    title = f"candidates of tenant {tid}" + ("" if show_all or status else " awaiting review")
-    table = Table(title=title)
-    table.add_column("id", no_wrap=True)
-    for column in ("kind", "status", "target", "operator", "agent", "pass rate"):
-        table.add_column(column)
-    table.add_column("created (UTC)", no_wrap=True)
-    for row in rows:
-        table.add_row(row.id[:12], row.kind, row.status, row.target, row.operator,
-                      row.agent or "-", _fmt(row.objectives.get("pass_rate")),
-                      row.created_at.strftime("%Y-%m-%d %H:%M"))
+        service = review_service(readonly=True)
+        rows = service.list_candidates(tid, kind=kind, statuses=statuses, limit=limit)
+        total = service.count_candidates(tid, kind=kind, statuses=statuses)
     console = Console()
-    console.print(table if rows else f"no candidates {'' if show_all else 'awaiting review '}"
-                  f"in tenant {tid}")
+    if not rows:
+        console.print(f"no candidates {'' if show_all else 'awaiting review '}in tenant {tid}")
+        return
+    title = f"candidates of tenant {tid}" + ("" if show_all or status else " awaiting review")
+    caption = (f"showing the newest {len(rows)} of {total}; use --limit N to see more"
+               if total > len(rows) else f"{total} in all")
+    # Two facts per cell (target over kind, operator over agent) so that the table fits 80
+    # columns without cutting anything short.
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False)
+    identifier_column(table, "id", (row.id[:12] for row in rows))
+    table.add_column("target / kind", overflow="fold")
+    table.add_column("status", overflow="fold")
+    table.add_column("operator / agent", overflow="fold")
+    table.add_column("pass", justify="right", no_wrap=True)
+    table.add_column("created", overflow="fold")
+    for row in rows:
+        table.add_row(row.id[:12], f"{row.target}\n[dim]{row.kind}[/]", row.status,
+                      f"{row.operator}\n[dim]{row.agent or '-'}[/]",
+                      pass_rate_text(row.objectives.get("pass_rate")),
+                      row.created_at.strftime("%Y-%m-%d\n%H:%M UTC"))
+    console.print(table)
 
 
 @app.command("show")
@@ -88,7 +106,7 @@ def show(
     from auto_dev.cli._common import errors, review_service, tenant_or_default
 
     with errors():
-        detail = review_service().show(tenant_or_default(tenant), candidate_id)
+        detail = review_service(readonly=True).show(tenant_or_default(tenant), candidate_id)
     render_detail(Console(), detail)
 
 
@@ -98,6 +116,8 @@ def render_detail(console: Console, detail: CandidateDetail) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
     from rich.tree import Tree
+
+    from auto_dev.cli._common import pass_rate_text
 
     s = detail.summary
     head = (f"[bold]{s.kind}[/] {s.id}\nstatus [bold]{s.status}[/]   target [bold]{s.target}"
@@ -118,12 +138,15 @@ def render_detail(console: Console, detail: CandidateDetail) -> None:
     for column in ("objective", "candidate", "parent", "change", "better"):
         objectives.add_column(column)
     for row in detail.objectives:
+        # The pass rate reads as a percentage here as in every list.
+        fmt = pass_rate_text if row.name == "pass_rate" else _fmt
         change = "-"
         if row.candidate is not None and row.parent is not None:
-            change = f"{row.candidate - row.parent:+.6g}"
+            delta = row.candidate - row.parent
+            change = f"{delta:+.0%}" if row.name == "pass_rate" else f"{delta:+.6g}"
         mark = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[row.better]
         label = f"{row.name} ({row.direction})" if row.direction else row.name
-        objectives.add_row(label, _fmt(row.candidate), _fmt(row.parent), change, mark)
+        objectives.add_row(label, fmt(row.candidate), fmt(row.parent), change, mark)
     console.print(objectives if detail.objectives else "no objective vector recorded")
 
     ev = detail.evaluation

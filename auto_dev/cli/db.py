@@ -9,7 +9,7 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("upgrade")
 def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
-    """Migrate the database to ``revision`` (default: the newest)."""
+    """Migrate the database to REVISION (default: the newest)."""
     from rich.console import Console
 
     from auto_dev.cli._common import open_database
@@ -26,7 +26,7 @@ def current() -> None:
 
     from auto_dev.cli._common import open_database
 
-    database = open_database(migrate=False)
+    database = open_database(migrate=False, create=False)
     Console().print(database.current_revision() or "(empty database)")
 
 

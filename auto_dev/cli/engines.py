@@ -15,15 +15,21 @@ def list_engines() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from auto_dev.cli._common import build_autodev
+    from auto_dev.cli._common import build_autodev, identifier_column
+    from auto_dev.db import Database
 
     async def _run() -> Table:
-        autodev = build_autodev()
+        # Which engines are registered does not depend on stored data: an in-memory database
+        # keeps this read-only command from creating the configured one.
+        autodev = build_autodev(database=Database("sqlite://"))
         try:
+            engines = list(autodev.engines)
             table = Table(title="learning engines")
-            for column in ("name", "capability", "subscribes to", "class"):
-                table.add_column(column)
-            for engine in autodev.engines:
+            identifier_column(table, "name", (e.name for e in engines))
+            identifier_column(table, "capability", (e.capability for e in engines))
+            table.add_column("subscribes to")
+            table.add_column("class", overflow="fold")
+            for engine in engines:
                 table.add_row(engine.name, engine.capability,
                               ", ".join(c.__name__ for c in engine.subscriptions),
                               f"{type(engine).__module__}.{type(engine).__qualname__}")

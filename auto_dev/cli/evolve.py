@@ -7,11 +7,13 @@
 TESTS.json is a list of ``{"args": [...], "kwargs": {...}, "expected": ...}``. Results are
 compared after JSON normalisation (tuples, generators and other iterables become lists), floats
 within a small tolerance. The run is offline (AST repair operators) unless an LLM model is
-configured. With ``--json`` the last line on stdout is one JSON object (``best_code``,
-``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds`` and more).
-Failed model calls are never only logged: ``llm_errors`` lists them (kind, model, message,
-count), ``llm_health`` counts calls and shows the circuit breakers, a warning line says so,
-and when no call was answered ``strategy`` says the run fell back to the AST operators.
+configured. The original program's own outcome comes first (cases passed, a count per case
+status, the first failure). With ``--json`` the last line on stdout is one JSON object
+(``best_code``, ``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds``,
+``seed``: that outcome, ``rng_seed`` and more). Failed model calls are never only logged:
+``llm_errors`` lists them (kind, model, message, count), ``llm_health`` counts calls and shows
+the circuit breakers, a warning line says so, and when no call was answered ``strategy`` says
+the run fell back to the AST operators.
 
 Exit codes: 0 whenever the run completed (improved or not), 2 for bad input (the file, the test
 file, an option), 1 when the sandbox itself failed, 130 / 143 when stopped by Ctrl-C / SIGTERM
@@ -32,6 +34,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from auto_dev.cli._seed_outcome import SeedOutcome
     from auto_dev.evolution.mutators import MutatorPlan
     from auto_dev.evolution.records import SearchProgress, SearchResult
     from auto_dev.sandbox.base import Case
@@ -47,21 +50,23 @@ def evolve(
                                             help="Name of the function to evolve.")],
     tests: Annotated[Path, typer.Option("--tests", "-t", help="JSON list of test cases.")],
     budget: Annotated[int | None, typer.Option(
-        "--budget", "-b", min=0, help="Candidate evaluations to spend [default: "
-        "AUTO_DEV_EVOLUTION_BUDGET or 200].", show_default=False)] = None,
+        "--budget", "-b", min=0, help="Candidate evaluations to spend.",
+        show_default="AUTO_DEV_EVOLUTION_BUDGET, else 200")] = None,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed.")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object last.")]
     = False,
     timeout: Annotated[float | None, typer.Option(
-        "--timeout", min=0.01, help="Per-case time limit in seconds [default: "
-        "AUTO_DEV_CASE_TIMEOUT_S or 2].", show_default=False)] = None,
+        "--timeout", min=0.01, help="Per-case time limit in seconds.",
+        show_default="AUTO_DEV_CASE_TIMEOUT_S, else 2")] = None,
     memory_mb: Annotated[int | None, typer.Option(
-        "--memory-mb", min=16, help="Per-case memory limit in MiB.", show_default=False)] = None,
+        "--memory-mb", min=16, help="Per-case memory limit in MiB.",
+        show_default="AUTO_DEV_CASE_MEMORY_MB, else 256")] = None,
     sandbox: Annotated[str | None, typer.Option(
-        "--sandbox", help="Backend: auto, docker or process [default: AUTO_DEV_SANDBOX].",
-        show_default=False)] = None,
+        "--sandbox", help="Backend: auto, docker or process.",
+        show_default="AUTO_DEV_SANDBOX, else auto")] = None,
     islands: Annotated[int | None, typer.Option(
-        "--islands", min=1, max=64, help="Number of islands.", show_default=False)] = None,
+        "--islands", min=1, max=64, help="Number of islands.",
+        show_default="AUTO_DEV_EVOLUTION_ISLANDS, else 3")] = None,
     offline: Annotated[bool, typer.Option(
         "--offline", help="Use the AST repair operators even if an LLM is configured.")] = False,
     keep_improving: Annotated[bool, typer.Option(
@@ -94,9 +99,12 @@ def evolve(
                         memory_mb=memory_mb if memory_mb is not None else settings.case_memory_mb)
     except ValidationError as exc:
         _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+    from auto_dev.cli._seed_outcome import SeedOutcome
+
+    seed_outcome = SeedOutcome(cases)
     try:
         result, plan, backend, reason = run_stoppable(_evolve(
-            code, entrypoint, cases, limits=limits,
+            code, entrypoint, cases, seed_outcome=seed_outcome, limits=limits,
             budget=budget if budget is not None else settings.evolution_budget, seed=seed,
             sandbox_mode=sandbox if sandbox is not None else settings.sandbox,
             workers=settings.sandbox_workers,
@@ -107,9 +115,10 @@ def evolve(
     except ValidationError as exc:
         _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     except AutoDevError as exc:
-        _fail(str(exc), EXIT_FAILED, json_output, None)
+        _fail(_named_by_flag(str(exc), sandbox), EXIT_FAILED, json_output, None)
     except CommandInterrupted as exc:
         _fail(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
+    reason = _named_by_flag(reason, sandbox)
     if output is not None:
         try:
             output.write_text(result.best.code, encoding="utf-8")
@@ -132,12 +141,15 @@ def evolve(
                    "strategy": strategy, "planned_strategy": plan.strategy,
                    "llm_warning": warning, "diff": diff, "path": str(path),
                    "entrypoint": entrypoint, "budget": budget if budget is not None
-                   else settings.evolution_budget, "seed": seed}
+                   else settings.evolution_budget, "rng_seed": seed,
+                   "seed": seed_outcome.to_dict()}
         print(json.dumps(_finite(payload), sort_keys=True))
     else:
         from rich.console import Console
 
-        _render(Console(), result, strategy, warning, backend, reason, diff)
+        console = Console()
+        seed_outcome.render(console)
+        _render(console, result, strategy, warning, backend, reason, diff)
 
 
 def load_tests(path: Path) -> list[Case]:
@@ -190,7 +202,8 @@ def _read_program(path: Path, entrypoint: str) -> str:
 
 
 async def _evolve(
-    code: str, entrypoint: str, cases: list[Case], *, limits: Any, budget: int, seed: int,
+    code: str, entrypoint: str, cases: list[Case], *, seed_outcome: SeedOutcome | None = None,
+    limits: Any, budget: int, seed: int,
     sandbox_mode: str, workers: int | None, islands: int, settings: Any, offline: bool,
     keep_improving: bool, progress: bool,
 ) -> tuple[SearchResult, MutatorPlan, str, str]:
@@ -221,7 +234,8 @@ async def _evolve(
             search = EvolutionSearch(
                 Program(code=code, entrypoint=entrypoint), cases, box, list(plan.mutators),
                 mix=plan.weights, budget=budget, rng_seed=seed, limits=limits, config=config,
-                hooks=SearchHooks(on_progress=on_progress),
+                hooks=SearchHooks(on_progress=on_progress,
+                                  on_seed=seed_outcome.record if seed_outcome else None),
             )
             result = await search.run()
     finally:
@@ -309,6 +323,17 @@ def _render(console: Console, result: SearchResult, strategy: str, warning: str 
     console.print(table)
     if diff:
         console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
+
+
+def _named_by_flag(text: str, sandbox_flag: str | None) -> str:
+    """The sandbox factory says the mode came from ``AUTO_DEV_SANDBOX``; when ``--sandbox``
+    chose it, say that instead (in the reason shown and in a refusal)."""
+    if sandbox_flag is None:
+        return text
+    from auto_dev.sandbox.factory import ENV_MODE
+
+    mode = sandbox_flag.strip().lower()
+    return text.replace(f"{ENV_MODE}={mode}", f"--sandbox {mode}")
 
 
 def _finite(value: Any) -> Any:

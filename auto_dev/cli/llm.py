@@ -28,7 +28,7 @@ def _ledger_database(settings: Settings) -> Database | None:
     from auto_dev.db import Database
 
     try:
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, create=False)
         if database.is_sqlite and not database.is_memory:
             # Do not create an empty database file just to find it has no ledger.
             path = database.url.database or ""
@@ -62,7 +62,7 @@ def status(
             console.print_json(json.dumps({"configured": False, "deployments": []}))
         else:
             console.print(
-                "offline mode: no model configured (set AUTO_DEV_LLM_MODEL, or [llm] in the "
+                "offline mode: no model configured (set AUTO_DEV_LLM_MODEL, or \\[llm] in the "
                 "file named by AUTO_DEV_CONFIG); engines use the AST mutator."
             )
         return

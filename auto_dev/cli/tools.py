@@ -23,7 +23,7 @@ def list_tools(
 
     tid = tenant_or_default(tenant)
     with errors():
-        rows = review_service().list_tools(tid)
+        rows = review_service(readonly=True).list_tools(tid)
     if not rows:
         Console().print(f"no tools in tenant {tid}")
         return
@@ -51,7 +51,7 @@ def show(
     from auto_dev.cli._common import errors, review_service, tenant_or_default
 
     with errors():
-        detail = review_service().show_tool(tenant_or_default(tenant), name)
+        detail = review_service(readonly=True).show_tool(tenant_or_default(tenant), name)
     console = Console()
     table = Table(title=f"{detail.tool.name} ({detail.tool.entrypoint})")
     for column in ("version", "active", "source", "candidate", "created by", "created"):

@@ -143,6 +143,7 @@ class Gatekeeper(MaturityMixin):
         ``workspace_settings`` (seed compatibility) can only narrow the stored settings.
         ``subject`` is ``(kind, id)`` of what the decision is about, for the audit trail.
         """
+        errored = False
         try:
             # Reads only: flushing the caller's pending rows before each query would be wasted
             # work (the store flushes the rows the counts must see).
@@ -150,6 +151,7 @@ class Gatekeeper(MaturityMixin):
                 decision = self._decide(session, tenant_id, agent_id, capability, action,
                                         reviewed_by, workspace_settings)
         except Exception as exc:  # fail closed: an error is a "no" that says what went wrong
+            errored = True
             decision = GateDecision(
                 allowed=False,
                 reason=f"gate error ({type(exc).__name__}): {exc}",
@@ -158,6 +160,7 @@ class Gatekeeper(MaturityMixin):
                 tenant_id=str(tenant_id),
                 agent_id=agent_id if isinstance(agent_id, str) else None,
             )
+        _log_decision(decision, errored=errored)
         self._audit_decision(session, decision, reviewed_by, subject)
         return decision
 
@@ -260,11 +263,12 @@ class Gatekeeper(MaturityMixin):
         maturity: Maturity | None = None
         if action != CHECK_LIMITS:
             if not settings.enabled:
-                return deny(f"auto-dev is turned off for tenant {tenant_id!r} (setting 'enabled')")
+                return deny(f"auto-dev is turned off for tenant {tenant_id!r} (setting "
+                            "'enabled')", required=required)
             if not settings.toggle_for(capability):
                 toggle = CAPABILITY_TOGGLES.get(capability, f"capabilities.{capability}")
                 return deny(f"{capability} is turned off for tenant {tenant_id!r} "
-                            f"(setting {toggle!r})")
+                            f"(setting {toggle!r})", required=required)
             if reviewed_by is None:
                 if agent_id is None:
                     maturity = settings.tenant_maturity
@@ -311,10 +315,6 @@ class Gatekeeper(MaturityMixin):
         reviewed_by: str | None,
         subject: tuple[str, str] | None,
     ) -> None:
-        level = log.info if decision.allowed else log.warning
-        level("gate_decision", allowed=decision.allowed, reason=decision.reason,
-              tenant_id=decision.tenant_id, agent_id=decision.agent_id,
-              capability=decision.capability, action=decision.action)
         who = decision.agent_key or decision.agent_id
         actor = reviewed_by or (f"agent:{who}" if who else "tenant")
         kind, subject_id = subject if subject else ("capability", decision.capability)
@@ -336,6 +336,24 @@ class Gatekeeper(MaturityMixin):
             },
             durable=not decision.allowed,
         )
+
+
+def _log_decision(decision: GateDecision, *, errored: bool) -> None:
+    """Log a decision at the level it deserves. A denial by the tenant's policy (a toggle off,
+    maturity too low, a daily limit reached) is the gate working as configured: info, like an
+    allowance (debug). A request the gate could not judge (unknown capability, tenant or agent,
+    invalid settings) is a warning; a gate that raised is an error."""
+    if errored:
+        level = log.error
+    elif decision.allowed:
+        level = log.debug
+    elif decision.required is not None:  # set once the request was judged against the policy
+        level = log.info
+    else:
+        level = log.warning
+    level("gate_decision", allowed=decision.allowed, reason=decision.reason,
+          tenant_id=decision.tenant_id, agent_id=decision.agent_id,
+          capability=decision.capability, action=decision.action)
 
 
 __all__ = [

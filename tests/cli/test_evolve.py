@@ -124,3 +124,61 @@ class TestEvolveBadInput:
         broken.write_text("def add(a, b)\n    return a\n")
         code, _, err = _invoke(str(broken), "-e", "add", "-t", str(tests))
         assert code == 2 and "line 1" in err
+
+
+class TestSeedOutcome:
+    """The original program's own result comes first: why it fails, not only that it does."""
+
+    @pytest.mark.parametrize(("prelude", "status", "says"), [
+        ("import no_such_module_here\n", "error", "ModuleNotFoundError"),
+        ("import sys\nsys.exit(3)\n", "error", "SystemExit: 3"),
+        ("while True:\n    pass\n", "timeout", "no answer within"),
+        ("print('x' * 10_000_000)\n", "output_exceeded", "output exceeded"),
+    ])
+    def test_program_that_fails_at_import(self, files: tuple[Path, Path], prelude: str,
+                                          status: str, says: str) -> None:
+        """Import errors, sys.exit at import, hangs and floods are named in the JSON `seed`
+        and in the human output."""
+        program, tests = files
+        program.write_text(prelude + BUGGY)
+        args = (str(program), "-e", "add", "-t", str(tests), "--budget", "2", "--timeout", "0.5")
+        code, out, _ = _invoke(*args, "--json")
+        assert code == 0
+        data = json.loads(out.strip().splitlines()[-1])
+        seed = data["seed"]
+        assert seed["passed"] == 0 and seed["total"] == 3 and seed["statuses"] == {status: 3}
+        first = seed["first_failure"]
+        assert first["case"] == 0 and first["status"] == status and says in first["summary"]
+        assert data["rng_seed"] == 0
+        code, out, _ = _invoke(*args)
+        assert code == 0 and "the original program: 0/3 cases pass" in out and says in out
+        assert out.index("the original program") < out.index("auto-dev evolve")
+
+    def test_wrong_answer_shows_what_came_back(self, files: tuple[Path, Path]) -> None:
+        """A wrong answer reports the returned and the expected value."""
+        program, tests = files
+        code, out, _ = _invoke(str(program), "-e", "add", "-t", str(tests), "--budget", "20",
+                               "--json")
+        seed = json.loads(out.strip().splitlines()[-1])["seed"]
+        assert code == 0 and seed["passed"] == 1
+        assert seed["statuses"] == {"ok": 1, "wrong_answer": 2}
+        assert seed["first_failure"]["summary"] == "returned -1, expected 3"
+
+
+class TestSandboxFlag:
+    """The reason for the sandbox names where the choice came from."""
+
+    def test_flag_is_named_not_the_variable(self, files: tuple[Path, Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+        """--sandbox process says so; without the flag the variable is named."""
+        program, tests = files
+        monkeypatch.delenv("AUTO_DEV_SANDBOX", raising=False)
+        args = (str(program), "-e", "add", "-t", str(tests), "--budget", "5", "--json")
+        code, out, _ = _invoke(*args, "--sandbox", "process")
+        data = json.loads(out.strip().splitlines()[-1])
+        assert code == 0 and data["sandbox_reason"].startswith("--sandbox process")
+        assert "AUTO_DEV_SANDBOX" not in data["sandbox_reason"]
+        monkeypatch.setenv("AUTO_DEV_SANDBOX", "process")
+        code, out, _ = _invoke(*args)
+        assert "AUTO_DEV_SANDBOX=process" in json.loads(out.strip().splitlines()[-1])[
+            "sandbox_reason"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -84,6 +86,82 @@ class TestCandidatesCli:
         assert code == 2 and "kind" in err
 
 
+class TestCandidatesListing:
+    """What list says about rows it does not show, and how it formats numbers."""
+
+    def test_limit_says_what_it_left_out(self, cli_world: World) -> None:
+        """With more rows than --limit, the output says how many exist and how to see them;
+        the pass rate is a percentage, as in show."""
+        ids = [cli_world.passed_mutation(f"def inc(x):\n    return x + {n}\n")
+               for n in (1, 3, 4)]
+        code, out, _ = _run(candidates.app, "list", "--all", "--limit", "2")
+        assert code == 0 and "showing the newest 2 of 3; use --limit N to see more" in out
+        assert ids[0][:12] not in out and ids[2][:12] in out
+        assert "100%" in out
+        code, out, _ = _run(candidates.app, "list", "--all")
+        assert code == 0 and "3 in all" in out and "showing" not in out
+        code, out, _ = _run(candidates.app, "show", ids[2])
+        assert code == 0 and "pass_rate (max)" in out and "100%" in out
+
+    def test_ids_are_whole_at_80_columns(self, cli_world: World,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        """On a narrow terminal the id column keeps its 12 characters (other columns wrap)."""
+        monkeypatch.setenv("COLUMNS", "80")
+        cid = cli_world.passed_mutation()
+        code, out, _ = _run(candidates.app, "list", "--all")
+        assert code == 0 and cid[:12] in out and "…" not in out
+
+
+class TestReadOnlyCommands:
+    """Commands that only read never create a database or a directory."""
+
+    @pytest.mark.parametrize("args", [
+        ["tools", "list"], ["tools", "show", "inc"], ["candidates", "list"],
+        ["candidates", "show", "abcdef"], ["schedule", "list"], ["db", "current"],
+        ["llm", "spend"], ["candidates", "approve", "abcdef"],
+    ])
+    def test_missing_database_is_an_error_and_nothing_is_created(
+            self, args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A missing SQLite path exits non-zero naming it; no file or directory appears."""
+        from auto_dev.cli import app
+
+        missing = tmp_path / "nested" / "dir" / "auto_dev.db"
+        monkeypatch.setenv("AUTO_DEV_DATABASE_URL", f"sqlite:///{missing}")
+        monkeypatch.delenv("AUTO_DEV_CONFIG", raising=False)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code in (1, 2), result.output
+        assert str(missing) in result.stderr.replace("\n", "")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_engines_list_needs_no_database(self, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+        """engines list works on a fresh machine and creates nothing; capability names are
+        whole at 80 columns."""
+        from auto_dev.cli import app
+
+        monkeypatch.setenv("AUTO_DEV_DATABASE_URL", f"sqlite:///{tmp_path}/x/auto_dev.db")
+        monkeypatch.setenv("COLUMNS", "80")
+        result = CliRunner().invoke(app, ["engines", "list"])
+        assert result.exit_code == 0, result.output
+        assert "auto_dev.alpha_evolver" in result.stdout
+        assert "auto_dev.memento_skills" in result.stdout
+        assert list(tmp_path.iterdir()) == []
+
+    def test_outdated_schema_is_named_not_migrated(self, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        """An existing file without the schema is reported with the command that fixes it,
+        and stays empty."""
+        from auto_dev.cli import app
+
+        empty = tmp_path / "empty.db"
+        Database(f"sqlite:///{empty}").dispose()
+        sqlite3.connect(empty).close()
+        monkeypatch.setenv("AUTO_DEV_DATABASE_URL", f"sqlite:///{empty}")
+        result = CliRunner().invoke(app, ["tools", "list"])
+        assert result.exit_code == 1 and "auto-dev db upgrade" in result.stderr
+        assert Database(f"sqlite:///{empty}").current_revision() is None
+
+
 class TestToolsCli:
     """Tools, their versions and rollback from the terminal."""
 
@@ -150,8 +228,12 @@ class TestStalePromotionCli:
     def test_identical_to_the_live_version_is_refused(self, cli_world: World) -> None:
         """The same program as v2 is refused in one line, and nothing changes."""
         first = _approved(cli_world, FIXED_CODE)
-        twin = _approved(cli_world, "def inc(x):\n    return x + 1  # same\n")
+        # Made against v1 too; offered only after the first is live (an identical change
+        # waiting for review at the same time would not be offered twice).
+        twin = cli_world.mutation("def inc(x):\n    return x + 1  # same\n")
         cli_world.review.promote(TENANT, first, "alice", "ship")
+        cli_world.evaluate(twin)
+        cli_world.review.approve(TENANT, twin, "alice", "ok")
         code, _, err = _run(candidates.app, "promote", twin)
         assert code == 1 and "Traceback" not in err
         assert "made against inc v1, active is v2: identical to v2" in err

@@ -49,3 +49,23 @@ class TestScheduleCommands:
         assert current.exit_code == 0 and Database.head_revision() in current.output
         engines = runner.invoke(app, ["engines", "list"], env=env)
         assert "alpha_evolver" in engines.output and "memento" in engines.output
+
+    def test_tenant_option_and_interval_default(self, env: dict[str, str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+        """--tenant picks the tenant of schedule add/list/remove and scheduler run; --every
+        defaults to AUTO_DEV_SCHEDULER_INTERVAL_S."""
+        monkeypatch.setenv("AUTO_DEV_SCHEDULER_INTERVAL_S", "900")
+        runner = CliRunner()
+        added = runner.invoke(app, ["schedule", "add", "alpha_evolver", "--id", "acme-nightly",
+                                    "--tenant", "acme"], env=env)
+        assert added.exit_code == 0 and "tenant acme" in added.output, added.output
+        mine = runner.invoke(app, ["schedule", "list", "--tenant", "acme"], env=env)
+        assert "acme-nightly" in mine.output and "900" in mine.output
+        assert "acme-nightly" not in runner.invoke(app, ["schedule", "list"], env=env).output
+        once = runner.invoke(app, ["scheduler", "run", "--once", "--tenant", "acme"], env=env)
+        assert once.exit_code == 0 and "scheduled cycles" in once.output, once.output
+        removed = runner.invoke(app, ["schedule", "remove", "acme-nightly", "--tenant", "acme"],
+                                env=env)
+        assert removed.exit_code == 0, removed.output
+        assert "acme-nightly" not in runner.invoke(
+            app, ["schedule", "list", "--tenant", "acme"], env=env).output

@@ -286,6 +286,29 @@ class TestAuthorize:
         logged = [e for e in logs if e["event"] == "gate_decision"]
         assert [e["reason"] for e in logged] == [d.reason for d in decisions]
 
+    def test_log_level_fits_the_decision(self, world: World,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        """A policy denial (toggle off, maturity too low: expected, per candidate) is logged at
+        info, an allowance at debug; a request the gate cannot judge is a warning and a gate
+        that raised an error is an error."""
+        saved = structlog.get_config()
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+        try:
+            with structlog.testing.capture_logs() as logs:
+                _authorize(world)  # allowed
+                _authorize(world, "auto_dev.auto_promotion", action="auto_promote")  # maturity
+                world.configure(alpha_evolver=False)
+                _authorize(world)  # toggle off
+                _authorize(world, "acme.unknown")  # cannot be judged
+                monkeypatch.setattr("auto_dev.gates.capability.get_tenant",
+                                    lambda *_a: 1 / 0)
+                _authorize(world)  # the gate itself failed
+        finally:
+            structlog.configure(**saved)
+        levels = [(e["log_level"], e["allowed"]) for e in logs if e["event"] == "gate_decision"]
+        assert levels == [("debug", True), ("info", False), ("info", False),
+                          ("warning", False), ("error", False)]
+
     def test_denial_audit_survives_rollback(self, world: World) -> None:
         """require() raising rolls the caller back, yet the denial stays on record."""
         world.configure(alpha_evolver=False)
