@@ -66,9 +66,14 @@ def review_service(database: Database | None = None) -> ReviewService:
     from auto_dev.candidates.store import CandidateStore
     from auto_dev.events import EventBus
     from auto_dev.gates.capability import Gatekeeper
+    from auto_dev.gates.usage import UsageRecorder
 
     db = database or open_database()
-    store = CandidateStore(db, Gatekeeper(), bus=EventBus(db))
+    gatekeeper, bus = Gatekeeper(), EventBus(db)
+    # Review verdicts are maturity evidence: subscribing the recorder here gives them a
+    # delivery, which the next process running the bus delivers (AutoDev.start() recovers it).
+    UsageRecorder(db, gatekeeper).attach(bus)
+    store = CandidateStore(db, gatekeeper, bus=bus)
     return ReviewService(db, store)
 
 

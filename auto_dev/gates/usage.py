@@ -103,24 +103,24 @@ class UsageRecorder:
         """An episode's outcome, for the candidate behind the tool's active version."""
         if not event.tool_name:
             return None
-        with self.database.session() as session:
+        with self.database.session(readonly=True) as session:
             version = _tool_version(session, event.tenant_id, event.tool_name, None)
             if version is None or version.created_at > event.occurred_at:
                 return None  # no such tool, or the episode ran on an earlier version
-            return self._record_for_version(session, event, version,
-                                            isinstance(event, TaskSucceeded), "episode")
+            use = self._use_of_version(session, event, version, "episode")
+        return self._record(use, isinstance(event, TaskSucceeded))
 
     def record_skill_execution(self, event: SkillExecuted) -> RecordedUsage | None:
         """A skill execution's outcome, for the candidate behind the version that ran."""
-        with self.database.session() as session:
+        with self.database.session(readonly=True) as session:
             version = _tool_version(session, event.tenant_id, event.skill_name,
                                     event.tool_version_id)
             if version is None:
                 return None
             if event.tool_version_id is None and version.created_at > event.occurred_at:
                 return None
-            return self._record_for_version(session, event, version, event.success,
-                                            "skill_execution")
+            use = self._use_of_version(session, event, version, "skill_execution")
+        return self._record(use, event.success)
 
     def record_review(
         self, event: CandidateApproved | CandidateRejected | CandidatePromoted
@@ -136,58 +136,80 @@ class UsageRecorder:
         except ValueError:
             return None  # a rollback of a version no candidate made
         success = isinstance(event, CandidateApproved | CandidatePromoted)
-        with self.database.session() as session:
+        with self.database.session(readonly=True) as session:
             candidate = session.get(model, event.candidate_id)
             if candidate is None or candidate.tenant_id != event.tenant_id:
                 return None
             verdict = "success" if success else "failure"
-            details = {"source": "review", "event_id": event.event_id,
-                       "event_type": event.type_name, "candidate_id": candidate.id,
-                       "candidate_kind": event.candidate_kind, "tool": event.tool_name,
-                       "actor": event.actor}
-            return self._record(session, event.tenant_id, candidate, success,
-                                f"review:{candidate.id}:{verdict}", details)
+            use = self._use_of(session, event.tenant_id, candidate,
+                               f"review:{candidate.id}:{verdict}", {
+                                   "source": "review", "event_id": event.event_id,
+                                   "event_type": event.type_name, "candidate_id": candidate.id,
+                                   "candidate_kind": event.candidate_kind,
+                                   "tool": event.tool_name, "actor": event.actor})
+        return self._record(use, success)
 
     # -- internals --------------------------------------------------------------------------------
+    # Deciding what an event is evidence of only reads; the write transaction (a lock on SQLite)
+    # is taken only when there is something to record.
 
-    def _record_for_version(
-        self, session: Session, event: Event, version: ToolVersion, success: bool, source: str
-    ) -> RecordedUsage | None:
+    def _use_of_version(
+        self, session: Session, event: Event, version: ToolVersion, source: str
+    ) -> _Use | None:
         candidate = version_candidate(session, version)
         if candidate is None:
             return None  # the seed or hand-registered code: no engine's work
-        details = {"source": source, "event_id": event.event_id, "event_type": event.type_name,
-                   "tool_version_id": version.id, "version": version.version,
-                   "candidate_id": candidate.id}
-        return self._record(session, event.tenant_id, candidate, success, event.event_id, details)
+        return self._use_of(session, event.tenant_id, candidate, event.event_id, {
+            "source": source, "event_id": event.event_id, "event_type": event.type_name,
+            "tool_version_id": version.id, "version": version.version,
+            "candidate_id": candidate.id})
 
-    def _record(
-        self, session: Session, tenant_id: str, candidate: Candidate, success: bool, key: str,
+    def _use_of(
+        self, session: Session, tenant_id: str, candidate: Candidate, key: str,
         details: dict[str, Any],
-    ) -> RecordedUsage | None:
-        agent_id = candidate.agent_id
-        if agent_id is None:
+    ) -> _Use | None:
+        if candidate.agent_id is None:
             return None  # a tenant-level candidate: there is no agent to graduate
         if self.gatekeeper.usage_recorded(session, tenant_id, key):
             log.debug("usage_already_recorded", tenant_id=tenant_id, event_key=key)
             return None
-        capability = capability_of(candidate)
-        try:
-            with session.begin_nested():
-                result = self.gatekeeper.record_usage(
-                    session, tenant_id, agent_id, capability, success, True,
-                    details=details, event_key=key)
-        except IntegrityError:
-            # Another process recorded this key between our check and our insert; anything
-            # else that failed (a racing maturity change) is retried by the bus.
-            if self.gatekeeper.usage_recorded(session, tenant_id, key):
-                log.debug("usage_already_recorded", tenant_id=tenant_id, event_key=key)
-                return None
-            raise
-        log.debug("usage_recorded", tenant_id=tenant_id, agent_id=agent_id,
-                  capability=capability, success=success, event_key=key,
-                  source=details.get("source"), maturity=result.after.value)
-        return RecordedUsage(tenant_id, agent_id, capability, success, key, result)
+        return _Use(tenant_id, candidate.agent_id, capability_of(candidate), key, details)
+
+    def _record(self, use: _Use | None, success: bool) -> RecordedUsage | None:
+        if use is None:
+            return None
+        with self.database.session() as session:
+            if self.gatekeeper.usage_recorded(session, use.tenant_id, use.key):
+                return None  # recorded since we looked
+            try:
+                with session.begin_nested():
+                    result = self.gatekeeper.record_usage(
+                        session, use.tenant_id, use.agent_id, use.capability, success, True,
+                        details=use.details, event_key=use.key)
+            except IntegrityError:
+                # Another process recorded this key between our check and our insert; anything
+                # else that failed (a racing maturity change) is retried by the bus.
+                if self.gatekeeper.usage_recorded(session, use.tenant_id, use.key):
+                    log.debug("usage_already_recorded", tenant_id=use.tenant_id,
+                              event_key=use.key)
+                    return None
+                raise
+        log.debug("usage_recorded", tenant_id=use.tenant_id, agent_id=use.agent_id,
+                  capability=use.capability, success=success, event_key=use.key,
+                  source=use.details.get("source"), maturity=result.after.value)
+        return RecordedUsage(use.tenant_id, use.agent_id, use.capability, success, use.key,
+                             result)
+
+
+@dataclass(frozen=True, slots=True)
+class _Use:
+    """What an event is evidence of, before it is recorded."""
+
+    tenant_id: str
+    agent_id: str
+    capability: str
+    key: str
+    details: dict[str, Any]
 
 
 def _tool_version(

@@ -8,10 +8,13 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from auto_dev.cli import agents
+from auto_dev.cli import agents, candidates
+from auto_dev.config import load_settings
 from auto_dev.db import Database
 from auto_dev.gates import Maturity, wilson_lower_bound
-from auto_dev.models import AuditEntry, CapabilityState
+from auto_dev.gates.usage import REVIEW_HANDLER
+from auto_dev.models import AuditEntry, CapabilityState, EventDelivery
+from auto_dev.service import AutoDev
 from tests.gates.conftest import AGENT, TENANT, World, build_world
 
 ALPHA = "auto_dev.alpha_evolver"
@@ -145,3 +148,31 @@ class TestSetMaturity:
         code, _, err = _run("set-maturity", "agent-x", "alpha_evolver", "intern",
                             "--reason", "x")
         assert code == 1 and "agent 'agent-x' does not exist" in err
+
+
+class TestReviewsFromTheCli:
+    """A verdict given in the CLI is maturity evidence too."""
+
+    async def test_cli_approval_counts_once_a_process_runs_the_bus(
+            self, agents_world: World, database_url: str) -> None:
+        """The CLI leaves the approval's usage delivery in the outbox; the next AutoDev to
+        start delivers it, and agents show counts it."""
+        cid = agents_world.passed_mutation()
+        result = CliRunner().invoke(candidates.app, ["approve", cid, "--reason", "ok"],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0
+        with agents_world.database.session() as s:
+            status = s.scalar(select(EventDelivery.status).where(
+                EventDelivery.handler == REVIEW_HANDLER))
+        assert status == "pending"
+        autodev = AutoDev(load_settings(database_url=database_url, tenant=TENANT),
+                          database=agents_world.database, builtin_engines=False,
+                          load_plugins=False)
+        try:
+            await autodev.start()
+            await autodev.events.drain()
+        finally:
+            await autodev.aclose()
+        code, out, _ = _run("show", AGENT, "--json")
+        row = next(c for c in json.loads(out)["capabilities"] if c["capability"] == ALPHA)
+        assert code == 0 and (row["verified_successes"], row["samples"]) == (1, 1)
