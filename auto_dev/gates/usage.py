@@ -48,6 +48,7 @@ from auto_dev._event_types import (
     TaskFailed,
     TaskSucceeded,
 )
+from auto_dev._subscriptions import ALL_TENANTS
 from auto_dev.candidates._kinds import AUTO_ACTOR, MODELS, Candidate, CandidateKind, capability_of
 from auto_dev.candidates.promotion import version_candidate
 from auto_dev.gates._maturity import GraduationResult
@@ -91,11 +92,15 @@ class UsageRecorder:
         self.gatekeeper = gatekeeper
 
     def attach(self, bus: Any) -> None:
-        """Subscribe to episodes, skill executions and review outcomes on ``bus``."""
-        bus.subscribe(TaskSucceeded | TaskFailed, self.record_episode, name=EPISODE_HANDLER)
-        bus.subscribe(SkillExecuted, self.record_skill_execution, name=SKILL_HANDLER)
+        """Subscribe to episodes, skill executions and review outcomes on ``bus``, for every
+        tenant (each use is recorded in its event's tenant)."""
+        bus.subscribe(TaskSucceeded | TaskFailed, self.record_episode, name=EPISODE_HANDLER,
+                      tenant=ALL_TENANTS)
+        bus.subscribe(SkillExecuted, self.record_skill_execution, name=SKILL_HANDLER,
+                      tenant=ALL_TENANTS)
         bus.subscribe(CandidateApproved | CandidateRejected | CandidatePromoted
-                      | CandidateRolledBack, self.record_review, name=REVIEW_HANDLER)
+                      | CandidateRolledBack, self.record_review, name=REVIEW_HANDLER,
+                      tenant=ALL_TENANTS)
 
     # -- handlers ---------------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from auto_dev.cli import agents, candidates
@@ -13,7 +14,7 @@ from auto_dev.config import load_settings
 from auto_dev.db import Database
 from auto_dev.gates import Maturity, wilson_lower_bound
 from auto_dev.gates.usage import REVIEW_HANDLER
-from auto_dev.models import AuditEntry, CapabilityState, EventDelivery
+from auto_dev.models import AuditEntry, CapabilityState, EventDelivery, EventRecord, utcnow
 from auto_dev.service import AutoDev
 from tests.gates.conftest import AGENT, TENANT, World, build_world
 
@@ -165,6 +166,8 @@ class TestReviewsFromTheCli:
             status = s.scalar(select(EventDelivery.status).where(
                 EventDelivery.handler == REVIEW_HANDLER))
         assert status == "pending"
+        with agents_world.database.session() as s:  # the next process starts a minute later
+            s.execute(update(EventRecord).values(created_at=utcnow() - timedelta(minutes=1)))
         autodev = AutoDev(load_settings(database_url=database_url, tenant=TENANT),
                           database=agents_world.database, builtin_engines=False,
                           load_plugins=False)

@@ -20,7 +20,14 @@ from auto_dev.events import (
 )
 from auto_dev.gates import GraduationSettings, Maturity, wilson_lower_bound
 from auto_dev.gates.usage import EPISODE_HANDLER, UsageRecorder
-from auto_dev.models import AuditEntry, EventDelivery, EventRecord, ToolVersion, UsageRecord
+from auto_dev.models import (
+    AuditEntry,
+    EventDelivery,
+    EventRecord,
+    ToolVersion,
+    UsageRecord,
+    utcnow,
+)
 from auto_dev.service import AutoDev
 from tests.gates.conftest import AGENT, FIXED_CODE, ON, TENANT, World, build_world
 
@@ -286,16 +293,17 @@ class TestIdempotence:
         assert len(_usage(world.database)) == 2
 
     async def test_bus_redelivery_after_a_crash(self, world: World) -> None:
-        """A delivery that ran but was never marked delivered (the process died) runs again
-        on recovery, and the use is still counted once."""
+        """A delivery that ran but was never marked delivered (the process died, its lease
+        expired) runs again on recovery, and the use is still counted once."""
         _recorder(world)
         _promote_by_human(world)
         event = _episode(world, True)
         await world.bus.drain()
-        with world.database.session() as s:
+        with world.database.session() as s:  # what a process killed mid-delivery leaves
             s.execute(update(EventDelivery).where(EventDelivery.event_id == event.event_id,
                                                   EventDelivery.handler == EPISODE_HANDLER)
-                      .values(status="pending", delivered_at=None))
+                      .values(status="running", delivered_at=None,
+                              next_attempt_at=utcnow() - timedelta(seconds=1)))
         assert await world.bus.recover() >= 1
         await world.bus.drain()
         with world.database.session() as s:
