@@ -389,7 +389,7 @@ class SkillExecuted(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class CandidateEvent(Event, abstract=True):
-    """Base of the candidate lifecycle events (subscribe to it to receive all three)."""
+    """Base of the candidate lifecycle events (subscribe to it to receive every one)."""
 
     candidate_kind: str = field(metadata=check(identifier(32)))
     candidate_id: str = field(metadata=check(identifier(32)))
@@ -402,6 +402,16 @@ class CandidateEvent(Event, abstract=True):
 @dataclass(frozen=True, kw_only=True)
 class CandidateCreated(CandidateEvent):
     """A learning engine stored a new candidate (it still needs evaluation and review)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateApproved(CandidateEvent):
+    """A named human reviewer approved a candidate (it may now be promoted)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateRejected(CandidateEvent):
+    """A named human reviewer rejected a candidate; ``reason`` says why."""
 
 
 @dataclass(frozen=True, kw_only=True)

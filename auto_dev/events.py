@@ -39,9 +39,11 @@ from sqlalchemy.orm import Session
 
 from auto_dev import _outbox as outbox
 from auto_dev._event_types import (
+    CandidateApproved,
     CandidateCreated,
     CandidateEvent,
     CandidatePromoted,
+    CandidateRejected,
     CandidateRolledBack,
     Event,
     SkillExecuted,
@@ -63,9 +65,11 @@ from auto_dev.db import Database
 from auto_dev.models import utcnow
 
 __all__ = [
+    "CandidateApproved",
     "CandidateCreated",
     "CandidateEvent",
     "CandidatePromoted",
+    "CandidateRejected",
     "CandidateRolledBack",
     "Event",
     "EventBus",

@@ -36,6 +36,7 @@ from auto_dev.engines.worker import CycleWorker
 from auto_dev.events import Event, EventBus, SkillExecuted, TaskFailed, TaskSucceeded
 from auto_dev.gates.capability import Gatekeeper
 from auto_dev.gates.settings import TenantSettings
+from auto_dev.gates.usage import UsageRecorder
 from auto_dev.models import (
     CycleJob,
     Episode,
@@ -113,6 +114,7 @@ class AutoDev:
         # Versions auto-dev promoted by itself are watched and rolled back on regression.
         self.watch = PromotionWatch(self.database, self.store)
         self.watch.attach(self.events)
+        UsageRecorder(self.database, self.gates).attach(self.events)  # maturity from outcomes
         self._sandbox = sandbox
         self._sandbox_reason = "passed in" if sandbox is not None else ""
         self._owns_sandbox = sandbox is None

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from auto_dev import AutoDev, load_settings
+from auto_dev.gates.usage import EPISODE_HANDLER, REVIEW_HANDLER, SKILL_HANDLER
 from auto_dev.sandbox.process import ProcessSandbox
 
 TOOLS = 10
@@ -43,7 +44,9 @@ async def measure(label: str, episodes: int, *, engines: bool, worker: bool) -> 
     sandbox = ProcessSandbox(workers=2)
     autodev = AutoDev(settings, sandbox=sandbox, load_plugins=False, builtin_engines=engines)
     if not engines:
-        autodev.events.unsubscribe("auto_dev.candidates.watch.PromotionWatch")
+        for handler in ("auto_dev.candidates.watch.PromotionWatch", EPISODE_HANDLER,
+                        SKILL_HANDLER, REVIEW_HANDLER):
+            autodev.events.unsubscribe(handler)
     autodev.configure_tenant(enabled=True, alpha_evolver=True, memento_skills=True)
     for i in range(TOOLS):
         autodev.register_tool(f"tool_{i}", CODE.format(i=i), f"tool_{i}",

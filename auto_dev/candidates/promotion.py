@@ -17,7 +17,12 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from auto_dev._event_types import CandidatePromoted, CandidateRolledBack
+from auto_dev._event_types import (
+    CandidateApproved,
+    CandidatePromoted,
+    CandidateRejected,
+    CandidateRolledBack,
+)
 from auto_dev._exceptions import (
     GateDeniedError,
     IllegalTransitionError,
@@ -135,6 +140,14 @@ def parent_code(session: Session, candidate: Candidate) -> str | None:
     return None
 
 
+def target_name(session: Session, candidate: Candidate) -> str | None:
+    """The name of what ``candidate`` changes: its tool, skill or workflow."""
+    if isinstance(candidate, ToolMutation):
+        tool = session.get(Tool, candidate.tool_id)
+        return tool.name if tool is not None else None
+    return candidate.name
+
+
 def candidate_never_passes(session: Session, candidate: Candidate) -> str | None:
     """Why ``candidate`` may never be ``passed`` (empty, comment-only, unparsable, unchanged)."""
     if isinstance(candidate, WorkflowVariant):
@@ -189,6 +202,11 @@ def human_decision(
     if target is CandidateStatus.REJECTED:  # the decision sticks: never offered again
         remember_candidate(store, session, candidate, "rejected", actor, reason)
     session.flush()
+    # Announced in the decision's transaction: review verdicts are maturity evidence.
+    event_cls = CandidateApproved if target is CandidateStatus.APPROVED else CandidateRejected
+    emit(store.bus, session, event_cls(
+        tenant_id=candidate.tenant_id, candidate_kind=kind.value, candidate_id=candidate.id,
+        tool_name=target_name(session, candidate), actor=actor, reason=reason))
 
 
 # -- tool versions --------------------------------------------------------------------------------

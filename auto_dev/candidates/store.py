@@ -90,8 +90,8 @@ class CandidateStore(CreationMixin):
     """Stores candidates and tool versions, consulting the gate before every write.
 
     ``bus`` (an :class:`auto_dev.events.EventBus`) receives ``CandidateCreated``,
-    ``CandidatePromoted`` and ``CandidateRolledBack`` in the same transaction as the change
-    (``bus.emit(session, event)``).
+    ``CandidateApproved``, ``CandidateRejected``, ``CandidatePromoted`` and
+    ``CandidateRolledBack`` in the same transaction as the change (``bus.emit(session, event)``).
     All methods work in the caller's session; nothing commits here.
     """
 

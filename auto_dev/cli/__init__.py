@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from auto_dev.cli.agents import app as agents_app
 from auto_dev.cli.candidates import app as candidates_app
 from auto_dev.cli.db import app as db_app
 from auto_dev.cli.db import init
@@ -18,6 +19,7 @@ from auto_dev.cli.llm import app as llm_app
 from auto_dev.cli.sandbox import app as sandbox_app
 from auto_dev.cli.schedule import app as schedule_app
 from auto_dev.cli.schedule import scheduler_app
+from auto_dev.cli.tenants import app as tenants_app
 from auto_dev.cli.tools import app as tools_app
 
 app = typer.Typer(
@@ -61,6 +63,8 @@ app.add_typer(scheduler_app, name="scheduler", help="Run the scheduler.")
 app.add_typer(engines_app, name="engines", help="Learning engines.")
 app.add_typer(sandbox_app, name="sandbox", help="Sandbox backends: check, build the image.")
 app.add_typer(llm_app, name="llm", help="The LLM layer: status and spend.")
+app.add_typer(agents_app, name="agents", help="Agents' maturity per capability: show, set.")
+app.add_typer(tenants_app, name="tenants", help="Tenant settings: toggles, limits, budgets.")
 
 
 def main() -> None:

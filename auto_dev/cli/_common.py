@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from auto_dev.candidates.review import ReviewService
     from rich.table import Table
 
+    from auto_dev.candidates.review import ReviewService
     from auto_dev.config import Settings
     from auto_dev.db import Database
     from auto_dev.service import AutoDev
@@ -86,9 +86,14 @@ def review_service(database: Database | None = None, *, readonly: bool = False
     from auto_dev.candidates.store import CandidateStore
     from auto_dev.events import EventBus
     from auto_dev.gates.capability import Gatekeeper
+    from auto_dev.gates.usage import UsageRecorder
 
     db = database or (existing_database() if readonly else open_database(create=False))
-    store = CandidateStore(db, Gatekeeper(), bus=EventBus(db))
+    gatekeeper, bus = Gatekeeper(), EventBus(db)
+    # Review verdicts are maturity evidence: subscribing the recorder here gives them a
+    # delivery, which the next process running the bus delivers (AutoDev.start() recovers it).
+    UsageRecorder(db, gatekeeper).attach(bus)
+    store = CandidateStore(db, gatekeeper, bus=bus)
     return ReviewService(db, store)
 
 

@@ -55,6 +55,7 @@ def list_candidates(
     from rich.console import Console
     from rich.table import Table
 
+    from auto_dev.candidates.review import PENDING_REVIEW
     from auto_dev.cli._common import (
         errors,
         identifier_column,
@@ -62,7 +63,6 @@ def list_candidates(
         review_service,
         tenant_or_default,
     )
-    from auto_dev.candidates.review import PENDING_REVIEW
 
     tid = tenant_or_default(tenant)
     statuses = status or (None if show_all else list(PENDING_REVIEW))

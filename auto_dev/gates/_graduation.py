@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from auto_dev._exceptions import ValidationError
 from auto_dev.gates._audit import write_audit
-from auto_dev.gates._maturity import Evidence, GraduationResult, Maturity, wilson_lower_bound
+from auto_dev.gates._maturity import Evidence, GraduationResult, Maturity, evidence_of
 from auto_dev.gates._queries import get_tenant, require_agent
 from auto_dev.gates.settings import TenantSettings
 from auto_dev.models import CapabilityState, UsageRecord
@@ -63,6 +63,19 @@ class MaturityMixin:
         ).one_or_none()
         cache[key] = row
         return row
+
+    @staticmethod
+    def _lock_state(session: Session, tenant_id: str, agent_id: str, capability: str) -> None:
+        """Re-read the agent's state row locked (PostgreSQL; SQLite writers are serial anyway),
+        so two uses recorded at once cannot both move the maturity from the same reading."""
+        row = session.scalars(
+            select(CapabilityState).where(
+                CapabilityState.tenant_id == tenant_id,
+                CapabilityState.agent_id == agent_id,
+                CapabilityState.capability == capability,
+            ).with_for_update().execution_options(populate_existing=True)
+        ).one_or_none()
+        session.info.setdefault(_STATES, {})[(tenant_id, agent_id, capability)] = row
 
     def _maturity_of(
         self, session: Session, tenant_id: str, agent_id: str, capability: str
@@ -128,9 +141,17 @@ class MaturityMixin:
         verified: bool = False,
         *,
         details: Mapping[str, Any] | None = None,
+        event_key: str | None = None,
     ) -> GraduationResult:
         """Record one use of ``capability`` and move the agent's maturity up or down one level
-        if the evidence since its last change says so (audited when it moves)."""
+        if the evidence since its last change says so (audited when it moves).
+
+        ``event_key`` names the outcome the use was recorded from (unique per tenant, see
+        :meth:`usage_recorded`): recording the same key twice violates a unique index.
+        """
+        if event_key is not None and (not isinstance(event_key, str) or not event_key
+                                      or len(event_key) > 80):
+            raise ValidationError("event_key", "must be a string of 1-80 characters")
         if not isinstance(success, bool):
             raise ValidationError("success", "must be true or false")
         if not isinstance(verified, bool):
@@ -143,9 +164,34 @@ class MaturityMixin:
         settings = TenantSettings.from_raw(tenant.settings)
         session.add(UsageRecord(tenant_id=tenant_id, agent_id=agent.id, capability=capability,
                                 success=success, verified=verified, details=dict(details or {}),
-                                created_at=self._clock()))
+                                event_key=event_key, created_at=self._clock()))
         session.flush()
+        self._lock_state(session, tenant_id, agent.id, capability)
         return self._graduate(session, settings, tenant_id, agent.id, capability)
+
+    @staticmethod
+    def usage_recorded(session: Session, tenant_id: str, event_key: str) -> bool:
+        """Whether a use with ``event_key`` is already recorded in the tenant."""
+        return session.scalar(select(UsageRecord.id).where(
+            UsageRecord.tenant_id == tenant_id, UsageRecord.event_key == event_key).limit(1)
+        ) is not None
+
+    def maturity_since(
+        self, session: Session, *, tenant_id: str, agent_id: str, capability: str
+    ) -> tuple[Maturity, datetime | None]:
+        """The agent's maturity and when it last changed (``None``: never, still student)."""
+        agent = require_agent(session, tenant_id, agent_id)
+        state = self._state(session, tenant_id, agent.id, capability)
+        return (self._maturity_of(session, tenant_id, agent.id, capability),
+                state.updated_at if state is not None else None)
+
+    def usage_history(
+        self, session: Session, *, tenant_id: str, agent_id: str, capability: str, window: int
+    ) -> list[tuple[bool, bool]]:
+        """(success, verified) of the newest ``window`` uses since the last maturity change,
+        newest first: exactly the records graduation reads."""
+        agent = require_agent(session, tenant_id, agent_id)
+        return self._history(session, tenant_id, agent.id, capability, window)
 
     def evidence(
         self, session: Session, *, tenant_id: str, agent_id: str, capability: str
@@ -162,6 +208,12 @@ class MaturityMixin:
         self, session: Session, tenant_id: str, agent_id: str, capability: str, window: int,
         confidence: float,
     ) -> Evidence:
+        return evidence_of(self._history(session, tenant_id, agent_id, capability, window),
+                           confidence)
+
+    def _history(
+        self, session: Session, tenant_id: str, agent_id: str, capability: str, window: int
+    ) -> list[tuple[bool, bool]]:
         state = self._state(session, tenant_id, agent_id, capability)
         query = select(UsageRecord.success, UsageRecord.verified).where(
             UsageRecord.tenant_id == tenant_id,
@@ -173,11 +225,7 @@ class MaturityMixin:
         rows = session.execute(
             query.order_by(UsageRecord.created_at.desc()).limit(window)
         ).all()
-        # An unverified success is the agent's own claim: it is not evidence. Failures count
-        # whether anyone verified them or not.
-        successes = sum(1 for ok, checked in rows if ok and checked)
-        samples = sum(1 for ok, checked in rows if checked or not ok)
-        return Evidence(successes, samples, wilson_lower_bound(successes, samples, confidence))
+        return [(bool(ok), bool(checked)) for ok, checked in rows]
 
     def _graduate(
         self, session: Session, settings: TenantSettings, tenant_id: str, agent_id: str,

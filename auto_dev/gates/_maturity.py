@@ -113,6 +113,17 @@ class Evidence:
     lower_bound: float
 
 
+def evidence_of(history: list[tuple[bool, bool]], confidence: float) -> Evidence:
+    """The evidence in ``history``, a list of (success, verified) uses.
+
+    An unverified success is the agent's own claim: it is not evidence. Failures count whether
+    anyone verified them or not.
+    """
+    successes = sum(1 for ok, checked in history if ok and checked)
+    samples = sum(1 for ok, checked in history if checked or not ok)
+    return Evidence(successes, samples, wilson_lower_bound(successes, samples, confidence))
+
+
 @dataclass(frozen=True, slots=True)
 class GraduationResult:
     """What :meth:`Gatekeeper.record_usage` concluded."""

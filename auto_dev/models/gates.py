@@ -34,6 +34,9 @@ class UsageRecord(Base):
     __table_args__ = (
         Index("ix_usage_records_agent_capability", "tenant_id", "agent_id", "capability",
               "created_at"),
+        # A usage row recorded from an outcome carries that outcome's key (an event id, or a
+        # candidate's review verdict): a redelivered event can never count twice.
+        Index("uq_usage_records_tenant_event_key", "tenant_id", "event_key", unique=True),
     )
 
     id: Mapped[str] = id_column()
@@ -43,4 +46,6 @@ class UsageRecord(Base):
     success: Mapped[bool] = mapped_column(Boolean, nullable=False)
     verified: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    #: What the record was made from, unique per tenant; ``None`` for direct calls.
+    event_key: Mapped[str | None] = mapped_column(String(80))
     created_at: Mapped[datetime] = created_column()
