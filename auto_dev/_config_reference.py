@@ -41,6 +41,20 @@ SETTINGS_MEANINGS: dict[str, str] = {
     "case_timeout_s": "Wall-clock limit of one test case in the sandbox, in seconds.",
     "case_memory_mb": "Memory limit of one test case in the sandbox, in MiB.",
     "scheduler_interval_s": "Default interval of `auto-dev schedule add` (`--every`), in seconds.",
+    "cycle_worker": "Run queued cycle jobs in this process once `AutoDev` is started (the "
+                    "CLI's `scheduler run` and the service); off: only queue them.",
+    "cycle_concurrency": "Cycles one process runs at the same time (each on its own target).",
+    "cycle_lease_s": "Seconds a cycle's lock and its job stay held without a heartbeat; a dead "
+                     "process's cycles are taken over after this.",
+    "cycle_deadline_s": "Longest a queued cycle may run before it is stopped and its job "
+                        "marked failed.",
+    "cycle_max_attempts": "Claims of one cycle job (its worker died each time) before it is "
+                          "marked failed instead of tried again.",
+    "cycle_poll_s": "Seconds between the cycle worker's looks at the queue (it is also woken "
+                    "at once by jobs queued in its own process).",
+    "candidate_retention_days": "Age after which `auto-dev candidates prune` deletes closed "
+                                "(failed, rejected) candidates; 0: every closed one, whatever "
+                                "its age.",
     "llm_model": "A litellm model string (`openai/gpt-4o-mini`, `ollama/qwen2.5-coder`); the "
                  "short form of `[llm] model`. Unset (and no `[llm]` model): offline mode.",
     "llm_api_base": "Base URL of the model's API; the short form of `[llm] api_base`.",

@@ -102,25 +102,6 @@ def rejected_before(session: Session, candidate: Candidate) -> RejectedChange | 
     return _lookup(session, candidate.tenant_id, target, fingerprint_of(candidate))
 
 
-def waiting_duplicate(session: Session, candidate: Candidate) -> Candidate | None:
-    """Another candidate with the same change for the same target that is already waiting for
-    a human (passed or approved): offering this one too would show the same diff twice."""
-    target = target_of(session, candidate)
-    if target is None:
-        return None
-    fingerprint = fingerprint_of(candidate)
-    kinds = ([CandidateKind.WORKFLOW_VARIANT] if target[0] == WORKFLOW
-             else [CandidateKind.TOOL_MUTATION, CandidateKind.SKILL_CANDIDATE])
-    for kind in kinds:
-        model = MODELS[kind]
-        for other in session.scalars(select(model).where(
-                model.tenant_id == candidate.tenant_id, model.status.in_(_WAITING),
-                model.id != candidate.id)):
-            if target_of(session, other) == target and fingerprint_of(other) == fingerprint:
-                return other
-    return None
-
-
 def rejected_hashes(session: Session, tenant_id: str, target: str,
                     target_kind: str = TOOL) -> frozenset[bytes]:
     """The 16-byte normalised-AST digests rejected for ``target`` (what a search may skip)."""

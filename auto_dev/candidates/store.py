@@ -314,15 +314,8 @@ class CandidateStore(CreationMixin):
             if candidate.status == CandidateStatus.PENDING.value:
                 transition(candidate, CandidateStatus.EVALUATING)
             earlier = _rejections.rejected_before(session, candidate)
-            twin = None if earlier is not None else _rejections.waiting_duplicate(session,
-                                                                                 candidate)
             if earlier is not None:  # a reviewer said no to this very change: never offer it
                 target, reason = CandidateStatus.FAILED, _rejections.describe(earlier)
-                _promotion.record_decision(self, session, candidate, kind.value, "failed",
-                                           AUTO_ACTOR, reason)
-            elif twin is not None:  # the same change already waits for a reviewer
-                target = CandidateStatus.FAILED
-                reason = f"the same change already awaits review as {twin.id[:12]}"
                 _promotion.record_decision(self, session, candidate, kind.value, "failed",
                                            AUTO_ACTOR, reason)
         transition(candidate, target)

@@ -228,12 +228,8 @@ class TestStalePromotionCli:
     def test_identical_to_the_live_version_is_refused(self, cli_world: World) -> None:
         """The same program as v2 is refused in one line, and nothing changes."""
         first = _approved(cli_world, FIXED_CODE)
-        # Made against v1 too; offered only after the first is live (an identical change
-        # waiting for review at the same time would not be offered twice).
-        twin = cli_world.mutation("def inc(x):\n    return x + 1  # same\n")
+        twin = _approved(cli_world, "def inc(x):\n    return x + 1  # same\n")
         cli_world.review.promote(TENANT, first, "alice", "ship")
-        cli_world.evaluate(twin)
-        cli_world.review.approve(TENANT, twin, "alice", "ok")
         code, _, err = _run(candidates.app, "promote", twin)
         assert code == 1 and "Traceback" not in err
         assert "made against inc v1, active is v2: identical to v2" in err
