@@ -175,6 +175,57 @@ async def review_and_promote(story: Story) -> None:
     story.summary["promoted"] = len(story.promoted)
 
 
+async def trust_is_earned(story: Story) -> None:
+    """The promoted fixes serve the platform. Every verified success of a version an engine
+    made for an agent is evidence for that agent, and the gate moves its maturity by the
+    documented rule (Wilson lower bound over the uses since its last change): nobody calls
+    set_maturity here."""
+    from rich import box
+    from rich.table import Table
+
+    from auto_dev.cli._common import identifier_column
+    from auto_dev.cli._demo_story import GRADUATES
+
+    autodev = story.autodev
+    rows: list[tuple[str, str, str, str]] = []
+    for agent, capability, tool, user in GRADUATES:
+        if tool not in story.promoted:
+            continue
+        before = _standing(autodev, agent, capability)
+        needed = before.successes_to_graduate or 0
+        for n in range(needed):
+            await autodev.record_episode(agent=user, task=f"use {tool} (#{n + 1})",
+                                         success=True, tool_name=tool)
+        await autodev.drain()
+        after = _standing(autodev, agent, capability)
+        moved = after.maturity > before.maturity
+        story.summary["graduated"] = story.summary.get("graduated", 0) + int(moved)
+        rows.append((f"{agent}\n[dim]{capability}[/]",
+                     f"{before.maturity.value}\n-> " + (f"[green]{after.maturity.value}[/]"
+                                                        if moved else after.maturity.value),
+                     f"{before.verified_successes}/{before.samples} verified, lower bound "
+                     f"{before.lower_bound:.2f}", f"{needed} uses of {tool}"))
+    table = Table(title="maturity earned from real usage (no set_maturity)", box=box.SIMPLE_HEAD,
+                  caption="the usage recorder counts each use of a promoted fix for the agent "
+                          "it was made for; the gate graduates by the documented rule")
+    identifier_column(table, "agent / capability",
+                      [a for a, c, _t, _u in GRADUATES] + [c for _a, c, _t, _u in GRADUATES])
+    table.add_column("maturity", no_wrap=True)
+    table.add_column("evidence before", overflow="fold")
+    table.add_column("then", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    story.console.print(table)
+
+
+def _standing(autodev: AutoDev, agent: str, capability: str) -> Any:
+    from auto_dev.gates.agent_report import agent_standing
+
+    with autodev.database.session() as session:
+        standing = agent_standing(session, autodev.gates, autodev.tenant_id, agent)
+    return next(c for c in standing.capabilities if c.capability == capability)
+
+
 async def roll_back_to_show_how(story: Story) -> None:
     """The clamp fix is correct; it is rolled back anyway, to show how a reviewer undoes a
     promotion. The demo says so, and the recorded reason says so too."""
@@ -206,6 +257,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     the_gate_decides,
     candidates_offered,
     review_and_promote,
+    trust_is_earned,
     roll_back_to_show_how,
 )
 

@@ -102,6 +102,13 @@ EPISODES: list[dict[str, Any]] = [
      "success": True, "tool_name": "average", "inputs": {"args": [[10, 20]]}, "output": 15.0},
 ]
 
+#: Agents whose promoted fixes are then used: (agent the fix was made for, capability, tool,
+#: the agent using it). Their uses are the evidence that graduates them.
+GRADUATES: list[tuple[str, str, str, str]] = [
+    ("support-bot", "auto_dev.alpha_evolver", "apply_discount", "support-bot"),
+    ("checkout-bot", "auto_dev.memento_skills", "average", "checkout-bot"),
+]
+
 TENANT_SETTINGS: dict[str, Any] = {
     "enabled": True,
     "alpha_evolver": True,

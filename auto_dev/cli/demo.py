@@ -101,7 +101,7 @@ def _final_table(console: Console, summary: dict[str, Any]) -> None:
     table.add_column("what")
     table.add_column("value", justify="right", overflow="fold")
     for key in ("tenant", "database", "sandbox", "episodes", "events_delivered", "candidates",
-                "promoted", "rolled_back", "seconds"):
+                "promoted", "graduated", "rolled_back", "seconds"):
         table.add_row(key.replace("_", " "), str(summary.get(key, "-")))
     console.print(table)
     console.print(f"next: [bold]AUTO_DEV_TENANT={summary['tenant']} auto-dev candidates list "

@@ -58,6 +58,22 @@ class TestDemo:
         assert "rolled back clamp: v2 -> v1" in out
         assert "offline: AST repair operators" in out
 
+    def test_agents_graduate_from_real_usage(self, demo_run: tuple[str, Path]) -> None:
+        """The uses of the promoted fixes move their agents up one level, by the rule: the
+        capability states were changed by the gatekeeper, not by an admin."""
+        out, database = demo_run
+        assert "maturity earned from real usage" in out
+        with sqlite3.connect(database) as db:
+            states = dict(db.execute(
+                "SELECT a.key || ' ' || s.capability, s.maturity FROM capability_states s "
+                "JOIN agents a ON a.id = s.agent_id").fetchall())
+            moves = db.execute(
+                "SELECT actor FROM audit_entries WHERE action = 'capability.graduation'"
+            ).fetchall()
+        assert states["support-bot auto_dev.alpha_evolver"] == "autonomous"
+        assert states["checkout-bot auto_dev.memento_skills"] == "supervised"
+        assert [actor for (actor,) in moves] == ["auto-dev:graduation"] * 2
+
     def test_rollback_says_why(self, demo_run: tuple[str, Path]) -> None:
         """The correct fix is rolled back as a demonstration, and both the output and the
         recorded decision say so."""
