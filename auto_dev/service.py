@@ -237,14 +237,18 @@ class AutoDev:
             tenant = session.get(Tenant, tenant_id or self.tenant_id)
             return TenantSettings.from_raw(tenant.settings if tenant else {})
 
-    def configure_tenant(self, tenant_id: str | None = None, **changes: Any) -> TenantSettings:
-        """Change a tenant's auto-dev settings (toggles default to off). Validated first."""
+    def configure_tenant(self, tenant_id: str | None = None, *, actor: str = "admin",
+                         reason: str = "configured through the Python API",
+                         **changes: Any) -> TenantSettings:
+        """Change a tenant's auto-dev settings (toggles default to off), creating the tenant
+        if needed. Validated as a whole first; the change is audited with ``actor`` and
+        ``reason``."""
+        from auto_dev.gates.tenant_admin import change_tenant_settings
+
         tid = tenant_id or self.tenant_id
         with self.database.session() as session:
-            tenant = self.database.ensure_tenant(session, tid)
-            validated = TenantSettings.from_raw(tenant.settings or {}).with_changes(**changes)
-            tenant.settings = validated.model_dump(mode="json")
-        return validated
+            return change_tenant_settings(session, tid, changes, actor=actor, reason=reason,
+                                          create=True).settings
 
     def set_maturity(self, agent: str, capability: str, maturity: str, *, actor: str = "admin",
                      reason: str = "", tenant_id: str | None = None) -> None:

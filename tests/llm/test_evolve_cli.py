@@ -125,15 +125,17 @@ class TestUnusableLLMIsReported:
         self, workdir: Path, monkeypatch: pytest.MonkeyPatch,
         model_server: OpenAICompatibleServer,
     ) -> None:
-        """Without --json the first line warns, naming the kind, model and provider message,
-        and the table's mutators row says the run fell back."""
+        """Without --json, right after the original program's own outcome, a line warns,
+        naming the kind, model and provider message; the mutators row says the run fell back."""
         configure(workdir, monkeypatch, api_base=model_server.base_url, api_key="sk-wrong")
         code, out, _ = evolve(workdir, tests="impossible.json")
         assert code == 0
         lines = [" ".join(line.split()) for line in out.splitlines() if line.strip()]
-        assert lines[0].startswith("warning: the LLM was unusable (none of ")
-        assert "authentication x" in lines[0] and "on openai/primary" in lines[0]
-        assert "Incorrect API key provided" in lines[0]
+        [warning] = [line for line in lines if line.startswith("warning: the LLM was unusable")]
+        assert lines.index(warning) < lines.index(next(x for x in lines if "llm calls" in x))
+        assert warning.startswith("warning: the LLM was unusable (none of ")
+        assert "authentication x" in warning and "on openai/primary" in warning
+        assert "Incorrect API key provided" in warning
         assert any(FELL_BACK + "authentication on openai/primary)" in line for line in lines)
         assert any(line.startswith("│ llm calls │ 0 answered,") for line in lines)
 
