@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any
 
 import pytest
@@ -47,6 +48,16 @@ def pool_containers(pool_id: str) -> list[dict[str, Any]]:
         return list(client.containers(all=True, filters={"label": f"{LABEL_POOL}={pool_id}"}))
     finally:
         client.close()
+
+
+def gone(pool_id: str, timeout_s: float = 20.0) -> None:
+    """Wait until no container of ``pool_id`` is left. A closed pool has asked the engine to
+    remove them; on a loaded machine the engine may still be removing one ("Removal In
+    Progress") for a moment, which is not a leftover."""
+    deadline = time.monotonic() + timeout_s
+    while (left := pool_containers(pool_id)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], left
 
 
 def all_sandbox_containers() -> list[dict[str, Any]]:

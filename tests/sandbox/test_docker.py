@@ -48,6 +48,7 @@ from tests.sandbox._docker_support import (
     DOUBLE,
     IMAGE,
     api,
+    gone,
     job,
     pool_containers,
     processes_of,
@@ -240,7 +241,7 @@ async def sandbox() -> AsyncIterator[DockerSandbox]:
     yield box
     pool_id, uids = box.pool.pool_id, box.pool.uids
     await box.aclose()
-    assert pool_containers(pool_id) == []
+    gone(pool_id)
     assert processes_of(uids) == []
 
 
@@ -409,7 +410,7 @@ class TestRecycling:
             assert box.pool.replaced == 2
             assert len({ids for ids in seen if ids}) >= 3
             pool_id = box.pool.pool_id
-        assert pool_containers(pool_id) == []
+        gone(pool_id)
 
 
 @pytest.mark.docker
@@ -462,7 +463,7 @@ class TestLifecycle:
         pool_id = box.pool.pool_id
         await box.aclose()
         await box.aclose()
-        assert pool_containers(pool_id) == []
+        gone(pool_id)
         with pytest.raises(SandboxError):
             await box.run(DOUBLE)
 
@@ -480,7 +481,8 @@ class TestLifecycle:
                 await box.aclose()
 
         assert first.all_passed and asyncio.run(second())
-        assert pool_containers(old_pool) == [] and pool_containers(box.pool.pool_id) == []
+        gone(old_pool)
+        gone(box.pool.pool_id)
 
     @pytest.mark.parametrize("ending", ["exit", "sigkill"])
     def test_owner_process_ending_leaves_nothing(self, ending: str) -> None:
@@ -511,7 +513,7 @@ class TestLifecycle:
         deadline = time.monotonic() + 15
         while pool_containers(pool_id) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert pool_containers(pool_id) == []
+        gone(pool_id)
 
 
 @pytest.mark.docker

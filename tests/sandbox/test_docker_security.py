@@ -22,8 +22,8 @@ from tests.sandbox._docker_support import (
     DOUBLE,
     IMAGE,
     STRAY_PROCESSES,
+    gone,
     job,
-    pool_containers,
     processes_of,
     require_docker,
 )
@@ -49,7 +49,7 @@ async def sandbox() -> AsyncIterator[DockerSandbox]:
         pool_id, uids = box.pool.pool_id, box.pool.uids
         await box.aclose()
         os.environ.pop(CANARY_VAR, None)
-    assert pool_containers(pool_id) == []
+    gone(pool_id)
     assert processes_of(uids) == []
 
 
