@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from auto_dev.models import APSCHEDULER_TABLE, Agent, Episode, Schedule, Tool, u
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from auto_dev.config import Settings
     from auto_dev.service import AutoDev
 
 log = structlog.get_logger(__name__)
@@ -34,6 +36,19 @@ _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 # The scheduler whose jobs this process runs. APScheduler stores jobs by function reference,
 # so the job function finds its scheduler here rather than through a pickled object.
 _active: EvolutionScheduler | None = None
+
+
+def interval_problem(interval_s: object, settings: Settings) -> str | None:
+    """Why ``interval_s`` cannot be a schedule's interval (``None``: it can): it must be a
+    finite number of seconds within ``scheduler_min_interval_s`` and
+    ``scheduler_max_interval_s``."""
+    low, high = settings.scheduler_min_interval_s, settings.scheduler_max_interval_s
+    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float):
+        return f"must be a number of seconds, got {type(interval_s).__name__}"
+    if not math.isfinite(interval_s) or not low <= interval_s <= high:
+        return (f"must be between {low:,g} and {high:,.0f} seconds "
+                f"({high / 86_400:,g} days), got {interval_s!r}")
+    return None
 
 
 async def _run_schedule_job(schedule_id: str) -> None:
@@ -58,8 +73,9 @@ class EvolutionScheduler:
         """Store a schedule (and, if the scheduler runs, its job). Validates every field."""
         if engine not in self.autodev.engines:
             raise ValidationError("engine", f"no engine named {engine!r} is registered")
-        if not isinstance(interval_s, int | float) or interval_s < 1:
-            raise ValidationError("interval_s", "must be at least 1 second")
+        problem = interval_problem(interval_s, self.autodev.settings)
+        if problem:
+            raise ValidationError("interval_s", problem)
         if not isinstance(budget, int) or budget < 1:
             raise ValidationError("budget", "must be a positive integer")
         sid = schedule_id or f"{engine}.{target or 'recent-failures'}"
@@ -125,9 +141,23 @@ class EvolutionScheduler:
         for job in scheduler.get_jobs():
             if job.id not in wanted and self._owned(job.id):
                 scheduler.remove_job(job.id)
+        started = 0
         for row in wanted.values():
-            self._add_job(row)
-        log.info("scheduler_started", schedules=len(wanted))
+            # A stored row this version refuses (an unbounded interval) must not stop the
+            # others from running on every start: it is skipped, loudly, until fixed.
+            problem = interval_problem(row.interval_s, self.autodev.settings)
+            if problem is None:
+                try:
+                    self._add_job(row)
+                    started += 1
+                    continue
+                except (OverflowError, ValueError) as exc:
+                    problem = str(exc)
+            log.error("schedule_skipped", schedule_id=row.id, interval_s=row.interval_s,
+                      reason=f"interval_s {problem}")
+            with contextlib.suppress(Exception):
+                scheduler.remove_job(row.id)  # a job stored under an older, valid interval
+        log.info("scheduler_started", schedules=started, skipped=len(wanted) - started)
 
     def _owned(self, job_id: str) -> bool:
         with self.autodev.database.session() as session:

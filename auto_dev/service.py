@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import select
 
-from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev._exceptions import NotFoundError
 from auto_dev.abc import Sandbox
 from auto_dev.config import Settings, load_settings
 from auto_dev.db import Database
@@ -33,6 +33,7 @@ from auto_dev.gates.review import ReviewService
 from auto_dev.gates.settings import TenantSettings
 from auto_dev.gates.watch import PromotionWatch
 from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
+from auto_dev.payloads import PayloadLimits, check_episode, check_skill_execution
 from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
 
 if TYPE_CHECKING:
@@ -200,14 +201,16 @@ class AutoDev:
 
         with self.database.session() as session:
             tenant = session.get(Tenant, tenant_id or self.tenant_id)
-            return TenantSettings.from_raw(tenant.settings if tenant else {})
+            return TenantSettings.from_raw(tenant.settings if tenant else {},
+                                           tenant_id=tenant_id or self.tenant_id)
 
     def configure_tenant(self, tenant_id: str | None = None, **changes: Any) -> TenantSettings:
         """Change a tenant's auto-dev settings (toggles default to off). Validated first."""
         tid = tenant_id or self.tenant_id
         with self.database.session() as session:
             tenant = self.database.ensure_tenant(session, tid)
-            validated = TenantSettings.from_raw(tenant.settings or {}).with_changes(**changes)
+            validated = TenantSettings.from_raw(tenant.settings or {},
+                                                tenant_id=tid).with_changes(**changes)
             tenant.settings = validated.model_dump(mode="json")
         return validated
 
@@ -289,17 +292,16 @@ class AutoDev:
         ``inputs`` is ``{"args": [...], "kwargs": {...}}`` for the tool call. When ``expected``
         is given and the tool exists, the episode also becomes a regression test of the tool.
         """
-        tid = tenant_id or self.tenant_id
-        if not isinstance(agent, str) or not agent.strip():
-            raise ValidationError("agent", "must be a non-empty string")
-        if not isinstance(success, bool):
-            raise ValidationError("success", "must be true or false")
-        call = inputs or {}
-        case: Case | None = None
-        if expected is not ...:
-            case = Case.from_dict({**call, "expected": expected}, where="inputs")
-        elif call:
-            Case.from_dict(call, where="inputs")  # validate the shape even without expected
+        # Everything is checked (and copied) before a session opens: bad input writes nothing.
+        report = check_episode(
+            PayloadLimits.from_settings(self.settings), agent=agent, task=task, success=success,
+            tool_name=tool_name, inputs=inputs, expected=expected, output=output,
+            error_trace=error_trace, segments=segments, metadata=metadata, tenant_id=tenant_id)
+        tid = report.tenant_id or self.tenant_id
+        agent, task, tool_name, call, case = (report.agent, report.task, report.tool_name,
+                                              report.inputs, report.case)
+        expected, output, error_trace = report.expected, report.output, report.error_trace
+        segments, metadata = report.segments, report.metadata
         with self.database.session() as session:
             agent_row = self.database.ensure_agent(session, tid, agent)
             episode = Episode(
@@ -346,7 +348,14 @@ class AutoDev:
         metadata: dict[str, Any] | None = None, tenant_id: str | None = None,
     ) -> None:
         """Report one execution of a skill (tool); watched versions use it to detect regressions."""
-        tid = tenant_id or self.tenant_id
+        report = check_skill_execution(
+            PayloadLimits.from_settings(self.settings), agent=agent, skill_name=skill_name,
+            success=success, execution_seconds=execution_seconds, metadata=metadata,
+            tenant_id=tenant_id)
+        tid = report.tenant_id or self.tenant_id
+        agent, skill_name, execution_seconds = (report.agent, report.skill_name,
+                                                report.execution_seconds)
+        metadata = report.metadata
         with self.database.session() as session:
             self.database.ensure_agent(session, tid, agent)
             version_id = None

@@ -26,7 +26,12 @@ def add(
     """Schedule ENGINE's cycle every --every seconds."""
     from rich.console import Console
 
-    from auto_dev.cli._common import run_with_autodev
+    from auto_dev.cli._common import EXIT_BAD_INPUT, fail, run_with_autodev, settings
+    from auto_dev.scheduler import interval_problem
+
+    problem = interval_problem(every, settings())  # before the database is opened
+    if problem:
+        fail(f"--every: {problem}", code=EXIT_BAD_INPUT)
 
     def _add(autodev: AutoDev) -> str:
         row = autodev.scheduler.add(engine, interval_s=every, target=target, budget=budget,
