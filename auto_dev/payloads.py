@@ -488,7 +488,7 @@ class _JSONWalker:
             problem = _text_problem(plain)
             if problem:
                 refusal = _Refusal(f"key {problem}")
-                refusal.keys.append(_printable_key(plain))
+                refusal.keys.append(plain)  # shown escaped: repr() in _path_step
                 raise refusal
             try:
                 copied[plain] = self._copy(item, depth + 1)
@@ -510,7 +510,3 @@ def _short_repr(value: Any) -> str:
         return f"<{_type_name(value)}>"
     return text if len(text) <= 40 else text[:40] + "..."
 
-
-def _printable_key(key: str) -> str:
-    """A key that can go into an error message (its surrogates and NULs escaped)."""
-    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
