@@ -413,14 +413,13 @@ class _JSONWalker:
         return copied
 
     def check_encoded_size(self, values: list[Any]) -> None:
-        """The exact size, once everything is known to be JSON (escapes make it larger than
-        the running count)."""
+        """The exact size, once everything is known to be JSON (escapes and long numbers make
+        it larger than the running count)."""
         if self.max_bytes >= sys.maxsize:
             return
-        size = 0
-        for value in values:
-            size += len(json.dumps(value, ensure_ascii=False, separators=(",", ":"),
-                                   allow_nan=False).encode("utf-8"))
+        encoded = json.dumps(values, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        total = len(encoded) if encoded.isascii() else len(encoded.encode("utf-8"))
+        size = total - (len(values) + 1)  # without the list's brackets and commas
         if size > self.max_bytes:
             raise ValidationError("payload", f"is {size:,} bytes of JSON; at most "
                                              f"{self.max_bytes:,} are accepted "
@@ -432,29 +431,31 @@ class _JSONWalker:
             raise _Refusal(self._too_big())
 
     def _copy(self, value: Any, depth: int) -> Any:
-        if value is None or value is True or value is False:
-            self._charge(4)
-            return value
-        if isinstance(value, str):
+        # Exact types first (what agents almost always send), subclasses after.
+        kind = type(value)
+        if kind is str or (kind is not bool and isinstance(value, str)):
             self._charge(len(value) + 2)  # before scanning it: refuse a huge string cheaply
-            text = str.__str__(value)
+            text = value if kind is str else str.__str__(value)
             problem = _text_problem(text)
             if problem:
                 raise _Refusal(problem)
             return text
-        if isinstance(value, int):
+        if value is None or kind is bool:
+            self._charge(4)
+            return value
+        if kind is int or isinstance(value, int):
             if not -self.int_bound < value < self.int_bound:
                 raise _Refusal(f"is an integer of more than {self.max_int_digits} digits "
                                "(setting max_json_int_digits)")
             self._charge(1)
-            return int.__int__(value)  # an int subclass (an IntEnum) becomes a plain int
-        if isinstance(value, float):
+            return value if kind is int else int.__int__(value)  # an IntEnum: a plain int
+        if kind is float or isinstance(value, float):
             number = float.__float__(value)
             if not math.isfinite(number):
                 raise _Refusal(f"must be a finite number, got {number!r} (not valid JSON)")
             self._charge(1)
             return number
-        if isinstance(value, list | tuple | Mapping):
+        if kind is dict or kind is list or isinstance(value, list | tuple | Mapping):
             if depth >= self.limits.max_json_depth:
                 raise _Refusal(f"nests deeper than {self.limits.max_json_depth} levels "
                                "(setting max_json_depth)")
@@ -473,7 +474,7 @@ class _JSONWalker:
         if isinstance(value, _HugeInt):
             raise _Refusal(f"is an integer of {value.digits} digits; at most "
                            f"{self.max_int_digits} are accepted (setting max_json_int_digits)")
-        hint = _HINTS.get(type(value))
+        hint = _HINTS.get(kind)
         raise _Refusal(hint or f"must be JSON (null, true/false, a number, a string, a list or "
                                f"an object), got {_type_name(value)}")
 
