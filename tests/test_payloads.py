@@ -22,8 +22,8 @@ from auto_dev.payloads import (
 )
 
 LIMITS = PayloadLimits()
-#: Text PostgreSQL can store: no lone surrogates (excluded by default), no NUL.
-TEXT = st.characters(exclude_characters="\x00")
+#: Text PostgreSQL can store: no lone surrogates, no NUL.
+TEXT = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
 EPISODE: dict[str, Any] = {"agent": "a", "task": "t", "success": False}
 
 
