@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,6 +104,12 @@ class Settings(BaseSettings):
     case_timeout_s: float = Field(2.0, gt=0)
     case_memory_mb: int = Field(256, ge=16)
     scheduler_interval_s: float = Field(3600.0, gt=0)
+    # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
+    llm_model: str | None = None
+    llm_api_base: str | None = None
+    llm_api_key: str | None = None
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
     # Bounds of a schedule's interval: an unbounded one (inf, 1e12 s) overflows the scheduler's
     # clock arithmetic on every start. The ceiling keeps next-run times far inside datetime.
     scheduler_min_interval_s: float = Field(1.0, ge=1, le=MAX_SCHEDULE_INTERVAL_S)
@@ -115,20 +122,18 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(MAX_JSON_DEPTH, ge=1, le=MAX_JSON_DEPTH)
     #: Python refuses to convert integers longer than 4300 digits to text (and so to JSON).
     max_json_int_digits: int = Field(1000, ge=1, le=4300)
-    # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
-    llm_model: str | None = None
-    llm_api_base: str | None = None
-    llm_api_key: str | None = None
-    llm: LLMSettings = Field(default_factory=LLMSettings)
 
     @model_validator(mode="after")
     def _check_schedule_bounds(self) -> Settings:
         low, high = self.scheduler_min_interval_s, self.scheduler_max_interval_s
         if low > high:
-            raise ValueError(f"scheduler_min_interval_s ({low:g}) must not exceed "
-                             f"scheduler_max_interval_s ({high:g})")
+            raise PydanticCustomError(
+                "schedule_bounds", "scheduler_min_interval_s ({low}) must not exceed "
+                "scheduler_max_interval_s ({high})", {"low": f"{low:g}", "high": f"{high:g}"})
         if not low <= self.scheduler_interval_s <= high:
-            raise ValueError(f"scheduler_interval_s must be between {low:g} and {high:g}")
+            raise PydanticCustomError(
+                "schedule_bounds", "scheduler_interval_s must be between {low} and {high}",
+                {"low": f"{low:g}", "high": f"{high:g}"})
         return self
 
     @field_validator("database_url")
@@ -193,5 +198,4 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        problem = first["msg"].removeprefix("Value error, ")
-        raise ConfigurationError(f"{where}: {problem}") from exc
+        raise ConfigurationError(f"{where}: {first['msg']}") from exc

@@ -153,7 +153,7 @@ class EvolutionScheduler:
                     continue
                 except (OverflowError, ValueError) as exc:
                     problem = str(exc)
-            log.error("schedule_skipped", schedule_id=row.id, interval_s=row.interval_s,
+            log.error("invalid_schedule_skipped", schedule_id=row.id, interval_s=row.interval_s,
                       reason=f"interval_s {problem}")
             with contextlib.suppress(Exception):
                 scheduler.remove_job(row.id)  # a job stored under an older, valid interval

@@ -24,14 +24,15 @@ def add(
     schedule_id: Optional[str] = typer.Option(None, "--id", help="Schedule id."),  # noqa: UP045
 ) -> None:
     """Schedule ENGINE's cycle every --every seconds."""
-    from rich.console import Console
-
-    from auto_dev.cli._common import EXIT_BAD_INPUT, fail, run_with_autodev, settings
+    from auto_dev.cli import _common
     from auto_dev.scheduler import interval_problem
 
-    problem = interval_problem(every, settings())  # before the database is opened
-    if problem:
-        fail(f"--every: {problem}", code=EXIT_BAD_INPUT)
+    # Checked before the database is opened: a refused interval creates nothing.
+    if every is not None and (problem := interval_problem(every, _common.settings())):
+        _common.fail(f"--every: {problem}", code=_common.EXIT_BAD_INPUT)
+    from rich.console import Console
+
+    from auto_dev.cli._common import run_with_autodev
 
     def _add(autodev: AutoDev) -> str:
         row = autodev.scheduler.add(engine, interval_s=every, target=target, budget=budget,

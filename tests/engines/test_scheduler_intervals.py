@@ -69,6 +69,6 @@ class TestStartSkipsBadRows:
                 assert autodev.scheduler.job_ids() == ["good"]
                 await autodev.scheduler.shutdown()
             logged = capsys.readouterr().err
-            assert logged.count("schedule_skipped") == 2 and "schedule_id=bad" in logged
+            assert logged.count("invalid_schedule_skipped") == 2 and "schedule_id=bad" in logged
         finally:
             await autodev.aclose()
