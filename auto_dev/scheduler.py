@@ -38,24 +38,24 @@ _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _active: EvolutionScheduler | None = None
 
 
-def interval_problem(interval_s: object, settings: Settings) -> str | None:
-    """Why ``interval_s`` cannot be a schedule's interval (``None``: it can): it must be a
-    finite number of seconds within ``scheduler_min_interval_s`` and
-    ``scheduler_max_interval_s``."""
-    low, high = settings.scheduler_min_interval_s, settings.scheduler_max_interval_s
-    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float):
-        return f"must be a number of seconds, got {type(interval_s).__name__}"
-    if not math.isfinite(interval_s) or not low <= interval_s <= high:
-        return (f"must be between {low:,g} and {high:,.0f} seconds "
-                f"({high / 86_400:,g} days), got {interval_s!r}")
-    return None
-
-
 async def _run_schedule_job(schedule_id: str) -> None:
     if _active is None:
         log.error("schedule_fired_without_scheduler", schedule_id=schedule_id)
         return
     await _active.run_schedule(schedule_id)
+
+
+def check_interval(interval_s: Any, settings: Settings) -> float:
+    """``interval_s`` as a float, or :class:`ValidationError` naming ``interval_s``: a finite
+    number of seconds within the settings ``scheduler_min_interval_s`` and
+    ``scheduler_max_interval_s`` (an unbounded one overflows APScheduler's clock on start)."""
+    low, high = settings.scheduler_min_interval_s, settings.scheduler_max_interval_s
+    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) \
+            or not math.isfinite(interval_s) or not low <= interval_s <= high:
+        raise ValidationError(
+            "interval_s", f"must be a finite number of seconds between {low:,g} and "
+            f"{high:,.0f} ({high / 86_400:,g} days), got {interval_s!r}")
+    return float(interval_s)
 
 
 class EvolutionScheduler:
@@ -73,9 +73,7 @@ class EvolutionScheduler:
         """Store a schedule (and, if the scheduler runs, its job). Validates every field."""
         if engine not in self.autodev.engines:
             raise ValidationError("engine", f"no engine named {engine!r} is registered")
-        problem = interval_problem(interval_s, self.autodev.settings)
-        if problem:
-            raise ValidationError("interval_s", problem)
+        interval = check_interval(interval_s, self.autodev.settings)
         if not isinstance(budget, int) or budget < 1:
             raise ValidationError("budget", "must be a positive integer")
         sid = schedule_id or f"{engine}.{target or 'recent-failures'}"
@@ -85,7 +83,7 @@ class EvolutionScheduler:
             if session.get(Schedule, sid) is not None:
                 raise ValidationError("schedule_id", f"a schedule {sid!r} already exists")
             row = Schedule(id=sid, tenant_id=self.autodev.tenant_id, engine=engine,
-                           target=target, interval_s=float(interval_s), budget=budget)
+                           target=target, interval_s=interval, budget=budget)
             session.add(row)
         if self._scheduler is not None:
             self._add_job(row)
@@ -137,27 +135,22 @@ class EvolutionScheduler:
         _active = self
         self._scheduler = scheduler
         scheduler.start()
-        wanted = {s.id: s for s in self.schedules() if s.enabled}
+        wanted: dict[str, Schedule] = {}
+        for row in self.schedules():
+            if not row.enabled:
+                continue
+            try:
+                check_interval(row.interval_s, self.autodev.settings)
+            except ValidationError as exc:  # a bad row must not stop the others
+                log.error("schedule_skipped", schedule_id=row.id, error=str(exc))
+                continue
+            wanted[row.id] = row
         for job in scheduler.get_jobs():
             if job.id not in wanted and self._owned(job.id):
                 scheduler.remove_job(job.id)
-        started = 0
         for row in wanted.values():
-            # A stored row this version refuses (an unbounded interval) must not stop the
-            # others from running on every start: it is skipped, loudly, until fixed.
-            problem = interval_problem(row.interval_s, self.autodev.settings)
-            if problem is None:
-                try:
-                    self._add_job(row)
-                    started += 1
-                    continue
-                except (OverflowError, ValueError) as exc:
-                    problem = str(exc)
-            log.error("invalid_schedule_skipped", schedule_id=row.id, interval_s=row.interval_s,
-                      reason=f"interval_s {problem}")
-            with contextlib.suppress(Exception):
-                scheduler.remove_job(row.id)  # a job stored under an older, valid interval
-        log.info("scheduler_started", schedules=started, skipped=len(wanted) - started)
+            self._add_job(row)
+        log.info("scheduler_started", schedules=len(wanted))
 
     def _owned(self, job_id: str) -> bool:
         with self.autodev.database.session() as session:

@@ -33,7 +33,6 @@ from auto_dev.gates.review import ReviewService
 from auto_dev.gates.settings import TenantSettings
 from auto_dev.gates.watch import PromotionWatch
 from auto_dev.models import Episode, EpisodeSegment, TestCase, Tool, ToolVersion
-from auto_dev.payloads import PayloadLimits, check_episode, check_skill_execution
 from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
 
 if TYPE_CHECKING:
@@ -292,6 +291,8 @@ class AutoDev:
         ``inputs`` is ``{"args": [...], "kwargs": {...}}`` for the tool call. When ``expected``
         is given and the tool exists, the episode also becomes a regression test of the tool.
         """
+        from auto_dev.payloads import PayloadLimits, check_episode
+
         # Everything is checked (and copied) before a session opens: bad input writes nothing.
         report = check_episode(
             PayloadLimits.from_settings(self.settings), agent=agent, task=task, success=success,
@@ -348,6 +349,8 @@ class AutoDev:
         metadata: dict[str, Any] | None = None, tenant_id: str | None = None,
     ) -> None:
         """Report one execution of a skill (tool); watched versions use it to detect regressions."""
+        from auto_dev.payloads import PayloadLimits, check_skill_execution
+
         report = check_skill_execution(
             PayloadLimits.from_settings(self.settings), agent=agent, skill_name=skill_name,
             success=success, execution_seconds=execution_seconds, metadata=metadata,

@@ -24,12 +24,15 @@ def add(
     schedule_id: Optional[str] = typer.Option(None, "--id", help="Schedule id."),  # noqa: UP045
 ) -> None:
     """Schedule ENGINE's cycle every --every seconds."""
+    from auto_dev._exceptions import ValidationError
     from auto_dev.cli import _common
-    from auto_dev.scheduler import interval_problem
+    from auto_dev.scheduler import check_interval
 
-    # Checked before the database is opened: a refused interval creates nothing.
-    if every is not None and (problem := interval_problem(every, _common.settings())):
-        _common.fail(f"--every: {problem}", code=_common.EXIT_BAD_INPUT)
+    try:  # before the database is opened: a refused interval creates nothing
+        if every is not None:
+            check_interval(every, _common.settings())
+    except ValidationError as exc:
+        _common.fail(f"--every: {exc.problem}", code=_common.EXIT_BAD_INPUT)
     from rich.console import Console
 
     from auto_dev.cli._common import run_with_autodev

@@ -63,7 +63,7 @@ class TestScheduleInterval:
         """Exit 2 naming --every and the bounds; no database file appears."""
         code, output = _run("schedule", "add", "alpha_evolver", "--every", every)
         assert code == 2, output
-        assert "--every" in output and "between 1 and 31,622,400 seconds" in output
+        assert "--every" in output and "between 1 and 31,622,400 (366 days)" in output
         assert not env.exists()
 
     def test_bounds_come_from_the_settings(self, env: Path,
