@@ -52,6 +52,13 @@ SETTINGS_MEANINGS: dict[str, str] = {
                           "marked failed instead of tried again.",
     "cycle_poll_s": "Seconds between the cycle worker's looks at the queue (it is also woken "
                     "at once by jobs queued in its own process).",
+    "max_task_chars": "Longest task description an episode may carry (characters).",
+    "max_trace_chars": "Longest error trace an episode may carry (characters).",
+    "max_payload_bytes": "Largest episode or skill execution, as encoded JSON (bytes).",
+    "max_json_depth": "Deepest nesting of the JSON values an episode may carry.",
+    "max_json_int_digits": "Most digits of an integer inside an episode's JSON values.",
+    "scheduler_min_interval_s": "Shortest interval a schedule may have (seconds).",
+    "scheduler_max_interval_s": "Longest interval a schedule may have (seconds).",
     "candidate_retention_days": "Age after which `auto-dev candidates prune` deletes closed "
                                 "(failed, rejected) candidates; 0: every closed one, whatever "
                                 "its age.",

@@ -15,16 +15,27 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from auto_dev._event_types import MAX_JSON_DEPTH
 from auto_dev._exceptions import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///./auto_dev.db"
+#: Ten years: the longest schedule interval any setting may allow.
+MAX_SCHEDULE_INTERVAL_S = 10 * 365 * 86_400.0
 
 
 class ModelPrice(BaseModel):
@@ -108,6 +119,32 @@ class Settings(BaseSettings):
     llm_api_base: str | None = None
     llm_api_key: str | None = None
     llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    # Bounds of a schedule's interval: an unbounded one (inf, 1e12 s) overflows the scheduler's
+    # clock arithmetic on every start. The ceiling keeps next-run times far inside datetime.
+    scheduler_min_interval_s: float = Field(1.0, ge=1, le=MAX_SCHEDULE_INTERVAL_S)
+    scheduler_max_interval_s: float = Field(366 * 86_400.0, ge=1, le=MAX_SCHEDULE_INTERVAL_S)
+    # What one reported episode or skill execution may carry (see auto_dev.payloads).
+    max_task_chars: int = Field(65_536, ge=1, le=64 * 1024 * 1024)
+    max_trace_chars: int = Field(1_048_576, ge=1, le=64 * 1024 * 1024)
+    max_payload_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    #: Events refuse deeper values, so this can only be lowered.
+    max_json_depth: int = Field(MAX_JSON_DEPTH, ge=1, le=MAX_JSON_DEPTH)
+    #: Python refuses to convert integers longer than 4300 digits to text (and so to JSON).
+    max_json_int_digits: int = Field(1000, ge=1, le=4300)
+
+    @model_validator(mode="after")
+    def _check_schedule_bounds(self) -> Settings:
+        low, high = self.scheduler_min_interval_s, self.scheduler_max_interval_s
+        if low > high:
+            raise PydanticCustomError(
+                "schedule_bounds", "scheduler_min_interval_s ({low}) must not exceed "
+                "scheduler_max_interval_s ({high})", {"low": f"{low:g}", "high": f"{high:g}"})
+        if not low <= self.scheduler_interval_s <= high:
+            raise PydanticCustomError(
+                "schedule_bounds", "scheduler_interval_s must be between {low} and {high}",
+                {"low": f"{low:g}", "high": f"{high:g}"})
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -261,6 +261,7 @@ class Database:
         from alembic.util import CommandError
 
         config = self.alembic_config()
+        _check_revision(config, revision)  # before connecting: a typo creates no database file
         try:
             with self.engine.begin() as conn:
                 if self.dialect == "postgresql":
@@ -389,6 +390,25 @@ def _private_file(path: Path) -> None:
         return
     except OSError as exc:  # not ours to change: say so rather than fail
         log.warning("sqlite file permissions not restricted", path=str(path), error=str(exc))
+
+
+def _check_revision(config: Any, revision: str) -> None:
+    """Refuse a revision the migrations do not have (``head``, ``base``, an id or a unique
+    prefix of one are fine; relative forms like ``+1`` are left to alembic)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if not isinstance(revision, str) or not revision.strip():
+        raise ValidationError("revision", "must be a revision id, 'head' or 'base'")
+    if any(sign in revision for sign in "+-"):
+        return
+    script = ScriptDirectory.from_config(config)
+    try:
+        script.get_revisions(revision)
+    except CommandError:
+        known = ", ".join(["head", "base", *(s.revision for s in script.walk_revisions())])
+        raise ValidationError("revision", f"unknown revision {revision!r} (known: {known})"
+                              ) from None
 
 
 def _check_identifier(field: str, value: object, max_len: int) -> None:

@@ -33,14 +33,12 @@ from auto_dev.types import EvolutionRunResult
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+    from auto_dev.config import Settings
     from auto_dev.service import AutoDev
 
 log = structlog.get_logger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-#: Bounds of a schedule's interval: more often than once a second is a loop, not a schedule.
-MIN_INTERVAL_S = 1.0
-MAX_INTERVAL_S = 366 * 86_400.0
 #: The longest a failing schedule waits before firing again.
 MAX_BACKOFF_S = 86_400.0
 # The scheduler whose jobs this process runs. APScheduler stores jobs by function reference,
@@ -60,14 +58,16 @@ def job_id(tenant_id: str, schedule_id: str) -> str:
     return f"{tenant_id}/{schedule_id}"
 
 
-def check_interval(interval_s: Any) -> float:
-    """``interval_s`` as a float, or :class:`ValidationError` naming ``interval_s``."""
+def check_interval(interval_s: Any, settings: Settings) -> float:
+    """``interval_s`` as a float, or :class:`ValidationError` naming ``interval_s``: a finite
+    number of seconds within the settings ``scheduler_min_interval_s`` and
+    ``scheduler_max_interval_s`` (an unbounded one overflows APScheduler's clock on start)."""
+    low, high = settings.scheduler_min_interval_s, settings.scheduler_max_interval_s
     if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) \
-            or not math.isfinite(interval_s) \
-            or not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
+            or not math.isfinite(interval_s) or not low <= interval_s <= high:
         raise ValidationError(
-            "interval_s", f"must be a finite number of seconds between {MIN_INTERVAL_S:g} and "
-            f"{MAX_INTERVAL_S:g} (a year), got {interval_s!r}")
+            "interval_s", f"must be a finite number of seconds between {low:,g} and "
+            f"{high:,.0f} ({high / 86_400:,g} days), got {interval_s!r}")
     return float(interval_s)
 
 
@@ -91,7 +91,7 @@ class EvolutionScheduler:
             engine = self.autodev.engines.get(engine).name
         except EngineError as exc:
             raise ValidationError("engine", str(exc)) from None
-        interval = check_interval(interval_s)
+        interval = check_interval(interval_s, self.autodev.settings)
         if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= 1_000_000:
             raise ValidationError("budget", "must be an integer between 1 and 1,000,000")
         sid = schedule_id or f"{engine}.{target or 'recent-failures'}"
@@ -163,7 +163,7 @@ class EvolutionScheduler:
         wanted: dict[str, Schedule] = {}
         for row in self._every_schedule():
             try:
-                check_interval(row.interval_s)
+                check_interval(row.interval_s, self.autodev.settings)
             except ValidationError as exc:  # a bad row must not stop the others
                 log.error("schedule_skipped", tenant_id=row.tenant_id, schedule_id=row.id,
                           error=str(exc))

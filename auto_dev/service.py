@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import select
 
-from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev._exceptions import NotFoundError
 from auto_dev.abc import Sandbox
 from auto_dev.candidates.review import ReviewService
 from auto_dev.candidates.store import CandidateStore
@@ -235,7 +235,8 @@ class AutoDev:
 
         with self.database.session() as session:
             tenant = session.get(Tenant, tenant_id or self.tenant_id)
-            return TenantSettings.from_raw(tenant.settings if tenant else {})
+            return TenantSettings.from_raw(tenant.settings if tenant else {},
+                                           tenant_id=tenant_id or self.tenant_id)
 
     def configure_tenant(self, tenant_id: str | None = None, *, actor: str = "admin",
                          reason: str = "configured through the Python API",
@@ -370,17 +371,18 @@ class AutoDev:
         ``inputs`` is ``{"args": [...], "kwargs": {...}}`` for the tool call. When ``expected``
         is given and the tool exists, the episode also becomes a regression test of the tool.
         """
-        tid = tenant_id or self.tenant_id
-        if not isinstance(agent, str) or not agent.strip():
-            raise ValidationError("agent", "must be a non-empty string")
-        if not isinstance(success, bool):
-            raise ValidationError("success", "must be true or false")
-        call = inputs or {}
-        case: Case | None = None
-        if expected is not ...:
-            case = Case.from_dict({**call, "expected": expected}, where="inputs")
-        elif call:
-            Case.from_dict(call, where="inputs")  # validate the shape even without expected
+        from auto_dev.payloads import PayloadLimits, check_episode
+
+        # Everything is checked (and copied) before a session opens: bad input writes nothing.
+        report = check_episode(
+            PayloadLimits.from_settings(self.settings), agent=agent, task=task, success=success,
+            tool_name=tool_name, inputs=inputs, expected=expected, output=output,
+            error_trace=error_trace, segments=segments, metadata=metadata, tenant_id=tenant_id)
+        tid = report.tenant_id or self.tenant_id
+        agent, task, tool_name, call, case = (report.agent, report.task, report.tool_name,
+                                              report.inputs, report.case)
+        expected, output, error_trace = report.expected, report.output, report.error_trace
+        segments, metadata = report.segments, report.metadata
         with self.database.session() as session:
             agent_row = self.database.ensure_agent(session, tid, agent)
             episode = Episode(
@@ -427,7 +429,16 @@ class AutoDev:
         metadata: dict[str, Any] | None = None, tenant_id: str | None = None,
     ) -> None:
         """Report one execution of a skill (tool); watched versions use it to detect regressions."""
-        tid = tenant_id or self.tenant_id
+        from auto_dev.payloads import PayloadLimits, check_skill_execution
+
+        report = check_skill_execution(
+            PayloadLimits.from_settings(self.settings), agent=agent, skill_name=skill_name,
+            success=success, execution_seconds=execution_seconds, metadata=metadata,
+            tenant_id=tenant_id)
+        tid = report.tenant_id or self.tenant_id
+        agent, skill_name, execution_seconds = (report.agent, report.skill_name,
+                                                report.execution_seconds)
+        metadata = report.metadata
         with self.database.session() as session:
             self.database.ensure_agent(session, tid, agent)
             version_id = None

@@ -279,10 +279,13 @@ class TestMigrations:
         database.upgrade()
         assert "event_records" in inspect(database.engine).get_table_names()
 
-    def test_unknown_revision_is_a_storage_error(self, database: Database) -> None:
-        """Asking for a revision that does not exist is reported, not a traceback from alembic."""
-        with pytest.raises(StorageError, match="nope"):
+    def test_unknown_revision_is_bad_input(self, database: Database) -> None:
+        """Asking for a revision that does not exist is bad input naming it and the known ones,
+        not a traceback from alembic."""
+        known = r"known: head, base, (\d{4}, )*0001\)"  # newest first
+        with pytest.raises(ValidationError, match=r"'nope'.*" + known) as info:
             database.upgrade("nope")
+        assert info.value.field == "revision"
 
     def test_unreachable_server_is_a_storage_error(self) -> None:
         """A PostgreSQL URL nobody answers becomes a StorageError."""

@@ -12,10 +12,11 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> 
     """Migrate the database to REVISION (default: the newest)."""
     from rich.console import Console
 
-    from auto_dev.cli._common import open_database
+    from auto_dev.cli._common import errors, open_database
 
     database = open_database(migrate=False)
-    database.upgrade(revision)
+    with errors():  # an unknown revision is one line and exit 2, not a traceback
+        database.upgrade(revision)
     Console().print(f"database at revision [bold]{database.current_revision()}[/]")
 
 

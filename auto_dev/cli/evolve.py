@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from auto_dev.cli._seed_outcome import SeedOutcome
     from auto_dev.evolution.mutators import MutatorPlan
     from auto_dev.evolution.records import SearchProgress, SearchResult
+    from auto_dev.payloads import PayloadLimits
     from auto_dev.sandbox.base import Case
 
 EXIT_FAILED = 1
@@ -91,8 +92,10 @@ def evolve(
     if not structlog.is_configured():  # the main CLI (or a test harness) may have done it
         configure_logging(settings.log_level, settings.log_format)
     try:
+        from auto_dev.payloads import PayloadLimits
+
         code = _read_program(path, entrypoint)
-        cases = load_tests(tests)
+        cases = load_tests(tests, PayloadLimits.from_settings(settings))
         from auto_dev.sandbox.base import Limits
 
         limits = Limits(timeout_s=timeout if timeout is not None else settings.case_timeout_s,
@@ -152,9 +155,14 @@ def evolve(
         _render(console, result, strategy, warning, backend, reason, diff)
 
 
-def load_tests(path: Path) -> list[Case]:
-    """Read TESTS.json; any problem raises ValidationError naming the element and field."""
+def load_tests(path: Path, limits: PayloadLimits | None = None) -> list[Case]:
+    """Read TESTS.json; any problem raises ValidationError naming the element and field.
+
+    The values are JSON within ``limits`` (default: the default settings): nesting depth and
+    integer digits are bounded, NaN and infinities are refused.
+    """
     from auto_dev._exceptions import ValidationError
+    from auto_dev.payloads import PayloadLimits, parse_json_text
     from auto_dev.sandbox.base import Case
 
     try:
@@ -164,11 +172,11 @@ def load_tests(path: Path) -> list[Case]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError("--tests", f"cannot read {str(path)!r}: {exc}") from exc
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(
-            "--tests", f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column "
-            f"{exc.colno}") from exc
+        data = parse_json_text("tests", text, limits or PayloadLimits())
+    except ValidationError as exc:
+        if exc.field != "tests":
+            raise  # a path inside the document, e.g. tests[3].args[0]
+        raise ValidationError("--tests", f"{path} {exc.problem}") from None
     if not isinstance(data, list):
         raise ValidationError("tests", f"must be a JSON list of test objects, got "
                                        f"{type(data).__name__}")

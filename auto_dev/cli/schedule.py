@@ -29,6 +29,15 @@ def add(
     tenant: Optional[str] = typer.Option(None, "--tenant", help=_TENANT_HELP),  # noqa: UP045
 ) -> None:
     """Schedule ENGINE's cycle every --every seconds."""
+    from auto_dev._exceptions import ValidationError
+    from auto_dev.cli import _common
+    from auto_dev.scheduler import check_interval
+
+    try:  # before the database is opened: a refused interval creates nothing
+        if every is not None:
+            check_interval(every, _common.settings())
+    except ValidationError as exc:
+        _common.fail(f"--every: {exc.problem}", code=_common.EXIT_BAD_INPUT)
     from rich.console import Console
 
     from auto_dev.cli._common import run_with_autodev, settings, tenant_or_default

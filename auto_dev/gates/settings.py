@@ -22,6 +22,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from auto_dev._exceptions import ValidationError
 from auto_dev.gates._maturity import Maturity
+from auto_dev.models.base import UnreadableJSON
 
 #: The built-in capabilities and the toggle (a :class:`TenantSettings` field) each needs.
 CAPABILITY_TOGGLES: dict[str, str] = {
@@ -113,12 +114,20 @@ class TenantSettings(BaseModel):
         return type(self).from_raw(merged)
 
     @classmethod
-    def from_raw(cls, raw: Mapping[str, Any] | None) -> TenantSettings:
-        """Validate ``Tenant.settings``; raise :class:`ValidationError` naming the bad key."""
+    def from_raw(cls, raw: Any, *, tenant_id: str | None = None) -> TenantSettings:
+        """Validate ``Tenant.settings``; raise :class:`ValidationError` naming the bad key.
+
+        With ``tenant_id`` (settings read from a tenant's row) the message names the tenant
+        too, so a corrupt row (text that is not JSON, a value of the wrong type) can be found.
+        """
+        whose = f" (stored settings of tenant {tenant_id!r})" if tenant_id is not None else ""
         if raw is None:
             return cls()
+        if isinstance(raw, UnreadableJSON):
+            raise ValidationError("settings", f"is not valid JSON ({raw.error}){whose}")
         if not isinstance(raw, Mapping):
-            raise ValidationError("settings", f"must be an object, got {type(raw).__name__}")
+            raise ValidationError("settings",
+                                  f"must be an object, got {type(raw).__name__}{whose}")
         try:
             return cls.model_validate(dict(raw))
         except PydanticValidationError as exc:
@@ -127,7 +136,7 @@ class TenantSettings(BaseModel):
             where = f"settings.{loc}" if loc else "settings"
             problem = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"]
             problem = problem.removeprefix("Value error, ")
-            raise ValidationError(where, problem) from exc
+            raise ValidationError(where, problem + whose) from exc
 
     def toggle_for(self, capability: str) -> bool:
         """Whether the tenant turned ``capability`` on (unknown capabilities: off)."""

@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 
 from auto_dev.llm.ledger import ABANDONED, ABANDONED_ERROR, DayTotals, day_bounds
 from auto_dev.models import LLMBudgetDay, LLMCall, Tenant
+from auto_dev.models.base import UnreadableJSON
 
 _CALLS = LLMCall.__table__
 _NAME = LLMCall.__tablename__
@@ -203,8 +204,15 @@ def is_missing(value: Any) -> bool:
 
 
 def parse_settings(raw: Any) -> Any:
-    """Tenant settings as stored (JSON text) to Python."""
-    return json.loads(raw) if isinstance(raw, str | bytes) else raw
+    """Tenant settings as stored (JSON text) to Python; text that is not JSON becomes an
+    :class:`~auto_dev.models.base.UnreadableJSON`, as the ORM column reads it."""
+    if not isinstance(raw, str | bytes):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        return UnreadableJSON(text, str(exc))
 
 
 def is_busy(exc: BaseException) -> bool:

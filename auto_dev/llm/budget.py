@@ -108,6 +108,12 @@ class BudgetGuard:
     def limit_for(self, tenant_id: str, tenant_settings: Mapping[str, Any] | None) -> float | None:
         """The stricter of the configured budget and the tenant's own setting."""
         limits = [self.configured_limit(tenant_id)]
+        if tenant_settings is not None and not isinstance(tenant_settings, Mapping):
+            # Fail closed: settings we cannot read (a corrupt row) may hold a budget.
+            raise BudgetExceededError(
+                f"tenant {tenant_id!r}: stored settings are unreadable ({tenant_settings!r}); "
+                "refusing model calls until they are fixed"
+            )
         raw = (tenant_settings or {}).get("daily_budget_usd")
         if raw is not None:
             if (

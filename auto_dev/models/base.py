@@ -56,6 +56,50 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class UnreadableJSON:
+    """What a :class:`TolerantJSON` column reads when the stored text is not JSON (a row edited
+    by hand, a torn write): the text and the parser's complaint, for an error that names the row.
+    Not a mapping, so no reader can mistake it for empty settings."""
+
+    __slots__ = ("error", "text")
+
+    def __init__(self, text: str, error: str) -> None:
+        self.text = text
+        self.error = error
+
+    def __repr__(self) -> str:
+        shown = self.text if len(self.text) <= 60 else self.text[:60] + "..."
+        return f"UnreadableJSON({shown!r}: {self.error})"
+
+
+class TolerantJSON(TypeDecorator[Any]):
+    """JSON whose corrupt stored values read as :class:`UnreadableJSON` instead of raising.
+
+    Loading a row must not fail because one column is corrupt: the row's other columns are
+    needed to say which row it is, and the code that uses the column refuses the marker with a
+    message naming it (see ``TenantSettings.from_raw``). Only SQLite can hold such text; a
+    PostgreSQL ``json`` column refuses it on write.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        # Wraps (rather than replaces, as process_result_value would) the dialect's own
+        # deserializer, which is where the error is raised.
+        load = self.impl_instance.result_processor(dialect, coltype)
+        if load is None:
+            return None
+
+        def process(value: Any) -> Any:
+            try:
+                return load(value)
+            except ValueError as exc:  # json.JSONDecodeError, and ints too long to convert
+                return UnreadableJSON(str(value), str(exc))
+
+        return process
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String, UniqueConstraint
+from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from auto_dev.models.base import Base, created_column, id_column, tenant_column
+from auto_dev.models.base import Base, TolerantJSON, created_column, id_column, tenant_column
 
 
 class Tenant(Base):
@@ -18,7 +18,7 @@ class Tenant(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(TolerantJSON, nullable=False, default=dict)
     created_at: Mapped[datetime] = created_column()
 
 
