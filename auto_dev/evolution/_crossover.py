@@ -5,6 +5,10 @@ function of the same name, or one differing run of statements in a function body
 ``difflib.SequenceMatcher`` over statement dumps, recursing into aligned compound statements such
 as the bodies of two ``for`` loops). Borrowing one hunk at a time keeps each child close to a
 parent that already passed tests, which is what makes crossover useful for repair.
+
+Docstrings take no part: the search's deduplication ignores them (see
+:func:`~auto_dev.evolution.dedup.normalized_hash`), so a child that differs from a parent only in
+its docstring is the same program, and is never returned.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import ast
 import copy
 import difflib
 import random
+
+from auto_dev.evolution.dedup import hash_tree
 
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _BODY_FIELDS = ("body", "orelse", "finalbody")
@@ -23,8 +29,9 @@ def crossover(
 ) -> list[tuple[str, str]]:
     """Up to ``limit`` children of ``first`` and ``second`` as ``(code, description)``.
 
-    Children equal to either parent (after unparsing) are left out. Order is shuffled with
-    ``rng`` when given (deterministic for a seeded rng).
+    Children equal to either parent after normalisation (docstrings, comments and layout
+    ignored) are left out, and so are repeats. Order is shuffled with ``rng`` when given
+    (deterministic for a seeded rng).
     """
     try:
         tree_a = ast.parse(first)
@@ -41,18 +48,22 @@ def crossover(
             continue
         if len(funcs_b) > 1 or len(tree_a.body) > 1:
             raw.append((_with_stmt(tree_a, index, other), f"function {stmt.name} from parent 2"))
-        for body, where in _body_variants(stmt.body, other.body, stmt.name):
+        for body, where in _body_variants(stmt.body, other.body, stmt.name, docstrings=True):
             new_func = copy.copy(stmt)
             new_func.body = body
             raw.append((_with_stmt(tree_a, index, new_func), where))
-    parents = {_unparse(tree_a), _unparse(tree_b)}
+    # Compare as the search's dedup does: a child that is a parent once docstrings are gone
+    # would be filtered unseen, or worse, evaluated as "new".
+    seen = {hash_tree(tree_a), hash_tree(tree_b)}
     children: list[tuple[str, str]] = []
-    seen: set[str] = set()
     for module, description in raw:
         code = _unparse(module)
-        if code is None or code in parents or code in seen:
+        if code is None:
             continue
-        seen.add(code)
+        digest = hash_tree(ast.parse(code), in_place=True)
+        if digest in seen:
+            continue
+        seen.add(digest)
         children.append((code, description))
     if rng is not None:
         rng.shuffle(children)
@@ -73,9 +84,20 @@ def _unparse(tree: ast.Module) -> str | None:
 
 
 def _body_variants(
-    body_a: list[ast.stmt], body_b: list[ast.stmt], where: str, depth: int = 0
+    body_a: list[ast.stmt], body_b: list[ast.stmt], where: str, depth: int = 0,
+    *, docstrings: bool = False,
 ) -> list[tuple[list[ast.stmt], str]]:
-    """Versions of ``body_a`` with one differing hunk taken from ``body_b``."""
+    """Versions of ``body_a`` with one differing hunk taken from ``body_b``.
+
+    With ``docstrings`` (the bodies of functions and classes) a leading docstring is no hunk:
+    ``body_a`` keeps its own and ``body_b``'s is ignored.
+    """
+    if docstrings:
+        head = body_a[:1] if body_a and _is_docstring(body_a[0]) else []
+        rest_b = body_b[1:] if body_b and _is_docstring(body_b[0]) else body_b
+        if head or rest_b is not body_b:
+            return [(head + body, where_) for body, where_ in _body_variants(
+                body_a[len(head):], rest_b, where, depth)]
     dumps_a = [ast.dump(s) for s in body_a]
     dumps_b = [ast.dump(s) for s in body_b]
     matcher = difflib.SequenceMatcher(None, dumps_a, dumps_b, autojunk=False)
@@ -84,9 +106,9 @@ def _body_variants(
         if tag == "equal":
             continue
         line = getattr(body_a[i1], "lineno", None) if i1 < len(body_a) else None
-        label = f"{where}: statements {i1 + 1}-{i2} from parent 2" + (
-            f" (line {line})" if line else ""
-        )
+        label = (f"{where}: statements {i1 + 1}-{i2} from parent 2" if i2 > i1 else
+                 f"{where}: {j2 - j1} statement(s) of parent 2 inserted at {i1 + 1}") + (
+            f" (line {line})" if line else "")
         variants.append((body_a[:i1] + body_b[j1:j2] + body_a[i2:], label))
         if tag == "replace" and i2 - i1 == j2 - j1 and depth < 4:
             # Aligned compound statements of the same kind: recurse into their bodies.
@@ -102,7 +124,8 @@ def _body_variants(
                     if not inner_a or not inner_b:
                         continue
                     for inner, inner_where in _body_variants(
-                        inner_a, inner_b, f"{where}.{type(sa).__name__.lower()}", depth + 1
+                        inner_a, inner_b, f"{where}.{type(sa).__name__.lower()}", depth + 1,
+                        docstrings=isinstance(sa, (*_FUNCS, ast.ClassDef)) and field == "body",
                     ):
                         new_stmt = copy.copy(sa)
                         setattr(new_stmt, field, inner)
@@ -119,3 +142,8 @@ def _body_variants(
                 variants.append((body, f"{where}: header of line {getattr(sa, 'lineno', '?')} "
                                        "from parent 2"))
     return variants
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+            and isinstance(stmt.value.value, str))
