@@ -17,6 +17,7 @@ import ast
 import copy
 import difflib
 import random
+from typing import Any
 
 from auto_dev.evolution.dedup import hash_tree
 
@@ -147,3 +148,115 @@ def _body_variants(
 def _is_docstring(stmt: ast.stmt) -> bool:
     return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
             and isinstance(stmt.value.value, str))
+
+
+# --- three-way merge ----------------------------------------------------------------------------
+
+
+class _Conflict(Exception):
+    """Both sides changed the same place differently."""
+
+
+def merge(base: str, first: str, second: str) -> str | None:
+    """``first`` with the changes ``second`` made to ``base`` as well: a three-way merge of
+    syntax trees.
+
+    Two partial fixes of one program (two descendants of ``base`` that each fixed different
+    cases) usually changed different places: an operator in one expression and a constant in
+    another, or a guard inserted at the top and a slice bound further down. The merge walks the
+    three trees together and takes each node from whichever side changed it; statement lists of
+    different lengths are aligned as a diff3 would. ``None`` when both sides changed the same
+    node differently, when a program does not parse, or when the merge is just one of the two
+    (nothing to combine).
+    """
+    try:
+        trees = [ast.parse(code) for code in (base, first, second)]
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+    try:
+        merged = _merge_value(*trees)
+    except (_Conflict, RecursionError):
+        return None
+    if not isinstance(merged, ast.Module):
+        return None
+    code = _unparse(merged)
+    if code is None:
+        return None
+    digest = hash_tree(ast.parse(code), in_place=True)
+    if digest in (hash_tree(trees[1], in_place=True), hash_tree(trees[2], in_place=True)):
+        return None
+    return code
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, ast.AST) and isinstance(b, ast.AST):
+        return ast.dump(a) == ast.dump(b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _merge_value(base: object, first: object, second: object) -> object:
+    if _same(first, base) or _same(first, second):
+        return second
+    if _same(second, base):
+        return first
+    if isinstance(base, list) and isinstance(first, list) and isinstance(second, list):
+        return _merge_list(base, first, second)
+    if (isinstance(base, ast.AST) and type(base) is type(first) is type(second)
+            and not isinstance(base, ast.expr_context)):
+        node = copy.copy(base)
+        for name, value in ast.iter_fields(base):
+            setattr(node, name, _merge_value(value, getattr(first, name, None),
+                                             getattr(second, name, None)))
+        return node
+    raise _Conflict
+
+
+def _hunks(base: list[str], other: list[str]) -> list[tuple[int, int, int, int]]:
+    matcher = difflib.SequenceMatcher(None, base, other, autojunk=False)
+    return [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
+
+
+def _merge_list(base: list[Any], first: list[Any], second: list[Any]) -> list[Any]:
+    if len(base) == len(first) == len(second):
+        return [_merge_value(b, f, s) for b, f, s in zip(base, first, second, strict=True)]
+    dumps = [[ast.dump(x) if isinstance(x, ast.AST) else repr(x) for x in seq]
+             for seq in (base, first, second)]
+    hunks_a = [(i1, i2, first[j1:j2]) for i1, i2, j1, j2 in _hunks(dumps[0], dumps[1])]
+    hunks_b = [(i1, i2, second[j1:j2]) for i1, i2, j1, j2 in _hunks(dumps[0], dumps[2])]
+    merged_hunks: list[tuple[int, int, list[Any]]] = []
+    for a in hunks_a:
+        clash = [b for b in hunks_b if _overlap(a, b)]
+        if not clash:
+            merged_hunks.append(a)
+            continue
+        b = clash[0]
+        if len(clash) > 1 or (a[0], a[1]) != (b[0], b[1]) or not (
+                len(a[2]) == len(b[2]) == a[1] - a[0]):
+            raise _Conflict
+        # The same statements replaced one for one on both sides: merge them pairwise.
+        merged_hunks.append((a[0], a[1], [_merge_value(x, y, z) for x, y, z in zip(
+            base[a[0]:a[1]], a[2], b[2], strict=True)]))
+        hunks_b.remove(b)
+    merged_hunks.extend(hunks_b)
+    merged_hunks.sort(key=lambda h: (h[0], h[1]))
+    out: list[Any] = []
+    cursor = 0
+    for i1, i2, replacement in merged_hunks:
+        out.extend(base[cursor:i1])
+        out.extend(replacement)
+        cursor = i2
+    out.extend(base[cursor:])
+    return out
+
+
+def _overlap(a: tuple[int, int, list[Any]], b: tuple[int, int, list[Any]]) -> bool:
+    """True when two hunks over the base touch the same place.
+
+    Two insertions at one point clash (their order is ambiguous); an insertion right before a
+    changed run does not: it goes first.
+    """
+    if a[0] == b[0]:
+        return (a[0] == a[1]) == (b[0] == b[1])
+    return a[0] < b[1] and b[0] < a[1]
