@@ -8,7 +8,8 @@ TESTS.json is a list of ``{"args": [...], "kwargs": {...}, "expected": ...}``. R
 compared after JSON normalisation (tuples, generators and other iterables become lists), floats
 within a small tolerance. The run is offline (AST repair operators) unless an LLM model is
 configured. With ``--json`` the last line on stdout is one JSON object (``best_code``,
-``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds`` and more).
+``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds``, ``llm_calls``,
+``llm_calls_wasted``, ``deadline_saved_s`` and more).
 
 Exit codes: 0 whenever the run completed (improved or not), 2 for bad input (the file, the test
 file, an option), 1 when the sandbox itself failed. Also runnable as
@@ -271,6 +272,13 @@ def _render(console: Console, result: SearchResult, plan: MutatorPlan, backend: 
         table.add_row("fix", f"{result.best_record.operator}: "
                              f"{result.best_record.proposal.description}")
         table.add_row("lineage", " -> ".join(result.lineage))
+    if result.llm_calls:
+        table.add_row("model calls", f"{result.llm_calls} ({result.llm_calls_wasted} answers "
+                                     "filtered before evaluation)")
+    if result.deadline_cuts:
+        table.add_row("deadlines", f"{result.deadline_cuts} looping or slow cases cut early, "
+                                   f"~{result.deadline_saved_s:.1f} s of sandbox time saved "
+                                   f"({result.deadline_rechecks} re-checks at the full limit)")
     table.add_row("mutators", plan.strategy)
     table.add_row("sandbox", f"{backend} ({reason})")
     console.print(table)

@@ -59,25 +59,34 @@ class ComposeMixin:
     def _neutral(
         self, candidate: SearchCandidate, record: CandidateRecord, program: Program
     ) -> None:
-        """Keep a child that broke nothing and fixed nothing: a parent for moving on."""
-        if not self.config.waste_control or record.status is not CandidateStatus.NO_GAIN:
-            return
+        """A child that broke nothing and fixed nothing but changed how the failing cases fail:
+        a parent to move on to, and a partner for its siblings' fixes."""
         parent = candidate.parent
-        if not self._changes_failures(parent, record.result):
-            return  # it changed nothing the failing cases see: its edit is beside the point
+        changed = self._changed_failures(parent, record.result)
+        if record.status is not CandidateStatus.NO_GAIN or not changed:
+            return  # a neutral edit beside the point of the failing cases
         neutral = dataclasses.replace(program, passed_cases=parent.passed_cases)
+        self._parents.setdefault(record.id, parent.id or "")
+        if self._composer is not None and program.id:
+            fix = PartialFix(neutral, parent.id or "", frozenset(), feasible=True,
+                             changed=changed)
+            for composition in self._composer.add(fix):
+                self._composed.append(self._merge_proposal(composition))
+        if not self.config.waste_control:
+            return
         self.population.add_neutral(parent.code, neutral)
         if record.result is not None and neutral.code not in self._feedback:
             self._remember_feedback(neutral, record.result)
-        self._parents.setdefault(record.id, parent.id or "")
 
-    def _changes_failures(self, parent: Program, result: SandboxResult | None) -> bool:
-        """True when ``result`` fails some of ``parent``'s failing cases differently."""
+    def _changed_failures(
+        self, parent: Program, result: SandboxResult | None
+    ) -> frozenset[int]:
+        """The failing cases of ``parent`` that ``result`` fails differently."""
         before = {f.index: (f.status, repr(f.actual)) for f in self._feedback.get(parent.code, ())}
-        if result is None or not before:
-            return result is not None
-        return any(c.index in before and before[c.index] != (c.status.value, repr(c.output))
-                   for c in result.cases)
+        if result is None:
+            return frozenset()
+        return frozenset(c.index for c in result.cases if c.index in before
+                         and before[c.index] != (c.status.value, repr(c.output)))
 
     def _compose(
         self, candidate: SearchCandidate, record: CandidateRecord, program: Program

@@ -7,8 +7,10 @@ children of one parent that fixed different cases, or a feasible partial fix and
 :class:`Composer` remembers every candidate that fixed a case its parent failed (a
 :class:`PartialFix`, feasible or not) and, when a new one arrives, merges it with the earlier ones
 that fixed something it does not: a three-way merge of syntax trees against their nearest common
-ancestor (:func:`~auto_dev.evolution._crossover.merge`). Each merge is an ordinary proposal for the
-search to filter and evaluate; none costs a model call.
+ancestor (:func:`~auto_dev.evolution._crossover.merge`). A fix is also merged with its *neutral*
+siblings (children of the same parent that fixed nothing but changed how the failing cases
+fail): the second edit of a two-edit repair often shows no gain on its own. Each merge is an
+ordinary proposal for the search to filter and evaluate; none costs a model call.
 
 For model mutators the same memory answers "which edits helped elsewhere?": the diffs of partial
 fixes of cases the current parent still fails (:meth:`Composer.helpful_edits`).
@@ -30,7 +32,8 @@ _MAX_DEPTH = 64
 
 @dataclass(frozen=True, slots=True)
 class PartialFix:
-    """A candidate that passed a case its parent failed (``gained``).
+    """A candidate that passed a case its parent failed (``gained``), or a neutral one
+    (``gained`` empty) that broke nothing and changed how failing cases fail.
 
     ``program.passed_cases`` holds the cases it passed among those that ran; ``feasible`` says
     whether it broke nothing (it joined the population).
@@ -40,6 +43,8 @@ class PartialFix:
     parent_id: str
     gained: frozenset[int]
     feasible: bool
+    #: For a neutral one: the parent's failing cases whose outcome it changed.
+    changed: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class Composer:
         self.partners = partners
         self.memory = memory
         self._fixes: deque[PartialFix] = deque(maxlen=capacity)
+        self._neutrals: deque[PartialFix] = deque(maxlen=capacity // 2)
         self._programs: OrderedDict[str, Program] = OrderedDict()
         self._parent: OrderedDict[str, str] = OrderedDict()
         self._diffs: OrderedDict[str, str] = OrderedDict()
@@ -91,24 +97,36 @@ class Composer:
                 table.popitem(last=False)
 
     def add(self, fix: PartialFix) -> list[Composition]:
-        """Remember ``fix``; the merges of it with earlier fixes of other cases."""
+        """Remember ``fix``; its merges with earlier fixes of other cases (and with neutral
+        siblings, for a fix) or, for a neutral child (no gain), with its sibling fixes."""
         self.remember(fix.program, fix.parent_id)
-        partners = [other for other in self._fixes
-                    if other.program.code != fix.program.code
-                    and other.gained - fix.program.passed_cases]
-        # Partners that add the most cases this fix does not pass first, the newest on ties.
-        partners.sort(key=lambda o: -len(o.gained - fix.program.passed_cases))
+        passed = fix.program.passed_cases
+        if fix.gained:
+            partners = [o for o in reversed(self._fixes) if o.gained - passed]
+            # Partners that add the most cases this fix does not pass first, newest on ties.
+            partners.sort(key=lambda o: -len(o.gained - passed))
+            # Neutral siblings that changed a case this fix still fails.
+            partners = partners[: self.partners] + [
+                o for o in reversed(self._neutrals)
+                if o.parent_id == fix.parent_id and o.changed - passed
+            ][: self.partners // 2]
+            self._fixes.append(fix)
+        else:
+            siblings = [o for o in reversed(self._fixes)
+                        if o.parent_id == fix.parent_id and fix.changed - o.program.passed_cases]
+            siblings.sort(key=lambda o: -len(o.program.passed_cases))
+            partners = siblings[: self.partners // 2]
+            self._neutrals.append(fix)
         out: list[Composition] = []
         for other in partners:
-            if len(out) >= self.partners:
-                break
+            if other.program.code == fix.program.code:
+                continue
             base = self._ancestor(fix, other)
             if base is None:
                 continue
             code = merge(base.code, fix.program.code, other.program.code)
             if code is not None:
                 out.append(Composition(preserve_layout(fix.program.code, code), base, fix, other))
-        self._fixes.append(fix)
         return out
 
     def helpful_edits(self, parent: Program, limit: int = 3) -> list[str]:

@@ -166,7 +166,7 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
         self._rechecks = RecheckQueue(cfg.recheck_capacity)
         self._composer = Composer() if cfg.compose else None
         self._composed: deque[tuple[Proposal, Program, tuple[PartialFix, ...]]] = deque(
-            maxlen=4 * cfg.batch_size)
+            maxlen=8 * cfg.batch_size)
         self._composed_count = 0
         self._focus: deque[Program] = deque(maxlen=3 * cfg.n_islands)
         self._waste = WasteLedger(patience=cfg.waste_patience)

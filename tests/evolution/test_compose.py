@@ -97,7 +97,7 @@ class TestComposer:
         assert composer.add(self._fix(GUARD.replace("return 0", "return 0 + 0"), "g2", {0, 1},
                                       {1})) == []  # fixes nothing the others do not
         compositions = composer.add(self._fix(SLICE, "s", {0, 2}, {2}))
-        assert [c.second.program.id for c in compositions] == ["g", "g2"]
+        assert [c.second.program.id for c in compositions] == ["g2", "g"]  # newest first
         composition = compositions[0]
         assert composition.base.id == "seed" and composition.first.program.id == "s"
         assert "if not xs:" in composition.code and "xs[-k:]" in composition.code
