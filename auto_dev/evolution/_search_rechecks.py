@@ -53,7 +53,6 @@ class RecheckMixin:
         _seed_program: Program | None
 
         async def _accept(self, candidate: SearchCandidate, record: CandidateRecord) -> None: ...
-        def _done(self) -> bool: ...
         def _solved(self, program: Program) -> bool: ...
         def _remember_feedback(self, program: Program, result: SandboxResult) -> None: ...
 
@@ -62,8 +61,10 @@ class RecheckMixin:
         cuts kept it from passing every case."""
         record, outcome = candidate.record, candidate.outcome
         assert record is not None and outcome is not None
+        # Once a repair is known a slower one cannot replace it: no hold, no re-check.
         if not (outcome.cut and outcome.optimistic is CandidateStatus.PASSED
-                and not self._done() and self.config.recheck_capacity > 0):
+                and not self._solved(self.population.best())
+                and self.config.recheck_capacity > 0):
             await self._accept(candidate, record)
             return
         if record.status.accepted:
@@ -86,7 +87,8 @@ class RecheckMixin:
         candidate at the full limit (a stalled search may be missing a slow repair)."""
         # Each fruitless re-check doubles the wait: looping mutants also pass for slow ones.
         patience = self.config.recheck_patience * self._recheck_backoff
-        if (self._rechecks and not self._done() and self._since_best >= patience
+        if (self._rechecks and not self._solved(self.population.best())
+                and self._since_best >= patience
                 and self._rechecks.oldest_wait(self._evaluations) >= patience):
             entry = self._rechecks.pop()
             self._since_best = 0
@@ -96,7 +98,7 @@ class RecheckMixin:
     async def _finish(self) -> None:
         """Before reporting: re-check every held candidate (unless solved) and the best."""
         for entry in self._rechecks.drain():
-            if self._done():
+            if self._solved(self.population.best()):
                 if not entry.accepted:
                     await self._accept(_item(entry), _entry_record(entry))
             else:
