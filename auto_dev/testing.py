@@ -2,6 +2,8 @@
 
 * :class:`FakeLLM` stands in for :class:`auto_dev.llm.client.LLMClient` wherever one is accepted
   (mutators, the skill writer, engines): it answers from a script and records every prompt.
+* :class:`OneEditLLM` is a scripted *model*: it answers a mutation prompt with the program it
+  was shown plus one random edit (the stand-in the repair benchmark counts model calls with).
 * :class:`OpenAICompatibleServer` is a real HTTP server on 127.0.0.1 speaking the OpenAI chat
   completions protocol, with scriptable replies (answers, 429s, 500s, delays, malformed JSON), an
   optional API key it checks (401 otherwise) and model list it serves (404 otherwise), so that
@@ -13,6 +15,8 @@ Nothing here imports litellm.
 from __future__ import annotations
 
 import json
+import random
+import re
 import socket
 import threading
 import time
@@ -22,12 +26,13 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from auto_dev._exceptions import LLMResponseError, ValidationError
+from auto_dev._exceptions import BudgetExceededError, LLMResponseError, ValidationError
 from auto_dev.llm.types import ChatMessage, LLMResponse, new_call_id
 
 __all__ = [
     "FakeCall",
     "FakeLLM",
+    "OneEditLLM",
     "OpenAICompatibleServer",
     "RecordedRequest",
     "ServerReply",
@@ -154,6 +159,59 @@ class FakeLLM:
             call_id=new_call_id(),
             attempts=1,
         )
+
+
+class OneEditLLM(FakeLLM):
+    """A model stand-in that applies one random edit to the program it is shown.
+
+    It reads the first ```python block of the last user message (the mutation prompt's current
+    program), draws one single-site edit uniformly from
+    :func:`auto_dev.evolution.ast_ops.enumerate_edits` with its own rng (seeded with ``seed``)
+    and answers with the complete edited program in a fenced block. It ignores the failing
+    cases, the temperature and everything else in the prompt, like a model that does not learn
+    from them. After ``max_calls`` answered calls it raises
+    :class:`~auto_dev.BudgetExceededError`, as a spent budget does (those are not recorded).
+    """
+
+    _PROGRAM = re.compile(r"```python\n(.*?)\n```", re.DOTALL)
+
+    def __init__(
+        self, *, seed: int = 0, max_calls: int | None = None, cost_per_call: float = 0.0,
+        model: str = "fake/one-edit",
+    ) -> None:
+        if max_calls is not None and max_calls < 0:
+            raise ValidationError("max_calls", "must be >= 0")
+        super().__init__(default=self._answer, model=model, cost_per_call=cost_per_call)
+        self.rng = random.Random(f"one-edit:{seed}")
+        self.max_calls = max_calls
+
+    async def complete(self, messages: Sequence[ChatMessage], **kwargs: Any) -> LLMResponse:
+        if self.max_calls is not None and len(self.calls) >= self.max_calls:
+            raise BudgetExceededError(f"OneEditLLM: {self.max_calls} calls spent")
+        return await super().complete(messages, **kwargs)
+
+    def _answer(self, messages: list[ChatMessage]) -> str:
+        import ast
+
+        from auto_dev.evolution.ast_ops import enumerate_edits, render
+
+        prompt = next((str(m.get("content") or "") for m in reversed(messages)
+                       if m.get("role") == "user"), "")
+        found = self._PROGRAM.search(prompt)
+        if found is None:
+            return "I see no program to edit."
+        try:
+            tree = ast.parse(found.group(1))
+        except (SyntaxError, ValueError):
+            return "The program does not parse."
+        edits = enumerate_edits(tree)
+        if not edits:
+            return "I cannot edit this program."
+        edit = edits[self.rng.randrange(len(edits))]
+        code = render(tree, edit)
+        if code is None:
+            return "That edit makes no program."
+        return f"{edit.description}.\n```python\n{code}```\n"
 
 
 # --- OpenAI-compatible HTTP server ----------------------------------------------------------

@@ -79,6 +79,40 @@ class TestFakeLLM:
             FakeLLM(cost_per_call=-1)
 
 
+class TestOneEditLLM:
+    """The scripted model answers with the program it was shown plus one edit."""
+
+    PROMPT = [{"role": "user", "content": "Current program:\n```python\ndef f(a, b):\n"
+                                          "    return a - b\n```\nAnswer."}]
+
+    async def test_one_edit_of_the_shown_program(self) -> None:
+        """Each answer is a fenced program one AST edit away; same seed, same answers."""
+        import ast
+
+        from auto_dev.evolution.ast_ops import neighbours
+        from auto_dev.evolution.diff import extract_code
+
+        first, second = testing.OneEditLLM(seed=3), testing.OneEditLLM(seed=3)
+        one_edit = {new for _, new in neighbours("def f(a, b):\n    return a - b\n")}
+        for _ in range(10):
+            answer = (await first.complete(self.PROMPT)).text
+            assert answer == (await second.complete(self.PROMPT)).text
+            code = extract_code(answer, "f")
+            assert ast.unparse(ast.parse(code)) + "\n" in one_edit
+
+    async def test_budget_and_no_program(self) -> None:
+        """After max_calls it raises BudgetExceededError; without a program it says so."""
+        from auto_dev._exceptions import BudgetExceededError
+
+        llm = testing.OneEditLLM(max_calls=1)
+        assert "no program" in (await llm.complete(USER)).text
+        with pytest.raises(BudgetExceededError):
+            await llm.complete(self.PROMPT)
+        assert len(llm.calls) == 1
+        with pytest.raises(ValidationError):
+            testing.OneEditLLM(max_calls=-1)
+
+
 class TestServer:
     """The HTTP server speaks OpenAI chat completions and follows its script."""
 

@@ -10,7 +10,8 @@ within a small tolerance. The run is offline (AST repair operators) unless an LL
 configured. The original program's own outcome comes first (cases passed, a count per case
 status, the first failure). With ``--json`` the last line on stdout is one JSON object
 (``best_code``, ``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds``,
-``seed``: that outcome, ``rng_seed`` and more). Failed model calls are never only logged:
+``seed``: that outcome, ``rng_seed``, ``llm_calls``, ``llm_calls_wasted``,
+``deadline_saved_s`` and more). Failed model calls are never only logged:
 ``llm_errors`` lists them (kind, model, message, count), ``llm_health`` counts calls and shows
 the circuit breakers, a warning line says so, and when no call was answered ``strategy`` says
 the run fell back to the AST operators.
@@ -327,6 +328,13 @@ def _render(console: Console, result: SearchResult, strategy: str, warning: str 
     if result.llm is not None and result.llm.used:
         table.add_row("llm calls", f"{result.llm.calls_answered} answered, "
                                    f"{result.llm.calls_failed} failed")
+    if result.llm_calls:
+        table.add_row("model calls", f"{result.llm_calls} ({result.llm_calls_wasted} answers "
+                                     "filtered before evaluation)")
+    if result.deadline_cuts:
+        table.add_row("deadlines", f"{result.deadline_cuts} looping or slow cases cut early, "
+                                   f"~{result.deadline_saved_s:.1f} s of sandbox time saved "
+                                   f"({result.deadline_rechecks} re-checks at the full limit)")
     table.add_row("sandbox", f"{backend} ({reason})")
     console.print(table)
     if diff:

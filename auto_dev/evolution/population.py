@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 from auto_dev._exceptions import ValidationError
@@ -82,6 +83,11 @@ class Population:
         #: how two-edit repairs whose first edit alone regresses are found.
         self.stones: list[Program] = []
         self.stone_capacity = 8
+        #: Children that passed the same cases as their parent (no gain, nothing broken), per
+        #: parent code: where a search moves on to when a parent's neighbourhood is used up, as
+        #: their neighbourhoods hold the two-edit programs around the parent.
+        self.neutrals: OrderedDict[str, deque[Program]] = OrderedDict()
+        self.neutral_parents = 64
         self.archive: dict[Cell, Program] = {}
         self._reference_size: float | None = None
         self._best: Program | None = None
@@ -141,6 +147,39 @@ class Population:
         self.stones.sort(key=lambda p: -len(p.passed_cases))
         del self.stones[self.stone_capacity :]
         return program in self.stones
+
+    def add_neutral(self, parent_code: str, program: Program) -> None:
+        """Keep ``program``, a neutral child of the parent with ``parent_code`` (bounded)."""
+        children = self.neutrals.get(parent_code)
+        if children is None:
+            children = self.neutrals[parent_code] = deque(maxlen=8)
+            while len(self.neutrals) > self.neutral_parents:
+                self.neutrals.popitem(last=False)
+        if all(child.code != program.code for child in children):
+            children.append(program)
+
+    def sample_neutral(
+        self, parent_code: str, usable: Callable[[Program], bool]
+    ) -> Program | None:
+        """A usable neutral child of that parent (or of any parent), or None."""
+        for code in (parent_code, *reversed(self.neutrals)):
+            options = [p for p in self.neutrals.get(code, ()) if usable(p)]
+            if options:
+                return options[self.rng.randrange(len(options))]
+        return None
+
+    def replace(self, old: Program, new: Program) -> None:
+        """Put ``new`` wherever ``old`` is (islands, archive, best): a re-check found it passes
+        more cases than first measured."""
+        for island in self.islands:
+            for index, member in enumerate(island):
+                if member is old:
+                    island[index] = new
+        for cell, member in list(self.archive.items()):
+            if member is old:
+                self.archive[cell] = new
+        if self._best is old or self._best is None or _rate_key(new) > _rate_key(self._best):
+            self._best = new
 
     def sample_stone(self) -> Program | None:
         """A stepping stone, favouring those that pass the most cases (None when there are none)."""

@@ -48,6 +48,12 @@ class MutationContext:
     tenant_id: str | None = None
     run_id: str | None = None
     description: str = ""
+    #: 0 normally; 1 or 2 once a mutator's recent answers for this parent were wasted
+    #: (duplicates, no-ops): a model mutator then samples hotter and shows more failing cases.
+    exploration: int = 0
+    #: Unified diffs of edits that fixed cases elsewhere in the search, which this parent
+    #: still fails (for model mutators: a fix may combine with them).
+    helpful_edits: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

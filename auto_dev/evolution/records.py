@@ -69,6 +69,8 @@ class CandidateRecord:
     evaluation: int = 0  # 1-based sandbox evaluation number; 0 when filtered
     seconds: float = 0.0  # sandbox wall time spent on this candidate
     stepping_stone: bool = False  # regressed, but kept to explore from (never the best)
+    #: Cases an adaptive deadline cut (timeouts under a deadline tighter than the limit).
+    cut_cases: frozenset[int] = frozenset()
 
     @property
     def operator(self) -> str:
@@ -142,6 +144,18 @@ class SearchResult:
     candidates: list[CandidateStat] = field(default_factory=list)
     #: The run's LLM calls: answered, failed, failures by kind, breakers (None: no LLM mutator).
     llm: LLMHealthReport | None = None
+    #: Model calls answered for this run, and those whose answer was filtered before any
+    #: evaluation (unusable, a no-op, or a program already seen).
+    llm_calls: int = 0
+    llm_calls_wasted: int = 0
+    #: Adaptive deadlines: cases cut, the sandbox seconds saved net of re-checks (an estimate:
+    #: a cut case counts as if it had run to the limit), and the re-checks at the full limit.
+    deadline_cuts: int = 0
+    deadline_saved_s: float = 0.0
+    deadline_rechecks: int = 0
+    deadline_recheck_s: float = 0.0
+    #: Proposals composed from partial fixes (merges), evaluated without a mutator call.
+    composed: int = 0
 
     @property
     def passed(self) -> int:
@@ -183,6 +197,13 @@ class SearchResult:
             "stop_reason": self.stop_reason,
             "sandbox_seconds": round(self.sandbox_seconds, 4),
             "candidate_timeout_s": self.candidate_timeout_s,
+            "llm_calls": self.llm_calls,
+            "llm_calls_wasted": self.llm_calls_wasted,
+            "deadline_cuts": self.deadline_cuts,
+            "deadline_saved_s": round(self.deadline_saved_s, 4),
+            "deadline_rechecks": self.deadline_rechecks,
+            "deadline_recheck_s": round(self.deadline_recheck_s, 4),
+            "composed": self.composed,
             "best_operator": self.best_record.operator if self.best_record else None,
             "best_description": (
                 self.best_record.proposal.description if self.best_record else None

@@ -17,6 +17,25 @@ way to the next best), asks for a small batch of proposals, and then:
    passes more cases overall is kept as a *stepping stone*: never the best, sometimes a parent,
    which is how repairs whose first edit alone breaks a case are found.
 
+Three things keep the search from wasting sandbox time, evaluations and model calls:
+
+* *Adaptive deadlines* (:mod:`~auto_dev.evolution.deadlines`): each case runs under a deadline
+  from the seed's (or the best candidate's) own time on it, so a looping mutant is cut in a
+  fraction of the limit. A candidate that only cuts kept from passing every case is queued and
+  re-checked at the full limit (when the search stalls, and before the run gives up), and the
+  reported best is re-checked too: a slow but correct program is never lost to a deadline.
+* *Composed edits* (:mod:`~auto_dev.evolution.compose`): candidates that fixed different cases
+  are merged (three-way, over their common ancestor) and the merges evaluated before the next
+  mutator call; a stepping stone that passes cases the best does not becomes the parent of the
+  next steps; model mutators are shown the edits that fixed cases elsewhere.
+* *Waste control* (:mod:`~auto_dev.evolution.waste`): per parent, the model answers that were
+  filtered before evaluation are counted; a run of them makes the mutator explore (hotter, more
+  failing cases shown) and then moves the search to another parent (the next best, or a
+  neutral child whose neighbourhood holds the two-edit programs) before more calls are spent.
+
+``SearchConfig.legacy()`` turns the three off (one seed-derived timeout for every case), which
+reproduces the search as it was before them; the repair benchmark measures against it.
+
 Randomness comes from generators seeded with ``seed``; given a deterministic sandbox the run is
 reproducible, concurrency included (each batch is processed in proposal order).
 """
@@ -27,15 +46,20 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import structlog
 
 from auto_dev._exceptions import AutoDevError, ValidationError
 from auto_dev.abc import Mutator, Sandbox
+from auto_dev.evolution._search_candidate import SearchCandidate, proposal_cost
+from auto_dev.evolution._search_compose import ComposeMixin
+from auto_dev.evolution._search_parents import ParentMixin
+from auto_dev.evolution._search_rechecks import RecheckMixin
 from auto_dev.evolution.cascade import CascadeEvaluator, case_feedback
+from auto_dev.evolution.compose import Composer, PartialFix
+from auto_dev.evolution.deadlines import CaseDeadlines, RecheckQueue
 from auto_dev.evolution.dedup import (
     Deduplicator,
     SyntaxProblem,
@@ -59,66 +83,18 @@ from auto_dev.evolution.records import (
     SearchResult,
     lineage,
 )
+from auto_dev.evolution.search_config import SearchConfig
+from auto_dev.evolution.waste import WasteLedger
 from auto_dev.fitness.pareto import is_promotable
 from auto_dev.fitness.service import FitnessService
 from auto_dev.sandbox.base import Case, Limits, SandboxResult
 
+__all__ = ["EvolutionSearch", "SearchConfig"]
+
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SearchConfig:
-    """Knobs of the loop besides budget, seed and limits (validated on construction)."""
-
-    n_islands: int = 4
-    island_capacity: int = 24
-    migration_interval: int = 25
-    batch_size: int = 4
-    concurrency: int = 2
-    quick_failing: int = 6
-    quick_passing: int = 2
-    cascade_min_cases: int = 5
-    n_inspirations: int = 2
-    max_idle_steps: int = 60
-    continue_after_solved: bool = False
-    adaptive_timeout: bool = True
-    stone_rate: float = 0.15
-    seed_rate: float = 0.4
-    float_tolerance: float = 1e-6
-    keep_candidate_stats: bool = True
-    feedback_cases: int = 4
-
-    def __post_init__(self) -> None:
-        for name in ("n_islands", "island_capacity", "migration_interval", "batch_size",
-                     "concurrency", "max_idle_steps"):
-            if int(getattr(self, name)) < 1:
-                raise ValidationError(f"config.{name}", "must be at least 1")
-        for name in ("quick_failing", "quick_passing", "cascade_min_cases", "n_inspirations",
-                     "feedback_cases"):
-            if int(getattr(self, name)) < 0:
-                raise ValidationError(f"config.{name}", "must not be negative")
-        for name in ("stone_rate", "seed_rate"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValidationError(f"config.{name}", "must be between 0 and 1")
-        if self.stone_rate + self.seed_rate > 1:
-            raise ValidationError("config.seed_rate", "stone_rate + seed_rate must not exceed 1")
-        if not 0 <= self.float_tolerance < 1:
-            raise ValidationError("config.float_tolerance", "must be in [0, 1)")
-
-
-@dataclass(slots=True)
-class _Candidate:
-    proposal: Proposal
-    parent: Program
-    mutator: str
-    id: str
-    island: int  # the island of the step: children of the seed or a stone spread out
-    quick: tuple[int, ...] = ()
-    size: int | None = None
-    record: CandidateRecord | None = None
-
-
-class EvolutionSearch:
+class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
     """Evolve ``seed`` against ``cases`` in ``sandbox`` with ``mutators``.
 
     ``budget`` counts candidates sent to the sandbox (the seed's own evaluation is not a
@@ -179,12 +155,24 @@ class EvolutionSearch:
             random.Random(f"{rng_seed}:population"), n_islands=cfg.n_islands,
             island_capacity=cfg.island_capacity, migration_interval=cfg.migration_interval,
         )
+        self._deadlines = CaseDeadlines(
+            self.limits.timeout_s, cfg.deadline_multiplier, cfg.deadline_floor_s,
+        ) if cfg.adaptive_timeout and cfg.deadline_mode == "case" else None
         self._cascade = CascadeEvaluator(
             sandbox, self.cases, seed.entrypoint, rng=random.Random(f"{rng_seed}:cascade"),
             limits=self.limits, quick_failing=cfg.quick_failing, quick_passing=cfg.quick_passing,
             min_cases=cfg.cascade_min_cases, float_tolerance=cfg.float_tolerance,
-            require_gain=not cfg.continue_after_solved,
+            require_gain=not cfg.continue_after_solved, deadlines=self._deadlines,
         )
+        self._rechecks = RecheckQueue(cfg.recheck_capacity)
+        self._composer = Composer() if cfg.compose else None
+        self._composed: deque[tuple[Proposal, Program, tuple[PartialFix, ...]]] = deque(
+            maxlen=8 * cfg.batch_size)
+        self._composed_count = 0
+        self._focus: deque[Program] = deque(maxlen=3 * cfg.n_islands)
+        self._waste = WasteLedger(patience=cfg.waste_patience)
+        self._since_best = 0
+        self._recheck_backoff = 1
         self._dedup = Deduplicator()
         self._feedback: OrderedDict[str, list[CaseFeedback]] = OrderedDict()
         self._digests: OrderedDict[str, bytes] = OrderedDict()
@@ -213,30 +201,17 @@ class EvolutionSearch:
         step = idle = 0
         cfg = self.config
         while self._evaluations < self.budget:
-            if self._solved(self.population.best()) and not cfg.continue_after_solved:
+            if self._done():
                 stop = "solved"
                 break
             island = step % cfg.n_islands
             step += 1
             self.population.maybe_migrate(step)
-            mutator = self._pick_mutator()
-            parent = self._parent(island, mutator)
             room = min(cfg.batch_size, self.budget - self._evaluations)
-            context = MutationContext(
-                rng=self._rng_mutate,
-                failing_cases=list(self._feedback.get(parent.code, ())),
-                inspirations=self.population.inspirations(parent, cfg.n_inspirations),
-                max_proposals=room,
-                tenant_id=self.tenant_id,
-                run_id=self.run_id,
-            )
-            try:
-                proposals = list(await mutator.mutate(parent, context))[:room]
-            except AutoDevError as exc:
-                log.warning("search.mutator_failed", mutator=mutator.name, error=str(exc))
-                proposals = []
-            batch = [c for c in [await self._filter(p, parent, mutator, island)
-                                 for p in proposals] if c]
+            if self._composed:
+                batch = await self._composed_batch(room, island)
+            else:
+                batch = await self._proposed_batch(room, island)
             if not batch:
                 idle += 1
                 if idle >= cfg.max_idle_steps:
@@ -245,11 +220,68 @@ class EvolutionSearch:
                 continue
             idle = 0
             await self._evaluate_batch(batch)
+            await self._maybe_recheck()
             self._progress()
         else:
-            if self._solved(self.population.best()) and not cfg.continue_after_solved:
+            if self._done():
                 stop = "solved"
+        await self._finish()
+        if stop != "solved" and self._done():
+            stop = "solved"  # a re-check at the full limit found the repair
         return self._result(seed, stop)
+
+    def _done(self) -> bool:
+        return self._solved(self.population.best()) and not self.config.continue_after_solved
+
+    async def _proposed_batch(self, room: int, island: int) -> list[SearchCandidate]:
+        """One mutator call's proposals that survive the cheap filters."""
+        mutator = self._pick_mutator()
+        parent = self._parent(island, mutator)
+        if parent is None:
+            # The model's answers about every parent worth asking are being wasted: save the
+            # call, and let a mutator that costs nothing take the step, if there is one.
+            free = [m for m in self.mutators if not self._calls_model(m)]
+            if not free:
+                return []
+            mutator = free[0] if len(free) == 1 else self._rng_select.choice(free)
+            parent = self._parent(island, mutator)
+            if parent is None:
+                return []
+        costly = self._calls_model(mutator)
+        level = self._waste.exploration(mutator.name, parent.code) if (
+            costly and self.config.waste_control) else 0
+        context = MutationContext(
+            rng=self._rng_mutate,
+            failing_cases=self._failing_cases(parent, level),
+            inspirations=self.population.inspirations(parent, self.config.n_inspirations),
+            max_proposals=room,
+            tenant_id=self.tenant_id,
+            run_id=self.run_id,
+            exploration=level,
+            helpful_edits=(self._composer.helpful_edits(parent)
+                           if self._composer is not None and costly else []),
+        )
+        report = getattr(mutator, "mutate_with_report", None)
+        try:
+            if costly and callable(report):
+                answer = await report(parent, context)
+                proposals = list(answer.proposals)[:room]
+                for rejection in answer.rejections:
+                    if rejection.reason != "llm_error":  # a failed call is no answer
+                        self._waste.record(mutator.name, parent.code, wasted=True)
+            else:
+                proposals = list(await mutator.mutate(parent, context))[:room]
+        except AutoDevError as exc:
+            log.warning("search.mutator_failed", mutator=mutator.name, error=str(exc))
+            proposals = []
+        batch: list[SearchCandidate] = []
+        for proposal in proposals:
+            candidate = await self._filter(proposal, parent, mutator.name, island)
+            if costly:
+                self._waste.record(mutator.name, parent.code, wasted=candidate is None)
+            if candidate is not None:
+                batch.append(candidate)
+        return batch
 
     async def _evaluate_seed(self) -> Program:
         result = await self._cascade.run(self.seed.code, self._cascade.all_cases, self.limits)
@@ -266,16 +298,26 @@ class EvolutionSearch:
         if digest is not None:
             self._dedup.add(digest)
         self.population.seed(seed)
-        self._cascade.limits = self._adapt_limits(result)
+        if self._composer is not None:
+            self._composer.remember(seed, None)
+        if self._deadlines is not None:
+            self._deadlines.observe(result, passed_only=False)
+        else:
+            self._cascade.limits = self._adapt_limits(result)
         if self.hooks.on_seed is not None:
             await self.hooks.on_seed(seed, result)
         log.info("search.seed", passed=len(passed), total=len(self.cases),
-                 timeout_s=self._cascade.limits.timeout_s)
+                 timeout_s=self._timeout_s())
         return seed
 
+    def _timeout_s(self) -> float:
+        if self._deadlines is not None:
+            return self._deadlines.max_deadline(len(self.cases))
+        return self._cascade.limits.timeout_s
+
     def _adapt_limits(self, seed_result: SandboxResult) -> Limits:
-        """Tighten the per-case timeout to a generous multiple of the seed's slowest passing
-        case, so candidates that loop forever cost a fraction of a second, not the full limit."""
+        """``deadline_mode="seed"``: tighten the per-case timeout to a generous multiple of the
+        seed's slowest passing case (one timeout for every case, never re-checked)."""
         if not self.config.adaptive_timeout:
             return self.limits
         ok = [c.duration_s for c in seed_result.cases if c.passed]
@@ -284,37 +326,14 @@ class EvolutionSearch:
         timeout = min(self.limits.timeout_s, max(0.5, 20 * max(ok) + 0.25))
         return dataclasses.replace(self.limits, timeout_s=timeout)
 
-    def _parent(self, island: int, mutator: Mutator) -> Program:
-        cfg = self.config
-        parent = self.population.sample_parent(island)
-        exhausted = getattr(mutator, "exhausted", None)
-        draw = self._rng_select.random()
-        if self.population.stones and draw < cfg.stone_rate:
-            parent = self.population.sample_stone() or parent
-        elif (callable(exhausted) and self._seed_program is not None
-              and draw < cfg.stone_rate + cfg.seed_rate
-              and not exhausted(self._seed_program)):
-            # Most bugs are one edit away from the seed: keep walking its neighbourhood while
-            # partial fixes are explored, rather than only after they are used up.
-            parent = self._seed_program
-        if callable(exhausted) and exhausted(parent):
-            # Its neighbourhood is used up: the next best parent with edits left, if any.
-            parent = self.population.fresh_parent(island, lambda p: not exhausted(p)) or parent
-        return parent
-
-    def _pick_mutator(self) -> Mutator:
-        if len(self.mutators) == 1:
-            return self.mutators[0]
-        return self._rng_select.choices(self.mutators, weights=self.weights, k=1)[0]
-
     # --- filtering ------------------------------------------------------------------------------
 
     async def _filter(
-        self, proposal: Proposal, parent: Program, mutator: Mutator, island: int
-    ) -> _Candidate | None:
+        self, proposal: Proposal, parent: Program, mutator: str, island: int
+    ) -> SearchCandidate | None:
         self._proposals += 1
         cid = f"{self._prefix}c{self._proposals}"
-        candidate = _Candidate(proposal, parent, mutator.name, cid, island)
+        candidate = SearchCandidate(proposal, parent, mutator, cid, island)
         stats = self._operator_stats.setdefault(proposal.operator, OperatorStats())
         stats.proposed += 1
         status, reason, candidate.size = self._cheap_checks(proposal, parent)
@@ -356,12 +375,12 @@ class EvolutionSearch:
 
     # --- evaluation -----------------------------------------------------------------------------
 
-    async def _evaluate_batch(self, batch: list[_Candidate]) -> None:
+    async def _evaluate_batch(self, batch: list[SearchCandidate]) -> None:
         for candidate in batch:  # chosen up front so concurrency cannot change the choice
             candidate.quick = self._cascade.quick_cases(candidate.parent.passed_cases)
         semaphore = asyncio.Semaphore(self.config.concurrency)
 
-        async def one(candidate: _Candidate) -> None:
+        async def one(candidate: SearchCandidate) -> None:
             async with semaphore:
                 await self._evaluate(candidate)
 
@@ -375,11 +394,11 @@ class EvolutionSearch:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         for candidate in batch:
-            assert candidate.record is not None
-            await self._accept(candidate, candidate.record)
+            await self._settle(candidate)
 
-    async def _evaluate(self, candidate: _Candidate) -> None:
+    async def _evaluate(self, candidate: SearchCandidate) -> None:
         self._evaluations += 1
+        self._since_best += 1
         number = self._evaluations
         parent = candidate.parent
         # No case the parent passed may break, nor any the seed passed (a stepping stone's
@@ -387,50 +406,59 @@ class EvolutionSearch:
         required = parent.passed_cases | self._seed_passed
         outcome = await self._cascade.evaluate(candidate.proposal.code, parent.passed_cases,
                                                required, candidate.quick)
-        ran = {c.index for c in outcome.result.cases}
-        scores = self.fitness.score(outcome.result, candidate.proposal.code,
-                                    llm_cost_usd=_cost(candidate.proposal),
-                                    baseline_passed=required & ran, size=candidate.size)
+        candidate.outcome = outcome
         candidate.record = self._record(
             candidate, outcome.status, outcome.stage, outcome.reason, result=outcome.result,
-            scores=scores, passed=outcome.passed, evaluation=number, seconds=outcome.seconds,
-            stone=outcome.stepping_stone,
+            scores=self._scores(candidate, outcome.result, required), passed=outcome.passed,
+            evaluation=number, seconds=outcome.seconds, stone=outcome.stepping_stone,
+            cut=outcome.cut,
         )
 
-    async def _accept(self, candidate: _Candidate, record: CandidateRecord) -> None:
+    def _scores(
+        self, candidate: SearchCandidate, result: SandboxResult, required: frozenset[int]
+    ) -> dict[str, float]:
+        ran = {c.index for c in result.cases}
+        return self.fitness.score(result, candidate.proposal.code,
+                                  llm_cost_usd=proposal_cost(candidate.proposal),
+                                  baseline_passed=required & ran, size=candidate.size)
+
+    async def _accept(self, candidate: SearchCandidate, record: CandidateRecord) -> None:
         stats = self._operator_stats[record.operator]
         stats.evaluated += 1
         if self.hooks.on_evaluated is not None:
             storage_id = await self.hooks.on_evaluated(record)
             if storage_id:
                 record = dataclasses.replace(record, id=str(storage_id))
+        candidate.record = record
         self._count(record)
         if record.status is CandidateStatus.IMPROVED:
             stats.improved += 1
         if record.status is CandidateStatus.PASSED:
             stats.passed += 1
+        for fix in candidate.parents:  # a merge: its two parents join the lineage
+            self._parents.setdefault(fix.program.id or "", fix.parent_id)
+        program = self._program(record)
         if record.stepping_stone:
-            stone = Program(code=record.proposal.code, entrypoint=self.seed.entrypoint,
-                            id=record.id, scores=record.objectives,
-                            passed_cases=record.passed_cases, generation=record.generation,
-                            island=record.island)
-            if self.population.add_stone(stone) and record.result is not None:
+            if self.population.add_stone(program) and record.result is not None:
                 self._parents[record.id] = record.parent_ids[0] if record.parent_ids else ""
-                self._remember_feedback(stone, record.result)
+                self._remember_feedback(program, record.result)
+                if self._composer is not None and program.passed_cases - (
+                        self.population.best().passed_cases):
+                    # It passes cases no feasible program does: explore it next.
+                    self._focus.extend([program] * 2)
+            self._compose(candidate, record, program)
             return
         keep = record.status.accepted or (
             self.config.continue_after_solved and record.status is CandidateStatus.NO_GAIN
             and record.stage == "full"
         )
         if not keep:
+            self._neutral(candidate, record, program)
+            self._compose(candidate, record, program)
             return
-        program = Program(
-            code=record.proposal.code, entrypoint=self.seed.entrypoint, id=record.id,
-            scores=record.objectives, passed_cases=record.passed_cases,
-            generation=record.generation, island=record.island,
-        )
         previous = self.population.best()
         self.population.add(program)
+        candidate.program = program
         self._parents[record.id] = record.parent_ids[0] if record.parent_ids else ""
         if record.result is not None:
             self._remember_feedback(program, record.result)
@@ -439,20 +467,29 @@ class EvolutionSearch:
             # Secondary objectives: a faster or smaller full solution replaces the best.
             self.population.set_best(program)
             new_best = program
+        self._compose(candidate, record, program)
         if new_best is not previous and new_best is program:
             self._best_record = record
+            self._since_best = 0
+            if self._deadlines is not None and record.result is not None:
+                self._deadlines.observe(record.result, passed_only=True)
             log.info("search.new_best", id=record.id, operator=record.operator,
                      passed=len(program.passed_cases), total=len(self.cases))
             if self.hooks.on_new_best is not None:
                 await self.hooks.on_new_best(record)
 
+    def _program(self, record: CandidateRecord) -> Program:
+        return Program(code=record.proposal.code, entrypoint=self.seed.entrypoint, id=record.id,
+                       scores=record.objectives, passed_cases=record.passed_cases,
+                       generation=record.generation, island=record.island)
+
     # --- bookkeeping ----------------------------------------------------------------------------
 
     def _record(
-        self, candidate: _Candidate, status: CandidateStatus, stage: str, reason: str, *,
+        self, candidate: SearchCandidate, status: CandidateStatus, stage: str, reason: str, *,
         result: SandboxResult | None = None, scores: dict[str, float] | None = None,
         passed: frozenset[int] = frozenset(), evaluation: int = 0, seconds: float = 0.0,
-        stone: bool = False,
+        stone: bool = False, cut: frozenset[int] = frozenset(),
     ) -> CandidateRecord:
         parent = candidate.parent
         parent_ids = candidate.proposal.parent_ids or ((parent.id,) if parent.id else ())
@@ -462,6 +499,7 @@ class EvolutionSearch:
             generation=parent.generation + 1,
             status=status, stage=stage, reason=reason, result=result, objectives=scores or {},
             passed_cases=passed, evaluation=evaluation, seconds=seconds, stepping_stone=stone,
+            cut_cases=cut,
         )
 
     def _count(self, record: CandidateRecord) -> None:
@@ -474,8 +512,9 @@ class EvolutionSearch:
             ))
 
     def _remember_feedback(self, program: Program, result: SandboxResult) -> None:
+        # Three times the cases a mutator normally sees: more are shown when it keeps wasting.
         self._feedback[program.code] = case_feedback(
-            self.cases, result, program.passed_cases, self.config.feedback_cases)
+            self.cases, result, program.passed_cases, 3 * self.config.feedback_cases)
         while len(self._feedback) > 4 * self.config.n_islands * self.config.island_capacity:
             self._feedback.popitem(last=False)
 
@@ -498,20 +537,19 @@ class EvolutionSearch:
             best=best, seed=seed, total=len(self.cases), evaluations=self._evaluations,
             seconds=time.perf_counter() - self._started, stop_reason=stop,
             sandbox_seconds=self._cascade.sandbox_seconds,
-            candidate_timeout_s=self._cascade.limits.timeout_s,
+            candidate_timeout_s=self._timeout_s(),
             best_record=self._best_record if best.id != seed.id else None,
             lineage=lineage(self._parents, best.id), status_counts=dict(self._status_counts),
             operator_stats=dict(self._operator_stats), candidates=self._stats,
             llm=self._llm_watch.report(),
+            llm_calls=self._waste.calls, llm_calls_wasted=self._waste.wasted,
+            composed=self._composed_count,
         )
+        deadlines = self._deadlines
+        if deadlines is not None:
+            result.deadline_cuts, result.deadline_saved_s = deadlines.cuts, deadlines.saved_s
+            result.deadline_rechecks = deadlines.rechecks
+            result.deadline_recheck_s = deadlines.recheck_s
         log.info("search.done", stop=stop, evaluations=result.evaluations,
                  passed=result.passed, total=result.total, seconds=round(result.seconds, 3))
         return result
-
-
-def _cost(proposal: Proposal) -> float:
-    value = proposal.meta.get("llm_cost_usd", 0.0) if proposal.meta else 0.0
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        return 0.0

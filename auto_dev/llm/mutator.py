@@ -1,7 +1,10 @@
 """``LLMMutator``: AlphaEvolver's model-driven mutation operator.
 
 One model call per proposal: the prompt shows the parent, its failing cases (inputs, expected,
-actual, traceback) and inspirations from the population (:mod:`auto_dev.llm.prompts`). The answer
+actual, traceback), inspirations from the population and the edits that fixed cases elsewhere in
+the search (:mod:`auto_dev.llm.prompts`). When the search reports that recent answers for this
+parent were wasted (``context.exploration``), the call samples hotter and shows more failing
+cases. The answer
 is SEARCH/REPLACE blocks (applied whitespace-tolerantly by :mod:`auto_dev.evolution.diff`) or a
 full program in a fenced block. An answer that does not parse, does not apply, changes nothing,
 is comment-only or hollows out the entry point is rejected here, before any sandbox run, and
@@ -109,6 +112,13 @@ class LLMMutator(Mutator):
     """
 
     name: ClassVar[str] = "llm"
+    #: Every proposal costs a model call: the search tracks their waste per parent.
+    calls_model: ClassVar[bool] = True
+    #: Temperature assumed when none is configured, raised by ``EXPLORE_STEP`` per
+    #: exploration level up to ``MAX_TEMPERATURE``.
+    BASE_TEMPERATURE: ClassVar[float] = 0.7
+    EXPLORE_STEP: ClassVar[float] = 0.3
+    MAX_TEMPERATURE: ClassVar[float] = 1.3
 
     def __init__(
         self,
@@ -155,11 +165,17 @@ class LLMMutator(Mutator):
         calls = min(self.calls_per_mutate, max(0, context.max_proposals))
         if calls == 0:
             return report
+        level = max(0, context.exploration)
         messages = prompts.mutation_messages(
-            parent, context.failing_cases, context.inspirations, context.description
+            parent, context.failing_cases, context.inspirations, context.description,
+            helpful_edits=context.helpful_edits, max_cases=prompts.MAX_CASES * (1 + level),
         )
+        temperature = self.temperature
+        if level:
+            base = self.BASE_TEMPERATURE if temperature is None else temperature
+            temperature = max(base, min(self.MAX_TEMPERATURE, base + self.EXPLORE_STEP * level))
         outcomes = await asyncio.gather(
-            *(self._one(parent, context, messages) for _ in range(calls))
+            *(self._one(parent, context, messages, temperature) for _ in range(calls))
         )
         seen: set[str] = set()
         for outcome in outcomes:
@@ -190,7 +206,8 @@ class LLMMutator(Mutator):
         return report
 
     async def _one(
-        self, parent: Program, context: MutationContext, messages: list[dict[str, Any]]
+        self, parent: Program, context: MutationContext, messages: list[dict[str, Any]],
+        temperature: float | None,
     ) -> Proposal | Rejection:
         try:
             response = await self.llm.complete(
@@ -200,7 +217,7 @@ class LLMMutator(Mutator):
                 engine=self.engine,
                 purpose="mutation",
                 model=self.model,
-                temperature=self.temperature,
+                temperature=temperature,
                 max_tokens=self.max_tokens,
             )
         except (LLMError, ConfigurationError) as exc:

@@ -24,6 +24,8 @@ MAX_TRACE_CHARS = 1500
 MAX_CASES = 6
 MAX_INSPIRATIONS = 3
 MAX_CODE_CHARS = 12_000
+MAX_HELPFUL_EDITS = 3
+MAX_DIFF_CHARS = 2_000
 
 MUTATOR_SYSTEM = """\
 You are an expert Python engineer who repairs and improves functions.
@@ -106,8 +108,15 @@ def mutation_messages(
     failing_cases: Sequence[CaseFeedback],
     inspirations: Sequence[Program],
     description: str = "",
+    *,
+    helpful_edits: Sequence[str] = (),
+    max_cases: int = MAX_CASES,
 ) -> list[ChatMessage]:
-    """The chat for one LLM mutation of ``parent``."""
+    """The chat for one LLM mutation of ``parent``.
+
+    ``helpful_edits`` are diffs that fixed some of these failing cases in other versions of the
+    program; ``max_cases`` caps the failing cases shown (more when earlier answers were wasted).
+    """
     parts = []
     if description.strip():
         parts.append(f"What `{parent.entrypoint}` should do: {description.strip()}")
@@ -116,7 +125,7 @@ def mutation_messages(
         f"{clip(parent.code.rstrip(), MAX_CODE_CHARS)}\n```"
     )
     if failing_cases:
-        shown = list(failing_cases)[:MAX_CASES]
+        shown = list(failing_cases)[:max(1, max_cases)]
         more = len(failing_cases) - len(shown)
         text = "\n".join(format_failing_case(parent.entrypoint, c) for c in shown)
         if more > 0:
@@ -127,6 +136,14 @@ def mutation_messages(
             "Every known test case passes. Make the program faster, smaller or more robust "
             "without changing its results."
         )
+    edits = list(helpful_edits)[:MAX_HELPFUL_EDITS]
+    if edits:
+        shown_edits = "\n\n".join(
+            f"```diff\n{clip(diff.rstrip(), MAX_DIFF_CHARS)}\n```" for diff in edits)
+        parts.append(
+            "Edits that fixed some of these failing cases in other versions of this program "
+            "(each alone was not enough; combining one with your own fix may be):\n"
+            + shown_edits)
     for number, other in enumerate(list(inspirations)[:MAX_INSPIRATIONS], start=1):
         scores = ", ".join(f"{k}={v:.3g}" for k, v in sorted(other.scores.items()))
         parts.append(

@@ -53,6 +53,10 @@ class TestEvolveRuns:
         assert "a + b" in data["best_code"] and 0 < data["evaluations"] <= 50
         assert data["sandbox"] == "process" and "offline" in data["strategy"]
         assert out_file.read_text() == data["best_code"]
+        # Offline: no model calls; the deadlines' accounting is reported either way.
+        assert data["llm_calls"] == data["llm_calls_wasted"] == 0
+        for key in ("deadline_cuts", "deadline_saved_s", "deadline_rechecks", "composed"):
+            assert data[key] >= 0
 
     def test_human_output(self, files: tuple[Path, Path]) -> None:
         """Without --json a table with the verdict and the diff is printed."""

@@ -94,3 +94,39 @@ class CountingMutator(Mutator):
             out.append(Proposal(code=code, entrypoint=parent.entrypoint, operator="count",
                                 parent_ids=(parent.id,) if parent.id else ()))
         return out
+
+
+class TimedSandbox(Sandbox):
+    """Like :class:`ScriptedSandbox`, with time: ``seconds(code, case)`` is how long the case
+    "runs" (nothing sleeps). A case longer than the job's timeout is a ``timeout`` after
+    exactly the timeout; ``stop_on_first_failure`` is honoured. ``spent`` adds up the seconds
+    the jobs would have taken."""
+
+    name: ClassVar[str] = "timed"
+
+    def __init__(self, judge: Judge, seconds: Callable[[str, Case], float]) -> None:
+        self.judge = judge
+        self.seconds = seconds
+        self.jobs: list[SandboxJob] = []
+        self.spent = 0.0
+
+    async def run(self, job: SandboxJob) -> SandboxResult:
+        self.jobs.append(job)
+        code = normalised(job.code)
+        cases = []
+        for index, case in enumerate(job.cases):
+            took = self.seconds(code, case)
+            if took > job.limits.timeout_s:
+                self.spent += job.limits.timeout_s
+                result = CaseResult(index=index, status=CaseStatus.TIMEOUT,
+                                    duration_s=job.limits.timeout_s, error="timeout")
+            else:
+                self.spent += took
+                ok = self.judge(code, case)
+                result = CaseResult(index=index,
+                                    status=CaseStatus.OK if ok else CaseStatus.WRONG_ANSWER,
+                                    output=case.expected if ok else None, duration_s=took)
+            cases.append(result)
+            if job.stop_on_first_failure and not result.passed:
+                break
+        return SandboxResult(backend=self.name, cases=tuple(cases), total=len(job.cases))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 
 from auto_dev.evolution.cascade import CascadeEvaluator
+from auto_dev.evolution.deadlines import CaseDeadlines
 from auto_dev.evolution.records import CandidateStatus
 from auto_dev.sandbox.base import Case, Limits
-from tests.evolution._fakes import ScriptedSandbox
+from tests.evolution._fakes import ScriptedSandbox, TimedSandbox
 
 CASES = [Case(args=(i,), expected=i, name=f"c{i}") for i in range(8)]
 
@@ -91,3 +92,44 @@ class TestVerdicts:
         outcome = await evaluator.evaluate("x\n", parent, parent, (0, 6, 7))
         assert outcome.status is CandidateStatus.REGRESSED and outcome.stage == "quick"
         assert not outcome.stepping_stone and len(sandbox.jobs) == 1
+
+
+class TestDeadlines:
+    """With per-case deadlines, cut cases are timeouts the outcome names, with what might be."""
+
+    @staticmethod
+    def _evaluator(seconds: object) -> tuple[CascadeEvaluator, TimedSandbox]:
+        sandbox = TimedSandbox(lambda code, case: True, seconds)  # type: ignore[arg-type]
+        deadlines = CaseDeadlines(2.0, multiplier=10, floor_s=0.1)
+        deadlines.references.update({i: 0.001 for i in range(8)})
+        deadlines.references[7] = 0.05  # a slower case: a longer deadline, its own job
+        evaluator = CascadeEvaluator(sandbox, CASES, "f", rng=random.Random(0),
+                                     limits=Limits(timeout_s=2.0), deadlines=deadlines)
+        return evaluator, sandbox
+
+    async def test_cut_cases_and_their_deadlines(self) -> None:
+        """Cases over their deadline are cut, one job per deadline; the error says so."""
+        evaluator, sandbox = self._evaluator(lambda code, case: 0.3)
+        result, cut = await evaluator.run_with_deadlines("x = 1\n", range(8))
+        assert sorted(job.limits.timeout_s for job in sandbox.jobs) == [0.1, 0.8]
+        assert cut == frozenset(range(7))  # case 7 has 0.8 s: 0.3 s is fine there
+        assert [c.status.value for c in result.cases] == ["timeout"] * 7 + ["ok"]
+        assert "adaptive deadline of 0.1 s (the limit is 2 s)" in (result.cases[0].error or "")
+        assert evaluator.deadlines is not None and evaluator.deadlines.cuts == 7
+
+    async def test_a_cut_that_hides_a_pass_goes_to_the_full_stage(self) -> None:
+        """A candidate the quick stage would stop only because of cuts runs every case; the
+        outcome says it would pass them all but for the cuts."""
+        evaluator, _ = self._evaluator(lambda code, case: 0.5)
+        parent = frozenset({0, 1, 2, 3, 4, 5})
+        outcome = await evaluator.evaluate("x = 1\n", parent, parent, (0, 6, 7))
+        assert outcome.stage == "full" and outcome.status is CandidateStatus.REGRESSED
+        assert outcome.cut == frozenset(range(7))
+        assert outcome.optimistic is CandidateStatus.PASSED
+
+    async def test_fast_programs_are_never_cut(self) -> None:
+        """Within the deadline nothing is cut and there is no optimistic status."""
+        evaluator, _ = self._evaluator(lambda code, case: 0.01)
+        outcome = await evaluator.evaluate("x = 1\n", frozenset(), frozenset(), ())
+        assert outcome.status is CandidateStatus.PASSED
+        assert outcome.cut == frozenset() and outcome.optimistic is None

@@ -139,3 +139,30 @@ class TestSurvival:
         for k in range(6):
             pop.add(_full(f"p{k}", 0.25, 0.001 * (k + 1), 10 + k))
         assert "top" in {p.id for p in pop.islands[0]}
+
+
+class TestNeutralsAndReplace:
+    """Neutral children wait as parents to move on to; a re-checked member replaces itself."""
+
+    def test_neutral_children_are_bounded_and_sampled(self) -> None:
+        """Per parent at most 8, no repeats; sampling falls back to any parent's children."""
+        population = Population(random.Random(0))
+        for k in range(12):
+            population.add_neutral("parent", _p(f"n{k}", 0.2))
+        population.add_neutral("parent", _p("n11", 0.2))
+        assert [p.id for p in population.neutrals["parent"]] == [f"n{k}" for k in range(4, 12)]
+        assert population.sample_neutral("other", lambda p: p.id == "n7") is not None
+        assert population.sample_neutral("parent", lambda p: False) is None
+
+    def test_replace_updates_islands_archive_and_best(self) -> None:
+        """The upgraded program stands wherever the old one stood, and may become the best."""
+        population = Population(random.Random(0), n_islands=1)
+        seed, partial = _p("seed", 0.2), _p("partial", 0.6)
+        population.seed(seed)
+        population.add(partial)
+        full = Program(code=partial.code, entrypoint="f", id="partial", scores={
+            **partial.scores, "pass_rate": 1.0})
+        population.replace(partial, full)
+        assert full in population.islands[0] and partial not in population.islands[0]
+        assert population.best() is full
+        assert partial not in population.archive.values()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -119,6 +120,43 @@ REJECTED = [
     ("<<<<<<< SEARCH\ndef add_one(x):\n=======\ndef plus_one(x):\n>>>>>>> REPLACE\n",
      "missing_entrypoint"),
 ]
+
+
+class TestExploration:
+    """Told that its answers for a parent were wasted, the mutator samples hotter and shows
+    more; the edits that helped elsewhere are shown."""
+
+    class _Recording(FakeLLM):
+        def __init__(self) -> None:
+            super().__init__(default=DIFF)
+            self.temperatures: list[float | None] = []
+
+        async def complete(self, messages: Any, **kwargs: Any) -> Any:
+            self.temperatures.append(kwargs.get("temperature"))
+            return await super().complete(messages, **kwargs)
+
+    async def test_levels_raise_temperature_and_cases(self) -> None:
+        """Level 0 keeps the configured temperature; 1 and 2 raise it, capped; more cases."""
+        many = [CaseFeedback(index=i, args=(i,), kwargs={}, expected=i + 1, actual=i,
+                             status="wrong_answer") for i in range(20)]
+        for configured, expected in ((None, [None, 1.0, 1.3]), (0.2, [0.2, 0.5, 0.8]),
+                                     (1.6, [1.6, 1.6, 1.6])):
+            llm = self._Recording()
+            mutator = LLMMutator(llm, temperature=configured)
+            for level in (0, 1, 2):
+                await mutator.mutate(PARENT, context(failing_cases=many, exploration=level))
+            rounded = [None if t is None else round(t, 6) for t in llm.temperatures]
+            assert rounded == expected
+            shown = [prompt.count("- case #") for prompt in llm.prompts]
+            assert shown == [6, 12, 18]
+
+    async def test_helpful_edits_are_shown(self) -> None:
+        """Diffs that fixed cases elsewhere appear in the prompt as diff blocks."""
+        llm = FakeLLM([DIFF])
+        diff = "--- a\n+++ b\n@@ -1 +1 @@\n-    return x\n+    return x or 0\n"
+        await LLMMutator(llm).mutate(PARENT, context(helpful_edits=[diff]))
+        assert "Edits that fixed some of these failing cases" in llm.prompts[0]
+        assert "```diff\n--- a" in llm.prompts[0]
 
 
 class TestRejected:

@@ -44,6 +44,19 @@ class TestMutationPrompt:
         assert "f(5)" in user["content"] and "f(6)" not in user["content"]
         assert "and 14 more failing cases" in user["content"]
 
+    def test_more_cases_and_helpful_edits(self) -> None:
+        """``max_cases`` widens the cap; helpful edits are shown as bounded diff blocks."""
+        cases = [CaseFeedback(i, (i,), {}, i, i + 1, "wrong_answer") for i in range(20)]
+        parent = Program(code="def f(x):\n    return x + 1\n", entrypoint="f")
+        edits = [f"-    return x + 1\n+    return x + {k}\n" + "#" * 5000 for k in range(5)]
+        [_, user] = prompts.mutation_messages(parent, cases, [], helpful_edits=edits,
+                                              max_cases=12)
+        assert "f(11)" in user["content"] and "f(12)" not in user["content"]
+        assert user["content"].count("```diff") == prompts.MAX_HELPFUL_EDITS
+        assert "more characters]" in user["content"]
+        [_, plain] = prompts.mutation_messages(parent, cases, [])
+        assert "Edits that fixed" not in plain["content"]
+
     def test_no_failures_asks_for_improvement(self) -> None:
         """With every case passing the model is asked to improve without changing results."""
         parent = Program(code="def f(x):\n    return x\n", entrypoint="f")

@@ -1,0 +1,8 @@
+def average_length(words):
+    """Mean length of the words (0 when there are none)."""
+    if not words:
+        return 0
+    total = 0
+    for word in words:
+        total += len(word)
+    return total / len(words)

@@ -1,0 +1,3 @@
+def power(base, exponent):
+    """base raised to exponent."""
+    return base ** exponent

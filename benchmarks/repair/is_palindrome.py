@@ -1,0 +1,7 @@
+def is_palindrome(text):
+    """True when text reads the same backwards, ignoring case."""
+    text = text.lower()
+    for i in range(len(text) // 2):
+        if text[i] == text[len(text) - i]:
+            return False
+    return True

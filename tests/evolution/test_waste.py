@@ -1,0 +1,161 @@
+"""Model-call waste: the ledger, and the search counting, escalating and moving on."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auto_dev._exceptions import ValidationError
+from auto_dev.abc import Mutator
+from auto_dev.evolution.program import MutationContext, Program, Proposal
+from auto_dev.evolution.search import EvolutionSearch, SearchConfig
+from auto_dev.evolution.waste import WasteLedger
+from auto_dev.llm.mutator import LLMMutator
+from auto_dev.llm.types import ChatMessage
+from auto_dev.sandbox.base import Case
+from auto_dev.testing import FakeLLM
+from tests.evolution._fakes import ScriptedSandbox
+
+SEED = "def f(x):\n    return 0\n"
+CASES = [Case(args=(i,), expected=i) for i in range(16)]
+
+
+def _never(code: str, case: Case) -> bool:
+    return case.args[0] == 0
+
+
+class TestWasteLedger:
+    """Streaks of wasted answers raise exploration, then saturate the parent."""
+
+    def test_levels_and_saturation(self) -> None:
+        """Two wasted in a row: explore; four: explore more; patience: saturated."""
+        ledger = WasteLedger(patience=6)
+        levels = []
+        for _ in range(6):
+            levels.append(ledger.exploration("llm", "p"))
+            ledger.record("llm", "p", wasted=True)
+        assert levels == [0, 0, 1, 1, 2, 2]
+        assert ledger.saturated("llm", "p") and not ledger.saturated("ast", "p")
+        ledger.record("llm", "p", wasted=False)
+        assert ledger.exploration("llm", "p") == 0 and not ledger.saturated("llm", "p")
+
+    @given(st.lists(st.booleans(), max_size=40), st.integers(1, 8),
+           st.floats(0.05, 1.0), st.integers(1, 10))
+    def test_counts_follow_the_answers(
+        self, wasted: list[bool], patience: int, rate: float, min_calls: int
+    ) -> None:
+        """Totals, streak and saturation are exactly what the answers say."""
+        ledger = WasteLedger(patience=patience, max_rate=rate, min_calls=min_calls)
+        for flag in wasted:
+            ledger.record("llm", "p", wasted=flag)
+        entry = ledger.get("llm", "p")
+        streak = len(wasted) - (max((i for i, f in enumerate(wasted) if not f), default=-1) + 1)
+        assert (ledger.calls, ledger.wasted) == (len(wasted), sum(wasted))
+        assert (entry.calls, entry.wasted, entry.streak) == (len(wasted), sum(wasted), streak)
+        expected = streak >= patience or (len(wasted) >= min_calls
+                                          and sum(wasted) >= rate * len(wasted))
+        assert ledger.saturated("llm", "p") == expected
+
+    def test_bad_settings_name_the_field(self) -> None:
+        """Nonsense settings are refused with the field named."""
+        with pytest.raises(ValidationError) as info:
+            WasteLedger(patience=0)
+        assert info.value.field == "waste_patience"
+        with pytest.raises(ValidationError) as info:
+            WasteLedger(max_rate=0)
+        assert info.value.field == "waste_max_rate"
+
+
+def _shown_program(messages: list[ChatMessage]) -> str:
+    prompt = str(messages[-1]["content"])
+    found = re.search(r"```python\n(.*?)\n```", prompt, re.DOTALL)
+    assert found is not None
+    return found.group(1) + "\n"
+
+
+class TestSearchCountsModelCalls:
+    """``llm_calls`` and ``llm_calls_wasted`` say what the model was asked and what was lost."""
+
+    @given(st.lists(st.sampled_from(["new", "repeat", "same", "junk"]), min_size=1,
+                    max_size=25),
+           st.booleans())
+    @settings(max_examples=30, deadline=None)
+    async def test_every_answer_is_counted_once(self, kinds: list[str], legacy: bool) -> None:
+        """Calls are the model's answers; wasted ones are those that never reached the
+        sandbox (a program seen before, the parent unchanged, or no program at all)."""
+        script = iter(kinds)
+        counter = iter(range(1, 1000))
+        previous: list[str] = []
+
+        def answer(messages: list[ChatMessage]) -> str:
+            kind = next(script, "junk")
+            if kind == "new" or (kind == "repeat" and not previous):
+                previous.append(f"def f(x):\n    return {next(counter)}\n")
+                return f"```python\n{previous[-1]}```"
+            if kind == "repeat":
+                return f"```python\n{previous[0]}```"
+            if kind == "same":
+                return f"```python\n{_shown_program(messages)}```"
+            return "I would rather not."
+
+        llm = FakeLLM(default=answer)
+        config = (SearchConfig.legacy if legacy else SearchConfig)(max_idle_steps=3)
+        search = EvolutionSearch(Program(code=SEED, entrypoint="f"), CASES,
+                                 ScriptedSandbox(_never), [LLMMutator(llm)], budget=100,
+                                 config=config)
+        result = await search.run()
+        evaluated = sum(s.evaluated for name, s in result.operator_stats.items()
+                        if name.startswith("llm."))
+        assert result.llm_calls == len(llm.calls)
+        assert result.llm_calls_wasted == result.llm_calls - evaluated
+        assert evaluated == result.evaluations == len(previous)
+        data = result.to_dict()
+        assert (data["llm_calls"], data["llm_calls_wasted"]) == (result.llm_calls,
+                                                                  result.llm_calls_wasted)
+
+    async def test_a_wasted_parent_is_left_before_more_calls(self) -> None:
+        """A model that only ever answers with the program it was shown is asked
+        ``waste_patience`` times, not once per idle step as before."""
+        calls = []
+        for config in (SearchConfig(max_idle_steps=20), SearchConfig.legacy(max_idle_steps=20)):
+            llm = FakeLLM(default=lambda m: f"```python\n{_shown_program(m)}```")
+            search = EvolutionSearch(Program(code=SEED, entrypoint="f"), CASES,
+                                     ScriptedSandbox(_never), [LLMMutator(llm)], budget=50,
+                                     config=config)
+            result = await search.run()
+            assert result.llm_calls == result.llm_calls_wasted == len(llm.calls)
+            calls.append(len(llm.calls))
+        assert calls == [SearchConfig().waste_patience, 20]
+
+
+class _WastefulModel(Mutator):
+    """Records what it was given; answers with the parent itself (always wasted)."""
+
+    name: ClassVar[str] = "wasteful"
+    calls_model: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, list[str]]] = []
+
+    async def mutate(self, parent: Program, context: MutationContext) -> list[Proposal]:
+        self.seen.append((context.exploration, len(context.failing_cases),
+                          list(context.helpful_edits)))
+        return [Proposal(code=parent.code, entrypoint="f", operator="wasteful")]
+
+
+class TestExploration:
+    """Before moving on, a wasted parent is asked about hotter and with more failing cases."""
+
+    async def test_levels_reach_the_mutator(self) -> None:
+        """Exploration 0, 0, 1, 1, 2, 2 with 4, 4, 8, 8, 12, 12 failing cases shown."""
+        model = _WastefulModel()
+        search = EvolutionSearch(Program(code=SEED, entrypoint="f"), CASES,
+                                 ScriptedSandbox(_never), [model], budget=10,
+                                 config=SearchConfig(max_idle_steps=8))
+        await search.run()
+        assert [(level, shown) for level, shown, _ in model.seen] == [
+            (0, 4), (0, 4), (1, 8), (1, 8), (2, 12), (2, 12)]
