@@ -34,4 +34,5 @@ class AuditLog:
             rows = list(session.scalars(query.order_by(AuditEntry.created_at.desc(),
                                                        AuditEntry.id.desc())
                                         .limit(limit).offset(offset)))
+            session.expunge_all()  # usable after the read-only session rolls back
         return Page(rows, total, limit, offset)

@@ -174,4 +174,5 @@ class RunHistory:
             rows = list(session.scalars(query.order_by(EvolutionRun.started_at.desc(),
                                                        EvolutionRun.id.desc())
                                         .limit(limit).offset(offset)))
+            session.expunge_all()  # usable after the read-only session rolls back
         return Page(rows, total, limit, offset)
