@@ -156,3 +156,82 @@ def seed_review_world(autodev: AutoDev, tenant: str) -> dict[str, str]:
                 verdict=verdict)
     autodev.review.approve(tenant, ids["approved"], "setup", "looks right")
     return ids
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route of the API: the least role it needs and a request that passes its checks."""
+
+    method: str
+    path: str  # may hold {candidate}, {tool}, {episode}, {agent}, {token}
+    role: Role
+    body: Any = None
+
+    def url(self, **names: str) -> str:
+        return self.path.format(**names)
+
+
+ENDPOINTS = (
+    Endpoint("POST", "/v1/episodes", Role.INGEST,
+             {"agent": "agent-1", "task": "t", "success": True}),
+    Endpoint("POST", "/v1/skill-executions", Role.INGEST,
+             {"agent": "agent-1", "skill_name": "inc", "success": True,
+              "execution_seconds": 0.1}),
+    Endpoint("GET", "/v1/candidates", Role.REVIEWER),
+    Endpoint("GET", "/v1/candidates/{candidate}", Role.REVIEWER),
+    Endpoint("POST", "/v1/candidates/{candidate}/approve", Role.REVIEWER, {"reason": "ok"}),
+    Endpoint("POST", "/v1/candidates/{candidate}/reject", Role.REVIEWER, {"reason": "no"}),
+    Endpoint("POST", "/v1/candidates/{candidate}/promote", Role.REVIEWER, {"reason": "go"}),
+    Endpoint("GET", "/v1/tools", Role.REVIEWER),
+    Endpoint("GET", "/v1/tools/{tool}", Role.REVIEWER),
+    Endpoint("GET", "/v1/tools/{tool}/versions", Role.REVIEWER),
+    Endpoint("POST", "/v1/tools/{tool}/rollback", Role.REVIEWER, {"reason": "back"}),
+    Endpoint("GET", "/v1/episodes", Role.REVIEWER),
+    Endpoint("GET", "/v1/episodes/{episode}", Role.REVIEWER),
+    Endpoint("GET", "/v1/agents", Role.REVIEWER),
+    Endpoint("GET", "/v1/agents/{agent}", Role.REVIEWER),
+    Endpoint("PUT", "/v1/agents/{agent}/maturity", Role.ADMIN,
+             {"capability": "alpha_evolver", "maturity": "autonomous", "reason": "r"}),
+    Endpoint("GET", "/v1/runs", Role.REVIEWER),
+    Endpoint("GET", "/v1/schedules", Role.REVIEWER),
+    Endpoint("GET", "/v1/audit", Role.REVIEWER),
+    Endpoint("GET", "/v1/tokens", Role.ADMIN),
+    Endpoint("POST", "/v1/tokens", Role.ADMIN, {"role": "ingest"}),
+    Endpoint("DELETE", "/v1/tokens/{token}", Role.ADMIN),
+)
+
+
+def send(client: httpx.Client, endpoint: Endpoint, **names: str) -> httpx.Response:
+    kwargs: dict[str, Any] = {} if endpoint.body is None else {"json": endpoint.body}
+    return client.request(endpoint.method, endpoint.url(**names), **kwargs)
+
+
+def snapshot(autodev: AutoDev, tenant: str) -> dict[str, Any]:
+    """Everything of ``tenant`` an API call could change."""
+    from auto_dev.models import (
+        ApiToken,
+        AuditEntry,
+        CapabilityState,
+        EventRecord,
+        ReviewDecision,
+        ToolMutation,
+        ToolVersion,
+    )
+
+    with autodev.database.session(readonly=True) as session:
+        def rows(*columns: Any) -> list[tuple[Any, ...]]:
+            model = columns[0].class_
+            return sorted(tuple(r) for r in session.execute(
+                select(*columns).where(model.tenant_id == tenant)).all())
+
+        return {
+            "candidates": rows(ToolMutation.id, ToolMutation.status),
+            "versions": rows(ToolVersion.id, ToolVersion.is_active),
+            "maturity": rows(CapabilityState.agent_id, CapabilityState.capability,
+                             CapabilityState.maturity),
+            "tokens": rows(ApiToken.id, ApiToken.revoked_at),
+            "episodes": rows(Episode.id),
+            "events": rows(EventRecord.id),
+            "decisions": rows(ReviewDecision.id),
+            "audit": rows(AuditEntry.id),
+        }
