@@ -30,6 +30,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auto_dev.queries.metrics import CYCLE_BUCKETS, read_figures
@@ -110,7 +111,7 @@ class DatabaseCollector(Collector):
         durations = HistogramMetricFamily("autodev_cycle_duration_seconds",
                                           "Durations of finished evolution runs",
                                           labels=["engine"])
-        bounds = [*(f"{b:g}" for b in CYCLE_BUCKETS), "+Inf"]
+        bounds = [*(floatToGoString(b) for b in CYCLE_BUCKETS), "+Inf"]
         for engine, hist in sorted(figures.cycle_durations.items()):
             durations.add_metric([engine], list(zip(bounds, hist.buckets, strict=True)),
                                  sum_value=hist.total_s)

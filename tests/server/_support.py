@@ -137,8 +137,7 @@ def seed_review_world(autodev: AutoDev, tenant: str) -> dict[str, str]:
     ids: dict[str, str] = {}
     with autodev.database.session() as session:
         tool_id = autodev.review.show_tool(tenant, "inc").tool.id
-        for label, verdict in (("passed", "passed"), ("approved", "passed"),
-                               ("failed", "failed")):
+        for label in ("passed", "approved", "failed"):
             code = FIXED_CODE + f"# {label}\n"
             row = store.create_tool_mutation(session, tenant_id=tenant, tool_id=tool_id,
                                              code=code, operator="ast.const",
