@@ -15,6 +15,7 @@ outside that loop, so the events they emitted are dispatched by the service's lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Coroutine
@@ -42,6 +43,9 @@ router = APIRouter(prefix="/v1", tags=["ingest"])
 
 _REPLAYED = "Idempotent-Replayed"
 _thread_loops = threading.local()
+#: SQLite has one writer at a time: requests queue here rather than in SQLite's busy handler,
+#: whose sleeps (up to 100 ms each) make the tail latency of concurrent writers seconds long.
+_sqlite_writer = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,8 @@ def _write(autodev: AutoDev, tenant_id: str, key: str | None, digest: str, ttl: 
     """In a worker thread: look the key up, do every call, keep the response; one
     transaction."""
     loop = _thread_loop()
-    with autodev.database.transaction() as session:
+    serial = _sqlite_writer if autodev.database.is_sqlite else contextlib.nullcontext()
+    with serial, autodev.database.transaction() as session:
         if key is not None:
             stored = IdempotencyRecords.find(session, tenant_id, key, ttl=ttl)
             if stored is not None:
