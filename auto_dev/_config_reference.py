@@ -62,6 +62,19 @@ SETTINGS_MEANINGS: dict[str, str] = {
     "candidate_retention_days": "Age after which `auto-dev candidates prune` deletes closed "
                                 "(failed, rejected) candidates; 0: every closed one, whatever "
                                 "its age.",
+    "server_host": "Address `auto-dev serve` listens on (`--host`); `0.0.0.0` for every "
+                   "interface.",
+    "server_port": "Port `auto-dev serve` listens on (`--port`).",
+    "server_max_body_bytes": "Largest request body the service accepts, in bytes (larger: "
+                             "413).",
+    "server_max_json_depth": "Deepest nesting of arrays and objects accepted in a JSON body "
+                             "(deeper: 400).",
+    "server_max_batch": "Most episodes or skill executions in one batch request.",
+    "server_idempotency_ttl_s": "Seconds a response is kept for retries with the same "
+                                "`Idempotency-Key`; an older key records again.",
+    "server_shutdown_timeout_s": "On SIGTERM, seconds the service waits for in-flight requests "
+                                 "before closing their connections (cycles then get the "
+                                 "cycle worker's own drain time).",
     "llm_model": "A litellm model string (`openai/gpt-4o-mini`, `ollama/qwen2.5-coder`); the "
                  "short form of `[llm] model`. Unset (and no `[llm]` model): offline mode.",
     "llm_api_base": "Base URL of the model's API; the short form of `[llm] api_base`.",

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     cycle_poll_s: float = Field(1.0, gt=0, le=60)
     # Retention: `auto-dev candidates prune` deletes closed candidates older than this.
     candidate_retention_days: int = Field(30, ge=0, le=36_500)
+    # The HTTP service (`auto-dev serve`).
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(8080, ge=0, le=65_535)
+    server_max_body_bytes: int = Field(1_048_576, ge=1024, le=1_073_741_824)
+    server_max_json_depth: int = Field(32, ge=4, le=1000)
+    server_max_batch: int = Field(1000, ge=1, le=100_000)
+    server_idempotency_ttl_s: float = Field(86_400.0, gt=0)
+    server_shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
     # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
     llm_model: str | None = None
     llm_api_base: str | None = None

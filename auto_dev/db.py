@@ -18,6 +18,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,10 @@ ALEMBIC_CONNECTION_KEY = "connection"
 _PG_MIGRATION_LOCK = 7_215_803_119
 
 _TENANT_ID_MAX = 64
+
+#: The transaction that :meth:`Database.session` joins inside :meth:`Database.transaction`.
+_JOINED: ContextVar[tuple[Database, Session] | None] = ContextVar("auto_dev_joined_session",
+                                                                  default=None)
 _AGENT_KEY_MAX = 200
 
 
@@ -204,8 +209,16 @@ class Database:
 
         ``readonly=True`` never commits (it always rolls back) and, on SQLite, does not take the
         write lock, so it runs alongside a writer. Objects stay usable after the block
-        (``expire_on_commit=False``).
+        (``expire_on_commit=False``). Inside :meth:`transaction` the block is part of that
+        transaction instead: it neither commits nor rolls back by itself.
         """
+        joined = _JOINED.get()
+        if joined is not None and joined[0] is self:
+            try:
+                yield joined[1]
+            except SQLAlchemyError as exc:
+                raise self.translate_error(exc) from exc
+            return
         session = (self._readonly_maker if readonly else self._maker)()
         try:
             yield session
@@ -221,6 +234,20 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction that every :meth:`session` opened inside the block (in this
+        thread or task) joins: what several calls write is committed together or not at all
+        (a batch of episodes and the idempotency record of the request that sent it)."""
+        if _JOINED.get() is not None:
+            raise StorageError("Database.transaction() blocks cannot be nested")
+        with self.session() as session:
+            token = _JOINED.set((self, session))
+            try:
+                yield session
+            finally:
+                _JOINED.reset(token)
 
     def run(self, fn: Callable[[Session], T], *, readonly: bool = False) -> T:
         """Call ``fn(session)`` inside :meth:`session` and return its result."""

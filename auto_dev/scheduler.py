@@ -140,6 +140,11 @@ class EvolutionScheduler:
 
     # -- running ---------------------------------------------------------------------------------
 
+    @property
+    def running(self) -> bool:
+        """Whether this scheduler fires schedules now (started and not shut down)."""
+        return self._scheduler is not None and bool(self._scheduler.running)
+
     async def start(self) -> None:
         """Start firing schedules: reconcile the stored jobs with every tenant's schedules."""
         global _active

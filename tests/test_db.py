@@ -196,6 +196,49 @@ class TestSession:
         assert count == 1
 
 
+class TestTransaction:
+    """Sessions opened inside ``Database.transaction()`` join it: all or nothing."""
+
+    def test_inner_sessions_commit_together(self, database: Database) -> None:
+        with database.transaction() as outer:
+            with database.session() as inner:
+                assert inner is outer
+                database.ensure_tenant(inner, "joined-1")
+            with database.session(readonly=True) as reader:
+                assert reader.get(Tenant, "joined-1") is not None  # sees the uncommitted row
+            database.ensure_tenant(outer, "joined-2")
+        with database.session(readonly=True) as session:
+            assert session.get(Tenant, "joined-1") is not None
+            assert session.get(Tenant, "joined-2") is not None
+
+    def test_an_error_undoes_every_inner_write(self, database: Database) -> None:
+        with pytest.raises(ValidationError), database.transaction():
+            with database.session() as inner:
+                database.ensure_tenant(inner, "undone")
+            with database.session() as inner:
+                database.ensure_tenant(inner, "")  # refused: the block fails
+        with database.session(readonly=True) as session:
+            assert session.get(Tenant, "undone") is None
+
+    def test_database_errors_inside_are_translated(self, database: Database) -> None:
+        with pytest.raises(StorageError), database.transaction(), \
+                database.session() as inner:
+            inner.execute(text("SELECT * FROM no_such_table"))
+
+    def test_not_nested_and_scoped_to_its_database(self, database: Database,
+                                                   tmp_path: Path) -> None:
+        other = Database(f"sqlite:///{tmp_path / 'other.db'}")
+        other.upgrade()
+        with database.transaction() as outer:
+            with pytest.raises(StorageError, match="nested"), database.transaction():
+                pass
+            with other.session() as separate:
+                assert separate is not outer  # another database: its own transaction
+        other.dispose()
+        with database.session() as after:
+            assert after is not outer
+
+
 class TestLocking:
     """A locked SQLite file gives DatabaseLockedError and nothing half-written."""
 

@@ -178,7 +178,11 @@ class ReviewService:
         kind: CandidateKind | str | None = None,
         statuses: Sequence[str] | None = None,
         limit: int = 200,
+        target: str | None = None,
+        offset: int = 0,
     ) -> list[CandidateSummary]:
+        """The newest ``limit`` candidates after skipping the ``offset`` newest, oldest first;
+        ``target`` keeps those of one tool, skill or workflow."""
         kinds = _kinds(kind)
         if statuses is not None:
             for status in statuses:
@@ -188,30 +192,30 @@ class ReviewService:
                     raise ValidationError("status", f"unknown status {status!r}") from None
         if not isinstance(limit, int) or limit < 1:
             raise ValidationError("limit", "must be a positive integer")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValidationError("offset", "must be an integer >= 0")
         out: list[CandidateSummary] = []
         with self.database.session(readonly=True) as session:
             for k in kinds:
                 model = MODELS[k]
-                query = select(model).where(model.tenant_id == tenant_id)
-                if statuses is not None:
-                    query = query.where(model.status.in_(list(statuses)))
-                rows = session.scalars(query.order_by(model.created_at.desc()).limit(limit))
+                query = _filtered(select(model), model, tenant_id, statuses, target)
+                rows = session.scalars(query.order_by(model.created_at.desc())
+                                       .limit(limit + offset))
                 out.extend(_summary(session, row) for row in rows)
-        out.sort(key=lambda s: (s.created_at, s.id))
-        return out[-limit:]
+        out.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+        return out[offset:offset + limit][::-1]
 
     def count_candidates(self, tenant_id: str, *, kind: CandidateKind | str | None = None,
-                         statuses: Sequence[str] | None = None) -> int:
+                         statuses: Sequence[str] | None = None,
+                         target: str | None = None) -> int:
         """How many candidates :meth:`list_candidates` would return without a limit."""
         kinds = _kinds(kind)
         total = 0
         with self.database.session(readonly=True) as session:
             for k in kinds:
                 model = MODELS[k]
-                query = select(func.count()).select_from(model).where(
-                    model.tenant_id == tenant_id)
-                if statuses is not None:
-                    query = query.where(model.status.in_(list(statuses)))
+                query = _filtered(select(func.count()).select_from(model), model, tenant_id,
+                                  statuses, target)
                 total += session.scalar(query) or 0
         return total
 
@@ -380,6 +384,20 @@ def _kinds(kind: CandidateKind | str | None) -> list[CandidateKind]:
     except ValueError:
         allowed = ", ".join(k.value for k in CandidateKind)
         raise ValidationError("kind", f"must be one of {allowed}, got {kind!r}") from None
+
+
+def _filtered(query: Any, model: Any, tenant_id: str, statuses: Sequence[str] | None,
+              target: str | None) -> Any:
+    query = query.where(model.tenant_id == tenant_id)
+    if statuses is not None:
+        query = query.where(model.status.in_(list(statuses)))
+    if target is not None:
+        if model is ToolMutation:  # named by its tool
+            query = query.where(model.tool_id.in_(select(Tool.id).where(
+                Tool.tenant_id == tenant_id, Tool.name == target)))
+        else:
+            query = query.where(model.name == target)
+    return query
 
 
 def _summary(session: Session, row: Candidate) -> CandidateSummary:

@@ -19,7 +19,9 @@ from auto_dev.cli.llm import app as llm_app
 from auto_dev.cli.sandbox import app as sandbox_app
 from auto_dev.cli.schedule import app as schedule_app
 from auto_dev.cli.schedule import scheduler_app
+from auto_dev.cli.serve import serve
 from auto_dev.cli.tenants import app as tenants_app
+from auto_dev.cli.tokens import app as tokens_app
 from auto_dev.cli.tools import app as tools_app
 
 app = typer.Typer(
@@ -65,6 +67,8 @@ app.add_typer(sandbox_app, name="sandbox", help="Sandbox backends: check, build 
 app.add_typer(llm_app, name="llm", help="The LLM layer: status and spend.")
 app.add_typer(agents_app, name="agents", help="Agents' maturity per capability: show, set.")
 app.add_typer(tenants_app, name="tenants", help="Tenant settings: toggles, limits, budgets.")
+app.command("serve", help="Run the HTTP service (API, events, cycles, scheduler).")(serve)
+app.add_typer(tokens_app, name="tokens", help="API tokens of the service: create, list, revoke.")
 
 
 def main() -> None:

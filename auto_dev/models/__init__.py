@@ -1,5 +1,6 @@
 """SQLAlchemy 2.0 typed models, one module per aggregate. Every row carries ``tenant_id``."""
 
+from auto_dev.models.api import ApiToken, IdempotentResponse
 from auto_dev.models.audit import AuditEntry, ReviewDecision
 from auto_dev.models.base import Base, new_id, utcnow
 from auto_dev.models.candidates import (
@@ -24,6 +25,7 @@ __all__ = [
     "ALLOWED_TRANSITIONS",
     "APSCHEDULER_TABLE",
     "Agent",
+    "ApiToken",
     "AuditEntry",
     "Base",
     "CandidateStatus",
@@ -35,6 +37,7 @@ __all__ = [
     "EventDelivery",
     "EventRecord",
     "EvolutionRun",
+    "IdempotentResponse",
     "LLMBudgetDay",
     "LLMCall",
     "RejectedChange",

@@ -11,6 +11,7 @@ from sqlalchemy import desc, func, select
 from auto_dev._exceptions import NotFoundError
 from auto_dev.failures import describe_signature, exception_of, failure_signature
 from auto_dev.models import Agent, Episode, Tool
+from auto_dev.queries.paging import Page, check_window, count_of
 
 if TYPE_CHECKING:
     from auto_dev.db import Database
@@ -115,3 +116,63 @@ class EpisodeQueries:
                 .order_by(desc(func.count()), Episode.tool_name)
             ).all()
         return [name for name, _ in rows if name]
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRow:
+    """One episode as the review API lists and shows it."""
+
+    id: str
+    agent: str
+    task: str
+    success: bool
+    tool_name: str | None
+    error_trace: str | None
+    created_at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class EpisodeBrowser:
+    """The episodes of one tenant for a reviewer: newest first, filtered and paged."""
+
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self.database = database
+        self.tenant_id = tenant_id
+
+    def page(self, *, agent: str | None = None, tool_name: str | None = None,
+             success: bool | None = None, limit: int = 50, offset: int = 0) -> Page[EpisodeRow]:
+        limit, offset = check_window(limit, offset)
+        query = (select(Episode, Agent.key).join(Agent, Agent.id == Episode.agent_id)
+                 .where(Episode.tenant_id == self.tenant_id))
+        if agent is not None:
+            query = query.where(Agent.key == agent)
+        if tool_name is not None:
+            query = query.where(Episode.tool_name == tool_name)
+        if success is not None:
+            query = query.where(Episode.success.is_(success))
+        with self.database.session(readonly=True) as session:
+            total = count_of(session, query)
+            rows = session.execute(query.order_by(desc(Episode.created_at), desc(Episode.id))
+                                   .limit(limit).offset(offset)).all()
+            items = [_episode_row(e, key, with_segments=False) for e, key in rows]
+        return Page(items, total, limit, offset)
+
+    def get(self, episode_id: str) -> EpisodeRow:
+        with self.database.session(readonly=True) as session:
+            episode = session.get(Episode, episode_id) if isinstance(episode_id, str) else None
+            if episode is None or episode.tenant_id != self.tenant_id:
+                raise NotFoundError(
+                    f"episode {episode_id!r} does not exist in tenant {self.tenant_id!r}")
+            agent = session.get(Agent, episode.agent_id)
+            return _episode_row(episode, agent.key if agent else "", with_segments=True)
+
+
+def _episode_row(episode: Episode, agent_key: str, *, with_segments: bool) -> EpisodeRow:
+    segments = [{"seq": s.seq, "kind": s.kind, "tool_name": s.tool_name, "inputs": s.inputs,
+                 "output": s.output, "error": s.error, "duration_s": s.duration_s}
+                for s in episode.segments] if with_segments else []
+    return EpisodeRow(id=episode.id, agent=agent_key, task=episode.task_description,
+                      success=episode.success, tool_name=episode.tool_name,
+                      error_trace=episode.error_trace, created_at=episode.created_at,
+                      details=dict(episode.details or {}), segments=segments)

@@ -18,6 +18,7 @@ from sqlalchemy import and_, select, update
 
 from auto_dev._exceptions import StorageError
 from auto_dev.models import EvolutionRun, utcnow
+from auto_dev.queries.paging import Page, check_window, count_of
 
 if TYPE_CHECKING:
     from auto_dev.db import Database
@@ -150,3 +151,28 @@ class RunLeases:
         with self.database.session(readonly=True) as session:
             row = session.get(EvolutionRun, run_id)
             return row.status if row else None
+
+
+class RunHistory:
+    """The evolution runs of one tenant for a reviewer: newest first, filtered and paged."""
+
+    def __init__(self, database: Database, tenant_id: str) -> None:
+        self.database = database
+        self.tenant_id = tenant_id
+
+    def page(self, *, status: str | None = None, engine: str | None = None,
+             target: str | None = None, limit: int = 50, offset: int = 0
+             ) -> Page[EvolutionRun]:
+        limit, offset = check_window(limit, offset)
+        query = select(EvolutionRun).where(EvolutionRun.tenant_id == self.tenant_id)
+        for column, value in ((EvolutionRun.status, status), (EvolutionRun.engine, engine),
+                              (EvolutionRun.target, target)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.database.session(readonly=True) as session:
+            total = count_of(session, query)
+            rows = list(session.scalars(query.order_by(EvolutionRun.started_at.desc(),
+                                                       EvolutionRun.id.desc())
+                                        .limit(limit).offset(offset)))
+            session.expunge_all()  # usable after the read-only session rolls back
+        return Page(rows, total, limit, offset)

@@ -1,0 +1,45 @@
+"""The service on PostgreSQL: ingest, idempotent retries racing each other, reviews."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from auto_dev.queries.tokens import Role
+from tests.server._support import seed_review_world, service
+
+EPISODE = {"agent": "agent-1", "task": "t", "success": False, "error_trace": "boom",
+           "tool_name": "inc", "inputs": {"args": [1]}, "expected": 2}
+
+
+@pytest.mark.postgres
+class TestOnPostgres:
+    """What SQLite serialises, PostgreSQL runs concurrently: the unique key still wins."""
+
+    def test_ingest_idempotency_and_review(self, postgres_url: str) -> None:
+        with service(postgres_url) as svc:
+            ids = seed_review_world(svc.autodev, "acme")
+
+            def post(n: int) -> tuple[int, str]:
+                with svc.client("acme", Role.INGEST) as client:
+                    response = client.post("/v1/episodes", json=[EPISODE, EPISODE],
+                                           headers={"Idempotency-Key": f"key-{n % 4}"})
+                    return response.status_code, response.text
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                results = list(pool.map(post, range(24)))
+            assert {status for status, _ in results} == {201}, results
+            assert len({body for _, body in results}) == 4
+            assert svc.counts("acme")["episodes"] == 8
+            with svc.client("acme", Role.INGEST) as client:
+                bad = client.post("/v1/episodes", json=[EPISODE, {**EPISODE, "task": 1}])
+                assert bad.status_code == 422 and bad.json()["field"] == "[1].task"
+            assert svc.counts("acme")["episodes"] == 8
+            with svc.client("acme", Role.REVIEWER) as client:
+                assert client.get("/v1/episodes").json()["total"] == 8
+                assert client.post(f"/v1/candidates/{ids['approved']}/promote").status_code == 200
+                assert client.get("/v1/tools/inc").json()["tool"]["active_version"] == 2
+            with svc.client("beta", Role.ADMIN) as client:
+                assert client.get(f"/v1/candidates/{ids['passed']}").status_code == 404
+                assert client.get("/v1/episodes").json()["total"] == 0
