@@ -247,6 +247,9 @@ class AutoDev:
         from auto_dev.gates.tenant_admin import change_tenant_settings
 
         tid = tenant_id or self.tenant_id
+        # A corrupt stored row is an error naming the tenant and the field here; repairing
+        # one is `auto-dev tenants set`'s job, which shows the broken values it replaces.
+        self.tenant_settings(tid)
         with self.database.session() as session:
             return change_tenant_settings(session, tid, changes, actor=actor, reason=reason,
                                           create=True).settings

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from auto_dev.evolution._search_candidate import COMPOSER, SearchCandidate
 from auto_dev.evolution.compose import Composer, Composition, PartialFix
 from auto_dev.evolution.program import CaseFeedback, Program, Proposal
-from auto_dev.evolution.records import CandidateRecord, CandidateStatus
+from auto_dev.evolution.records import CandidateRecord, SearchStatus
 from auto_dev.sandbox.base import SandboxResult
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class ComposeMixin:
         a parent to move on to, and a partner for its siblings' fixes."""
         parent = candidate.parent
         changed = self._changed_failures(parent, record.result)
-        if record.status is not CandidateStatus.NO_GAIN or not changed:
+        if record.status is not SearchStatus.NO_GAIN or not changed:
             return  # a neutral edit beside the point of the failing cases
         neutral = dataclasses.replace(program, passed_cases=parent.passed_cases)
         self._parents.setdefault(record.id, parent.id or "")
@@ -96,7 +96,7 @@ class ComposeMixin:
             return
         parent = candidate.parent
         gained = record.passed_cases - parent.passed_cases
-        promising = record.status is CandidateStatus.IMPROVED or record.stepping_stone
+        promising = record.status is SearchStatus.IMPROVED or record.stepping_stone
         if not gained or not promising:
             # A fix that breaks as much as it mends rarely merges into a better program.
             self._composer.remember(program, parent.id)

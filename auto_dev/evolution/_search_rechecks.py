@@ -19,7 +19,7 @@ import structlog
 from auto_dev.evolution._search_candidate import SearchCandidate, proposal_cost
 from auto_dev.evolution.deadlines import CaseDeadlines, PendingRecheck, RecheckQueue
 from auto_dev.evolution.program import Program
-from auto_dev.evolution.records import CandidateRecord, CandidateStatus, SearchHooks
+from auto_dev.evolution.records import CandidateRecord, SearchHooks, SearchStatus
 from auto_dev.sandbox.base import SandboxResult
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class RecheckMixin:
         record, outcome = candidate.record, candidate.outcome
         assert record is not None and outcome is not None
         # Once a repair is known a slower one cannot replace it: no hold, no re-check.
-        if not (outcome.cut and outcome.optimistic is CandidateStatus.PASSED
+        if not (outcome.cut and outcome.optimistic is SearchStatus.PASSED
                 and not self._solved(self.population.best())
                 and self.config.recheck_capacity > 0):
             await self._accept(candidate, record)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from auto_dev.evolution.program import CaseFeedback
-from auto_dev.evolution.records import CandidateStatus
+from auto_dev.evolution.records import SearchStatus
 from auto_dev.sandbox.base import Case, CaseStatus, Limits, SandboxJob, SandboxResult
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 class CascadeOutcome:
     """What the cascade decided for one candidate (``result`` uses original case indices)."""
 
-    status: CandidateStatus
+    status: SearchStatus
     stage: str  # "quick" or "full"
     reason: str
     result: SandboxResult
@@ -51,7 +51,7 @@ class CascadeOutcome:
     #: Cases cut by an adaptive deadline tighter than the limit (reported as timeouts).
     cut: frozenset[int] = frozenset()
     #: The status had every cut case passed (None when nothing was cut).
-    optimistic: CandidateStatus | None = None
+    optimistic: SearchStatus | None = None
 
 
 class CascadeEvaluator:
@@ -200,27 +200,27 @@ class CascadeEvaluator:
         if cut:
             optimistic, _, optimistic_stone = self.judge(passed | cut, parent_passed, required)
             if optimistic_stone and not stone:
-                optimistic = CandidateStatus.IMPROVED  # better than a plain regression
+                optimistic = SearchStatus.IMPROVED  # better than a plain regression
         return CascadeOutcome(status, "full", reason, result, passed, stone,
                               time.perf_counter() - started, cut, optimistic)
 
     def _quick_stop(
         self, quick: tuple[int, ...], passed_quick: frozenset[int], parent_passed: frozenset[int],
         required: frozenset[int],
-    ) -> tuple[CandidateStatus, str, list[int]] | None:
+    ) -> tuple[SearchStatus, str, list[int]] | None:
         """Why the quick stage stops a candidate (status, reason, broken cases), or None."""
         broken = [i for i in quick if i in required and i not in passed_quick]
         gained = [i for i in quick if i not in parent_passed and i in passed_quick]
         if broken and len(gained) <= len(broken):
-            return (CandidateStatus.REGRESSED,
+            return (SearchStatus.REGRESSED,
                     f"breaks case(s) {broken} the parent passed (quick stage)", broken)
         if not gained and self.require_gain:
-            return CandidateStatus.NO_GAIN, "fixes none of the parent's failing quick cases", []
+            return SearchStatus.NO_GAIN, "fixes none of the parent's failing quick cases", []
         return None
 
     def judge(
         self, passed: frozenset[int], parent_passed: frozenset[int], required: frozenset[int]
-    ) -> tuple[CandidateStatus, str, bool]:
+    ) -> tuple[SearchStatus, str, bool]:
         """(status, reason, stepping stone) of a candidate that ran every case."""
         broken_set = required - passed
         if broken_set:
@@ -228,13 +228,13 @@ class CascadeEvaluator:
             stone = len(passed) > len(parent_passed) and len(passed) > len(required)
             if stone:
                 reason += "; kept as a stepping stone (passes more cases overall)"
-            return CandidateStatus.REGRESSED, reason, stone
+            return SearchStatus.REGRESSED, reason, stone
         if len(passed) == len(self.cases):
-            return CandidateStatus.PASSED, "passes every case", False
+            return SearchStatus.PASSED, "passes every case", False
         if passed > parent_passed:
-            return (CandidateStatus.IMPROVED,
+            return (SearchStatus.IMPROVED,
                     f"fixes case(s) {sorted(passed - parent_passed)[:8]}", False)
-        return CandidateStatus.NO_GAIN, "passes the same cases as its parent", False
+        return SearchStatus.NO_GAIN, "passes the same cases as its parent", False
 
     def _caught(self, indices: Sequence[int] | frozenset[int]) -> None:
         for i in indices:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from auto_dev.llm.health import LLMHealthReport
 
 
-class CandidateStatus(enum.StrEnum):
+class SearchStatus(enum.StrEnum):
     """Outcome of one proposal. Only ``passed`` means every case passed."""
 
     PASSED = "passed"  # every case passes
@@ -35,12 +35,12 @@ class CandidateStatus(enum.StrEnum):
     @property
     def accepted(self) -> bool:
         """True for outcomes that may enter the population (no regression, some gain)."""
-        return self in (CandidateStatus.PASSED, CandidateStatus.IMPROVED)
+        return self in (SearchStatus.PASSED, SearchStatus.IMPROVED)
 
 
 _FILTERED = frozenset({
-    CandidateStatus.SYNTAX_ERROR, CandidateStatus.TRIVIAL, CandidateStatus.NO_ENTRYPOINT,
-    CandidateStatus.UNCHANGED, CandidateStatus.DUPLICATE,
+    SearchStatus.SYNTAX_ERROR, SearchStatus.TRIVIAL, SearchStatus.NO_ENTRYPOINT,
+    SearchStatus.UNCHANGED, SearchStatus.DUPLICATE,
 })
 
 
@@ -60,7 +60,7 @@ class CandidateRecord:
     mutator: str
     island: int
     generation: int
-    status: CandidateStatus
+    status: SearchStatus
     stage: str
     reason: str
     result: SandboxResult | None = None

@@ -76,11 +76,11 @@ from auto_dev.evolution.program import CaseFeedback, MutationContext, Program, P
 from auto_dev.evolution.records import (
     CandidateRecord,
     CandidateStat,
-    CandidateStatus,
     OperatorStats,
     SearchHooks,
     SearchProgress,
     SearchResult,
+    SearchStatus,
     lineage,
 )
 from auto_dev.evolution.search_config import SearchConfig
@@ -347,21 +347,21 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
 
     def _cheap_checks(
         self, proposal: Proposal, parent: Program
-    ) -> tuple[CandidateStatus | None, str, int | None]:
+    ) -> tuple[SearchStatus | None, str, int | None]:
         """(status or None when it may run, reason, code size measured on the way)."""
         tree = parse(proposal.code)
         if isinstance(tree, SyntaxProblem):
-            return CandidateStatus.SYNTAX_ERROR, f"does not parse: {tree}", None
+            return SearchStatus.SYNTAX_ERROR, f"does not parse: {tree}", None
         if is_trivial(tree):
-            return CandidateStatus.TRIVIAL, "empty or comment-only program", None
+            return SearchStatus.TRIVIAL, "empty or comment-only program", None
         if proposal.entrypoint != self.seed.entrypoint or not defines(tree, self.seed.entrypoint):
-            return (CandidateStatus.NO_ENTRYPOINT, f"does not define {self.seed.entrypoint!r}",
+            return (SearchStatus.NO_ENTRYPOINT, f"does not define {self.seed.entrypoint!r}",
                     None)
         digest = hash_tree(tree, in_place=True)  # strips docstrings: the tree is ours
         if digest == self._digest(parent.code):
-            return CandidateStatus.UNCHANGED, "same program as its parent (normalised)", None
+            return SearchStatus.UNCHANGED, "same program as its parent (normalised)", None
         if not self._dedup.add(digest):
-            return CandidateStatus.DUPLICATE, "already seen (normalised AST hash)", None
+            return SearchStatus.DUPLICATE, "already seen (normalised AST hash)", None
         return None, "", node_count(tree)
 
     def _digest(self, code: str) -> bytes | None:
@@ -431,9 +431,9 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
                 record = dataclasses.replace(record, id=str(storage_id))
         candidate.record = record
         self._count(record)
-        if record.status is CandidateStatus.IMPROVED:
+        if record.status is SearchStatus.IMPROVED:
             stats.improved += 1
-        if record.status is CandidateStatus.PASSED:
+        if record.status is SearchStatus.PASSED:
             stats.passed += 1
         for fix in candidate.parents:  # a merge: its two parents join the lineage
             self._parents.setdefault(fix.program.id or "", fix.parent_id)
@@ -449,7 +449,7 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
             self._compose(candidate, record, program)
             return
         keep = record.status.accepted or (
-            self.config.continue_after_solved and record.status is CandidateStatus.NO_GAIN
+            self.config.continue_after_solved and record.status is SearchStatus.NO_GAIN
             and record.stage == "full"
         )
         if not keep:
@@ -486,7 +486,7 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
     # --- bookkeeping ----------------------------------------------------------------------------
 
     def _record(
-        self, candidate: SearchCandidate, status: CandidateStatus, stage: str, reason: str, *,
+        self, candidate: SearchCandidate, status: SearchStatus, stage: str, reason: str, *,
         result: SandboxResult | None = None, scores: dict[str, float] | None = None,
         passed: frozenset[int] = frozenset(), evaluation: int = 0, seconds: float = 0.0,
         stone: bool = False, cut: frozenset[int] = frozenset(),

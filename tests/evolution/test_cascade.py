@@ -6,7 +6,7 @@ import random
 
 from auto_dev.evolution.cascade import CascadeEvaluator
 from auto_dev.evolution.deadlines import CaseDeadlines
-from auto_dev.evolution.records import CandidateStatus
+from auto_dev.evolution.records import SearchStatus
 from auto_dev.sandbox.base import Case, Limits
 from tests.evolution._fakes import ScriptedSandbox, TimedSandbox
 
@@ -57,7 +57,7 @@ class TestVerdicts:
         parent = frozenset({0, 1, 2, 3, 4, 5})
         quick = evaluator.quick_cases(parent)
         outcome = await evaluator.evaluate("x = 1\n", parent, parent, quick)
-        assert outcome.status is CandidateStatus.NO_GAIN and outcome.stage == "quick"
+        assert outcome.status is SearchStatus.NO_GAIN and outcome.stage == "quick"
         assert len(sandbox.jobs) == 1
 
     async def test_fix_runs_the_rest_and_passes(self) -> None:
@@ -66,7 +66,7 @@ class TestVerdicts:
         parent = frozenset({0, 1, 2, 3, 4, 5})
         outcome = await evaluator.evaluate("x = 1\n", parent, parent,
                                            evaluator.quick_cases(parent))
-        assert outcome.status is CandidateStatus.PASSED and outcome.stage == "full"
+        assert outcome.status is SearchStatus.PASSED and outcome.stage == "full"
         assert [c.index for c in outcome.result.cases] == list(range(8))
         assert len(sandbox.jobs) == 2
 
@@ -75,14 +75,14 @@ class TestVerdicts:
         evaluator, _ = _evaluator(_passes(0, 1, 2, 3, 4, 5, 6))
         parent = frozenset({0, 1, 2, 3, 4, 5})
         outcome = await evaluator.evaluate("x\n", parent, parent, ())
-        assert outcome.status is CandidateStatus.IMPROVED
+        assert outcome.status is SearchStatus.IMPROVED
 
     async def test_net_gain_with_a_regression_is_a_stone(self) -> None:
         """Breaking one required case but passing more overall flags a stepping stone."""
         evaluator, _ = _evaluator(_passes(1, 2, 3, 4, 5, 6, 7))
         parent = frozenset({0, 1})
         outcome = await evaluator.evaluate("x\n", parent, parent, evaluator.quick_cases(parent))
-        assert outcome.status is CandidateStatus.REGRESSED and outcome.stepping_stone
+        assert outcome.status is SearchStatus.REGRESSED and outcome.stepping_stone
         assert outcome.stage == "full"
 
     async def test_plain_regression_stops_early(self) -> None:
@@ -90,7 +90,7 @@ class TestVerdicts:
         evaluator, sandbox = _evaluator(_passes(1, 2, 3, 4, 5))
         parent = frozenset({0, 1, 2, 3, 4, 5})
         outcome = await evaluator.evaluate("x\n", parent, parent, (0, 6, 7))
-        assert outcome.status is CandidateStatus.REGRESSED and outcome.stage == "quick"
+        assert outcome.status is SearchStatus.REGRESSED and outcome.stage == "quick"
         assert not outcome.stepping_stone and len(sandbox.jobs) == 1
 
 
@@ -123,13 +123,13 @@ class TestDeadlines:
         evaluator, _ = self._evaluator(lambda code, case: 0.5)
         parent = frozenset({0, 1, 2, 3, 4, 5})
         outcome = await evaluator.evaluate("x = 1\n", parent, parent, (0, 6, 7))
-        assert outcome.stage == "full" and outcome.status is CandidateStatus.REGRESSED
+        assert outcome.stage == "full" and outcome.status is SearchStatus.REGRESSED
         assert outcome.cut == frozenset(range(7))
-        assert outcome.optimistic is CandidateStatus.PASSED
+        assert outcome.optimistic is SearchStatus.PASSED
 
     async def test_fast_programs_are_never_cut(self) -> None:
         """Within the deadline nothing is cut and there is no optimistic status."""
         evaluator, _ = self._evaluator(lambda code, case: 0.01)
         outcome = await evaluator.evaluate("x = 1\n", frozenset(), frozenset(), ())
-        assert outcome.status is CandidateStatus.PASSED
+        assert outcome.status is SearchStatus.PASSED
         assert outcome.cut == frozenset() and outcome.optimistic is None

@@ -11,7 +11,7 @@ from auto_dev._exceptions import LLMUnavailableError, ValidationError
 from auto_dev.abc import Mutator
 from auto_dev.evolution.mutators import AstMutator
 from auto_dev.evolution.program import MutationContext, Program, Proposal
-from auto_dev.evolution.records import CandidateRecord, CandidateStatus, SearchHooks
+from auto_dev.evolution.records import CandidateRecord, SearchHooks, SearchStatus
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
 from auto_dev.sandbox.base import Case
 from tests.evolution._fakes import CountingMutator, ListMutator, ScriptedSandbox
@@ -82,7 +82,7 @@ class TestBudgetAndCascade:
         assert [r.evaluation for r in hooks_seen] == list(range(1, 26))
         # Each candidate ran a quick stage; none fixed anything, so none ran the full suite.
         assert len(sandbox.jobs) == 1 + 25
-        assert all(r.stage == "quick" and r.status is CandidateStatus.NO_GAIN for r in hooks_seen)
+        assert all(r.stage == "quick" and r.status is SearchStatus.NO_GAIN for r in hooks_seen)
 
     async def test_survivors_run_the_rest_of_the_suite(self) -> None:
         """A candidate that fixes a quick case runs the remaining cases and passes them all."""
@@ -343,7 +343,7 @@ class TestSteppingStones:
             config=SearchConfig(batch_size=1, stone_rate=1.0, seed_rate=0.0),
         )
         result = await search.run()
-        assert records[0].status is CandidateStatus.REGRESSED and records[0].stepping_stone
+        assert records[0].status is SearchStatus.REGRESSED and records[0].stepping_stone
         assert records[1].parent_ids == (records[0].id,)
         assert result.solved and result.lineage == ["seed", records[0].id, records[1].id]
 
