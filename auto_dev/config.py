@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from auto_dev._exceptions import ConfigurationError
+from auto_dev._exceptions import ValidationError as AutoDevValidationError
 
 DEFAULT_DATABASE_URL = "sqlite:///./auto_dev.db"
 
@@ -82,7 +83,7 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     tenant: str = "default"
-    sandbox: Literal["auto", "docker", "process"] = "auto"
+    sandbox: Literal["auto", "docker", "process", "ray"] = "auto"
     sandbox_image: str = "auto-dev-sandbox:latest"
     sandbox_workers: int | None = Field(None, ge=1, le=256)
     log_format: Literal["console", "json"] = "console"
@@ -103,6 +104,10 @@ class Settings(BaseSettings):
     cycle_poll_s: float = Field(1.0, gt=0, le=60)
     # Retention: `auto-dev candidates prune` deletes closed candidates older than this.
     candidate_retention_days: int = Field(30, ge=0, le=36_500)
+    # Ray (AUTO_DEV_SANDBOX=ray): candidates evaluated by actors on a cluster's nodes.
+    ray_address: str | None = None
+    ray_actors: int | None = Field(None, ge=1, le=4096)
+    ray_node_sandbox: Literal["auto", "docker", "process"] = "auto"
     # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
     llm_model: str | None = None
     llm_api_base: str | None = None
@@ -115,6 +120,16 @@ class Settings(BaseSettings):
         if "://" not in value:
             raise ValueError("must be an SQLAlchemy URL such as sqlite:///./auto_dev.db")
         return value
+
+    @field_validator("ray_address")
+    @classmethod
+    def _check_ray_address(cls, value: str | None) -> str | None:
+        from auto_dev.sandbox._ray_layout import check_ray_address
+
+        try:
+            return check_ray_address(value)
+        except AutoDevValidationError as exc:
+            raise ValueError(exc.problem) from exc
 
     @classmethod
     def settings_customise_sources(
