@@ -174,7 +174,7 @@ def ray_session() -> Iterator[Any]:
         require_service("Ray", "AUTO_DEV_REQUIRE_RAY", False, f"Ray is not installed: {exc}")
         raise  # pragma: no cover - require_service has skipped or failed
     # Two CPUs as on the CI machine; the object store at its floor: jobs and results are small.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=80 * 1024 * 1024, configure_logging=False)
     try:
         yield ray

@@ -52,6 +52,8 @@ class RaySandboxConfig:
     by N, at least 1). ``node_sandbox`` is the pool each actor runs on its node: ``auto`` (Docker
     where the node has an engine and the image, else processes), ``docker`` or ``process``. A job
     whose actor dies is run again on another actor, at most ``max_tries`` times in all.
+    ``start_timeout_s`` bounds the actors' start, ``connect_timeout_s`` the first answer of
+    the head at ``address``.
     """
 
     address: str | None = None
@@ -64,6 +66,7 @@ class RaySandboxConfig:
     max_tries: int = 3
     actor_cpus: float = 0.0
     start_timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", check_ray_address(self.address))
@@ -83,8 +86,10 @@ class RaySandboxConfig:
             raise ValidationError("ray.max_tries", "must be an integer between 1 and 20")
         if not (isinstance(self.actor_cpus, int | float) and 0 <= self.actor_cpus <= 1024):
             raise ValidationError("ray.actor_cpus", "must be a number between 0 and 1024")
-        if not (isinstance(self.start_timeout_s, int | float) and self.start_timeout_s > 0):
-            raise ValidationError("ray.start_timeout_s", "must be a positive number of seconds")
+        for name in ("start_timeout_s", "connect_timeout_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and not isinstance(value, bool) and value > 0):
+                raise ValidationError(f"ray.{name}", "must be a positive number of seconds")
         object.__setattr__(self, "private_paths", tuple(str(p) for p in self.private_paths))
 
 
@@ -159,6 +164,12 @@ def crashed_result(job: SandboxJob, reason: str, duration_s: float, backend: str
                          duration_s=duration_s)
 
 
+def short_error(exc: BaseException | object) -> str:
+    """One line of at most about 300 characters: Ray's errors span many lines."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 @dataclass(frozen=True, slots=True)
 class RaySandboxStats:
     """What the backend did so far. ``jobs`` counts each job once, however often it ran;
@@ -186,4 +197,5 @@ __all__ = [
     "choose_actor",
     "crashed_result",
     "plan_actors",
+    "short_error",
 ]

@@ -2,7 +2,8 @@
 
 Each node of the cluster gets actors (:class:`EvaluationActor`), each holding a warm local pool
 of the process or Docker backend on its node; candidate code runs there exactly as it would on
-one machine, under the same harness, limits and isolation. This process keeps the jobs:
+one machine, under the same harness, limits and isolation. This process keeps the jobs
+(:class:`~auto_dev.sandbox._ray_jobs.RayJobBook`):
 
 * **Placement**: a job goes to the least loaded actor with a free slot, so jobs spread over the
   actors instead of filling the first.
@@ -33,8 +34,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections import Counter
 from types import ModuleType
 from typing import Any, ClassVar
 
@@ -42,25 +42,21 @@ import structlog
 
 from auto_dev._exceptions import SandboxError, SandboxUnavailableError, ValidationError
 from auto_dev.abc import Sandbox
+from auto_dev.sandbox._ray_jobs import PendingJob, RayJobBook
 from auto_dev.sandbox._ray_layout import (
+    ActorPlan,
     ActorSlot,
     NodeSpec,
     RaySandboxConfig,
     RaySandboxStats,
-    choose_actor,
-    crashed_result,
     plan_actors,
+    short_error,
 )
-from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
+from auto_dev.sandbox.base import SandboxJob, SandboxResult
 
 log = structlog.get_logger(__name__)
 
 INSTALL_HINT = 'pip install "auto-dev[ray]"'
-#: How long the collector waits on in-flight jobs before looking for new ones (jobs placed by
-#: callers while it waits) when slots are free; when every slot is busy nothing new can be
-#: placed before a job ends, so it waits longer.
-_POLL_S = 0.002
-_BUSY_POLL_S = 0.05
 
 
 def ray_version() -> str | None:
@@ -114,24 +110,10 @@ class EvaluationActor:
         return {"node_id": ray.get_runtime_context().get_node_id(),
                 "hostname": socket.gethostname(), "pid": os.getpid(), "backend": self._backend,
                 "reason": self._reason, "slots": self._slots, "jobs": self._jobs,
-                "isolation": _jsonable(isolation)}
+                "isolation": json.loads(json.dumps(isolation, default=str))}
 
     async def close(self) -> None:
         await self._sandbox.aclose()
-
-
-@dataclass(eq=False, slots=True)
-class _PendingJob:
-    """One :meth:`RaySandbox.run` call: at most one attempt in flight at a time."""
-
-    id: str
-    job: SandboxJob
-    future: asyncio.Future[SandboxResult]
-    started: float
-    tries: int = 0
-    died_on: set[int] = field(default_factory=set)
-    ref: Any = None
-    cancelled: bool = False
 
 
 class RaySandbox(Sandbox):
@@ -150,17 +132,13 @@ class RaySandbox(Sandbox):
         if config is not None and fields:
             raise ValidationError("ray", "pass a RaySandboxConfig or its fields, not both")
         self.config = config or RaySandboxConfig(**fields)
-        self._lock = threading.Condition()
         self._start_lock = threading.Lock()
         self._actors: list[ActorSlot] = []
-        self._waiting: deque[_PendingJob] = deque()
-        self._in_flight: dict[Any, tuple[_PendingJob, ActorSlot, int]] = {}
-        self._started = False
+        self._book: RayJobBook | None = None
+        self._collector: threading.Thread | None = None
         self._closed = False
         self._owns_connection = False
-        self._collector: threading.Thread | None = None
         self._remote_class: Any = None
-        self._counts: Counter[str] = Counter()
         self._address = ""
 
     # ------------------------------------------------------------------ public API
@@ -176,26 +154,20 @@ class RaySandbox(Sandbox):
         return self._address
 
     def stats(self) -> RaySandboxStats:
-        with self._lock:
-            return RaySandboxStats(
-                jobs=self._counts["jobs"], attempts=self._counts["attempts"],
-                retried=self._counts["retried"], crashed=self._counts["crashed"],
-                actors_replaced=self._counts["replaced"], in_flight=len(self._in_flight),
-                waiting=len(self._waiting), slots=self.slots,
-                most_in_flight=self._counts["most_in_flight"])
+        if self._book is None:
+            return RaySandboxStats(0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return self._book.stats()
 
     def actor_handles(self) -> list[Any]:
         """The current Ray handles of the actors (an actor that died is replaced by a new one)."""
-        with self._lock:
-            return [actor.handle for actor in self._actors]
+        return self._book.handles() if self._book is not None else []
 
     def busy_actor_handles(self) -> list[Any]:
         """Handles of the actors running a job right now."""
-        with self._lock:
-            return [actor.handle for actor in self._actors if actor.busy]
+        return self._book.busy_handles() if self._book is not None else []
 
     async def start(self) -> RaySandbox:
-        if not self._started:
+        if self._book is None:
             await asyncio.to_thread(self.start_blocking)
         return self
 
@@ -204,7 +176,7 @@ class RaySandbox(Sandbox):
         with self._start_lock:
             if self._closed:
                 raise SandboxError("the Ray sandbox is closed")
-            if self._started:
+            if self._book is not None:
                 return
             ray = import_ray()
             self._connect(ray)
@@ -223,13 +195,15 @@ class RaySandbox(Sandbox):
                 if isinstance(exc, SandboxError | ValidationError):
                     raise
                 raise SandboxUnavailableError(
-                    f"the Ray actors did not start on {self._address}: {_short(exc)}") from exc
+                    f"the Ray actors did not start on {self._address}: {short_error(exc)}"
+                ) from exc
             for actor, info in zip(actors, infos, strict=True):
                 actor.info = info
-            with self._lock:
-                self._actors = actors
-                self._started = True
-            self._collector = threading.Thread(target=self._collect, args=(ray,), daemon=True,
+            self._actors = actors
+            self._book = RayJobBook(ray, actors, max_tries=self.config.max_tries,
+                                    backend=self.name,
+                                    respawn=lambda actor: self._respawn(ray, actor))
+            self._collector = threading.Thread(target=self._book.collect, daemon=True,
                                                name="auto-dev-ray-collector")
             self._collector.start()
             log.info("ray_sandbox.started", address=self._address, actors=len(actors),
@@ -246,26 +220,73 @@ class RaySandbox(Sandbox):
         except (TypeError, ValueError) as exc:
             raise ValidationError("job.cases", f"must be JSON-serialisable: {exc}") from exc
         await self.start()
-        loop = asyncio.get_running_loop()
-        pending = _PendingJob(id=uuid.uuid4().hex, job=job, future=loop.create_future(),
-                              started=time.monotonic())
-        with self._lock:
-            if self._closed:
-                raise SandboxError("the Ray sandbox is closed")
-            self._waiting.append(pending)
-            self._place_locked()
-            self._lock.notify_all()
+        assert self._book is not None
+        pending = PendingJob(id=uuid.uuid4().hex, job=job, started=time.monotonic(),
+                             future=asyncio.get_running_loop().create_future())
+        self._book.submit(pending)
         try:
             return await pending.future
         except asyncio.CancelledError:
-            self._cancel(pending)
+            self._book.cancel(pending)
             raise
 
     async def describe(self) -> list[dict[str, Any]]:
         """What every actor says about itself now (node, pid, backend, slots, isolation), or
         the error that kept it from answering."""
         await self.start()
-        return await asyncio.to_thread(self._describe_blocking)
+        return await asyncio.to_thread(self.describe_blocking)
+
+    def describe_blocking(self) -> list[dict[str, Any]]:
+        ray = import_ray()
+        actors = list(self._actors)
+        refs = [actor.handle.describe.remote() for actor in actors]
+        ray.wait(refs, num_returns=len(refs), timeout=self.config.start_timeout_s)
+        found = []
+        for actor, ref in zip(actors, refs, strict=True):
+            try:
+                actor.info = ray.get(ref, timeout=0)
+            except Exception as exc:
+                found.append({"actor": actor.index, "slots": actor.plan.slots,
+                              "error": short_error(exc)})
+            else:
+                found.append({"actor": actor.index, **actor.info})
+        return found
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node the cluster knows, alive or not (after :meth:`start`)."""
+        ray = import_ray()
+        return [{"node_id": str(n["NodeID"]), "address": str(n.get("NodeManagerAddress", "")),
+                 "hostname": str(n.get("NodeManagerHostname", "")), "alive": bool(n.get("Alive")),
+                 "cpus": float((n.get("Resources") or {}).get("CPU", 0.0)),
+                 "memory_gb": float((n.get("Resources") or {}).get("memory", 0.0)) / 2**30}
+                for n in ray.nodes()]
+
+    def run_on_each_actor(self, job: SandboxJob, timeout_s: float = 60.0
+                          ) -> list[tuple[float | None, SandboxResult | None, str | None]]:
+        """Run ``job`` once on every actor at the same time, outside placement (the cluster
+        check): ``(seconds, result, None)`` or ``(None, None, error)`` per actor, in order."""
+        ray = import_ray()
+        started = time.monotonic()
+        refs = [handle.run.remote(f"check-{i}", job) for i, handle in
+                enumerate(self.actor_handles())]
+        ended: dict[Any, float] = {}
+        pending = list(refs)
+        deadline = started + timeout_s
+        while pending and time.monotonic() < deadline:
+            ready, pending = ray.wait(pending, num_returns=1,
+                                      timeout=max(0.0, deadline - time.monotonic()))
+            for ref in ready:
+                ended[ref] = time.monotonic() - started
+        outcomes: list[tuple[float | None, SandboxResult | None, str | None]] = []
+        for ref in refs:
+            if ref not in ended:
+                outcomes.append((None, None, f"no answer within {timeout_s:g} s"))
+                continue
+            try:
+                outcomes.append((ended[ref], ray.get(ref, timeout=0), None))
+            except Exception as exc:
+                outcomes.append((None, None, short_error(exc)))
+        return outcomes
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -273,34 +294,25 @@ class RaySandbox(Sandbox):
     def close(self) -> None:
         """Close the actors' pools, end the actors and (if this sandbox connected) disconnect.
         Jobs still waiting or running fail with :class:`SandboxError`. Idempotent."""
-        with self._start_lock, self._lock:
+        with self._start_lock:
             if self._closed:
                 return
             self._closed = True
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            actors = list(self._actors)
-            started = self._started
-            self._lock.notify_all()
-        for pending in waiting:
-            _deliver(pending, error=SandboxError("the Ray sandbox is closed"))
-        if not started:
+            book = self._book
+        if book is None:
             return
         ray = import_ray()
-        closing = [actor.handle.close.remote() for actor in actors]
-        with contextlib.suppress(Exception):  # containers are removed by the pools themselves
+        handles = book.close()
+        closing = [handle.close.remote() for handle in handles]
+        with contextlib.suppress(Exception):  # each pool removes its own containers
             ray.wait(closing, num_returns=len(closing), timeout=30)
-        for actor in actors:
-            _kill(ray, actor.handle)
+        for handle in handles:
+            _kill(ray, handle)
         if self._collector is not None:
             self._collector.join(timeout=30)
-        with self._lock:
-            left = [pending for pending, _, _ in self._in_flight.values()]
-            self._in_flight.clear()
-        for pending in left:
-            _deliver(pending, error=SandboxError("the Ray sandbox is closed"))
+        book.abandon("the Ray sandbox is closed")
         self._disconnect(ray)
-        log.info("ray_sandbox.closed", **{k: v for k, v in self._counts.items()})
+        log.info("ray_sandbox.closed", **dict(book.counts))
 
     # ------------------------------------------------------------------ connection and actors
 
@@ -308,17 +320,23 @@ class RaySandbox(Sandbox):
         address = self.config.address
         if ray.is_initialized():
             self._owns_connection = False
+            current = str(getattr(ray.get_runtime_context(), "gcs_address", "") or "")
+            if not _same_head(address, current):
+                raise SandboxUnavailableError(
+                    f"cannot connect to the Ray cluster at {address}: this process is already "
+                    f"connected to the one at {current} (one cluster per process)")
         else:
             options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING,
                                        "configure_logging": False}
             if address in (None, "local"):
                 options["include_dashboard"] = False
             try:
+                _probe(address, self.config.connect_timeout_s)
                 ray.init(address=address, **options)
             except Exception as exc:
                 where = address or "this machine (or a new local instance)"
                 raise SandboxUnavailableError(
-                    f"cannot connect to the Ray cluster at {where}: {_short(exc)}") from exc
+                    f"cannot connect to the Ray cluster at {where}: {short_error(exc)}") from exc
             self._owns_connection = True
         context = ray.get_runtime_context()
         self._address = str(getattr(context, "gcs_address", "") or address or "local")
@@ -330,14 +348,14 @@ class RaySandbox(Sandbox):
                 ray.shutdown()
 
     def _spawn(self, ray: ModuleType, actor: ActorSlot) -> None:
-        """Start (or restart) ``actor``: Ray never restarts it by itself, this sandbox replaces
-        it (so one failure is seen once, with the generation it happened in)."""
+        """Start ``actor``. Ray never restarts it by itself: this sandbox replaces a dead one
+        (so that each death is seen once, with the generation it happened in)."""
         if self._remote_class is None:
             self._remote_class = ray.remote(EvaluationActor)
-        if actor.plan.node_id is not None:  # pinned while its node lives, then anywhere
+        if actor.plan.node_id is not None:  # pinned to its node (Ray's soft pinning drifts)
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            strategy: Any = NodeAffinitySchedulingStrategy(node_id=actor.plan.node_id, soft=True)
+            strategy: Any = NodeAffinitySchedulingStrategy(node_id=actor.plan.node_id, soft=False)
         else:
             strategy = "SPREAD"
         config = self.config
@@ -348,175 +366,15 @@ class RaySandbox(Sandbox):
                  config.private_paths)
         actor.generation += 1
 
-    def _describe_blocking(self) -> list[dict[str, Any]]:
-        ray = import_ray()
-        with self._lock:
-            actors = list(self._actors)
-        refs = [actor.handle.describe.remote() for actor in actors]
-        ray.wait(refs, num_returns=len(refs), timeout=self.config.start_timeout_s)
-        found = []
-        for actor, ref in zip(actors, refs, strict=True):
-            try:
-                info = ray.get(ref, timeout=0)
-            except Exception as exc:
-                found.append({"actor": actor.index, "slots": actor.plan.slots,
-                              "error": _short(exc)})
-                continue
-            actor.info = info
-            found.append({"actor": actor.index, **info})
-        return found
-
-    # ------------------------------------------------------------------ placement
-
-    def _place_locked(self) -> None:
-        """Give waiting jobs free slots, first come first served (caller holds the lock)."""
-        while self._waiting and not self._closed:
-            pending = self._waiting[0]
-            actor = choose_actor(self._actors, pending.died_on)
-            if actor is None:
-                return
-            self._waiting.popleft()
-            try:
-                pending.ref = actor.handle.run.remote(pending.id, pending.job)
-            except Exception as exc:  # Ray itself is gone: nothing can run
-                _deliver(pending, error=SandboxError(f"cannot reach the Ray cluster: "
-                                                     f"{_short(exc)}"))
-                continue
-            pending.tries += 1
-            actor.busy += 1
-            self._in_flight[pending.ref] = (pending, actor, actor.generation)
-            self._counts["attempts"] += 1
-            if len(self._in_flight) > self._counts["most_in_flight"]:
-                self._counts["most_in_flight"] = len(self._in_flight)
-
-    def _cancel(self, pending: _PendingJob) -> None:
-        with self._lock:
-            pending.cancelled = True
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(pending)
-            ref = pending.ref if pending.ref in self._in_flight else None
-        if ref is not None:
+    def _respawn(self, ray: ModuleType, actor: ActorSlot) -> None:
+        old = actor.handle
+        if actor.plan.node_id is not None:
             with contextlib.suppress(Exception):
-                import_ray().cancel(ref)
-
-    # ------------------------------------------------------------------ the collector
-
-    def _collect(self, ray: ModuleType) -> None:
-        """Wait on the in-flight jobs with ``ray.wait`` and settle each as it ends."""
-        while True:
-            with self._lock:
-                while not self._in_flight and not self._closed:
-                    self._lock.wait()
-                if not self._in_flight:
-                    return
-                refs = list(self._in_flight)
-                timeout = _BUSY_POLL_S if self._waiting else _POLL_S
-            try:
-                ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
-                if ready and len(refs) > 1:
-                    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            except Exception as exc:  # the connection to the cluster is gone
-                self._fail_everything(f"lost the Ray cluster: {_short(exc)}")
-                continue
-            for ref in ready:
-                try:
-                    self._settle(ray, ref)
-                except Exception as exc:  # never lose the collector: a bug fails that job only
-                    log.error("ray_sandbox.settle_failed", error=_short(exc))
-
-    def _settle(self, ray: ModuleType, ref: Any) -> None:
-        with self._lock:
-            entry = self._in_flight.pop(ref, None)
-            if entry is None:
-                return
-            pending, actor, generation = entry
-            actor.busy -= 1  # a replaced actor's slots free up as its lost jobs come back
-        exceptions = ray.exceptions
-        try:
-            result: SandboxResult = ray.get(ref, timeout=0)
-        except exceptions.TaskCancelledError:
-            self._finish(pending, error=asyncio.CancelledError())
-        except exceptions.RayTaskError as exc:  # the actor answered with an exception
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, ValidationError):
-                self._finish(pending, error=cause)
-            elif isinstance(cause, SandboxError):  # that node's pool is broken: try another
-                self._lost(ray, pending, actor, generation, f"{type(cause).__name__}: {cause}",
-                           replace=False, broken=cause)
-            else:
-                self._finish(pending, error=SandboxError(
-                    f"the evaluation actor failed: {_short(cause or exc)}"))
-        except exceptions.RayError as exc:  # the actor (or its node, or the object) is gone
-            reason = _short(exc)
-            if "creation task" in str(exc):  # a new actor could not even start its pool
-                self._lost(ray, pending, actor, generation, reason, replace=True,
-                           broken=SandboxError(reason))
-            else:
-                self._lost(ray, pending, actor, generation, reason, replace=True)
-        else:
-            with self._lock:
-                actor.jobs_done += 1
-            self._finish(pending, result=SandboxResult(
-                backend=self.name, cases=result.cases, total=result.total,
-                duration_s=time.monotonic() - pending.started, error=result.error))
-
-    def _lost(self, ray: ModuleType, pending: _PendingJob, actor: ActorSlot, generation: int,
-              reason: str, *, replace: bool, broken: SandboxError | None = None) -> None:
-        """The attempt ended without a result: replace the actor if it died, then try the job
-        on another actor, or end it once it has used its tries."""
-        log.warning("ray_sandbox.attempt_lost", job_id=pending.id, actor=actor.index,
-                    attempt=pending.tries, reason=reason)
-        with self._lock:
-            if replace and actor.generation == generation and not self._closed:
-                old = actor.handle
-                self._spawn(ray, actor)
-                self._counts["replaced"] += 1
-                _kill(ray, old)
-            pending.died_on.add(actor.index)
-            closed, cancelled = self._closed, pending.cancelled
-            retry = not (closed or cancelled) and pending.tries < self.config.max_tries
-            if retry:
-                self._counts["retried"] += 1
-                self._waiting.appendleft(pending)  # it has waited longest
-                self._place_locked()
-                self._lock.notify_all()
-        if retry:
-            return
-        if closed:
-            self._finish(pending, error=SandboxError("the Ray sandbox is closed"))
-        elif cancelled:
-            self._finish(pending, error=asyncio.CancelledError())
-        elif broken is not None:
-            self._finish(pending, error=SandboxError(
-                f"the sandbox pools failed this job on {pending.tries} actors; last: {reason}"))
-        else:
-            with self._lock:
-                self._counts["crashed"] += 1
-            self._finish(pending, result=crashed_result(
-                pending.job, f"the evaluation actor died under this job on each of its "
-                f"{pending.tries} tries; last: {reason}", time.monotonic() - pending.started,
-                self.name))
-
-    def _fail_everything(self, reason: str) -> None:
-        log.error("ray_sandbox.cluster_lost", reason=reason)
-        with self._lock:
-            lost = [entry[0] for entry in self._in_flight.values()] + list(self._waiting)
-            self._in_flight.clear()
-            self._waiting.clear()
-            for actor in self._actors:
-                actor.busy = 0
-        for pending in lost:
-            _deliver(pending, error=SandboxError(reason))
-
-    def _finish(self, pending: _PendingJob, *, result: SandboxResult | None = None,
-                error: BaseException | None = None) -> None:
-        """Answer the caller (once) and hand the freed slot to the next job."""
-        with self._lock:
-            if result is not None:
-                self._counts["jobs"] += 1
-            self._place_locked()
-            self._lock.notify_all()
-        _deliver(pending, result=result, error=error)
+                if actor.plan.node_id not in {n.node_id for n in alive_nodes(ray)}:
+                    # Its node is gone: the replacement goes wherever Ray spreads it.
+                    actor.plan = ActorPlan(slots=actor.plan.slots, node_id=None)
+        self._spawn(ray, actor)
+        _kill(ray, old)  # if it was only unreachable, it must not come back as a twin
 
 
 def alive_nodes(ray: ModuleType) -> list[NodeSpec]:
@@ -527,23 +385,33 @@ def alive_nodes(ray: ModuleType) -> list[NodeSpec]:
             for n in ray.nodes() if n.get("Alive")]
 
 
-def _deliver(pending: _PendingJob, *, result: SandboxResult | None = None,
-             error: BaseException | None = None) -> None:
-    future = pending.future
+def _probe(address: str | None, timeout_s: float) -> None:
+    """Fail fast when nothing answers at ``host:port`` (Ray itself keeps retrying for
+    minutes): a name that does not resolve or a closed port is an :class:`OSError` now."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+        pass
 
-    def settle() -> None:
-        if future.done():
-            return
-        if error is not None:
-            if isinstance(error, asyncio.CancelledError):
-                future.cancel()
-            else:
-                future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
 
-    with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody to answer
-        future.get_loop().call_soon_threadsafe(settle)
+def _same_head(address: str | None, current: str) -> bool:
+    """Whether ``address`` names the head this process is connected to (``current``, the GCS
+    ``host:port``). Unset, ``auto``, ``local`` and Ray Client addresses (whose port is not the
+    GCS port) take the existing connection as it is."""
+    if address is None or address in ("auto", "local") or address.startswith("ray://"):
+        return True
+    try:
+        wanted = _resolve(address)
+        return wanted == _resolve(current) or (
+            wanted[1] == _resolve(current)[1] and wanted[0].startswith("127."))
+    except (OSError, ValueError):
+        return False
+
+
+def _resolve(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return socket.gethostbyname(host.strip("[]")), int(port)
 
 
 def _kill(ray: ModuleType, handle: Any) -> None:
@@ -552,21 +420,5 @@ def _kill(ray: ModuleType, handle: Any) -> None:
             ray.kill(handle, no_restart=True)
 
 
-def _jsonable(value: Any) -> Any:
-    try:
-        return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:300] + "..."
-
-
-SMOKE_JOB = SandboxJob(code="def double(x):\n    return 2 * x\n", entrypoint="double",
-                       cases=(Case(args=(21,), expected=42),))
-
-
-__all__ = ["INSTALL_HINT", "SMOKE_JOB", "EvaluationActor", "RaySandbox",
-           "RaySandboxConfig", "RaySandboxStats", "alive_nodes", "import_ray", "ray_version"]
+__all__ = ["INSTALL_HINT", "EvaluationActor", "RaySandbox", "RaySandboxConfig",
+           "RaySandboxStats", "alive_nodes", "import_ray", "ray_version"]
