@@ -25,20 +25,16 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's auto_dev
+from rich.console import Console
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from auto_dev.abc import Sandbox  # noqa: E402
-from auto_dev.sandbox.base import Case, Limits, SandboxJob  # noqa: E402
-from auto_dev.sandbox.process import ProcessSandbox  # noqa: E402
-from auto_dev.sandbox.ray import RaySandbox  # noqa: E402
+from auto_dev.abc import Sandbox
+from auto_dev.sandbox.base import Case, Limits, SandboxJob
+from auto_dev.sandbox.process import ProcessSandbox
+from auto_dev.sandbox.ray import RaySandbox
 
 WAITING = "import time\ndef f(i):\n    time.sleep(0.05)\n    return i\n"
 TRIVIAL = "def f(n):\n    return sum(i * i for i in range(n))\n"
@@ -150,8 +146,8 @@ def main() -> None:
     for actors, count, seconds, rate in rows:
         speedup = rate / base
         goal = goals.get(actors)
-        verdict = "" if goal is None else (
-            f"[green]>= {goal}x met[/green]" if speedup >= goal else f"[red]>= {goal}x missed[/red]")
+        verdict = "" if goal is None else (f"[green]>= {goal}x met[/green]" if speedup >= goal
+                                           else f"[red]>= {goal}x missed[/red]")
         table.add_row(str(actors), str(count), f"{seconds:.2f}", f"{rate:.1f}",
                       f"{speedup:.2f}x", verdict)
     console.print(table)
