@@ -160,3 +160,23 @@ class TestCrashedResult:
                          stop_on_first_failure=True)
         result = crashed_result(job, "x", 0.1, "ray")
         assert len(result.cases) == 1 and result.total == 2
+
+
+class TestRayIsOptional:
+    """auto-dev imports, configures and builds the Ray backend without importing Ray."""
+
+    def test_nothing_imports_ray_until_a_sandbox_starts(self) -> None:
+        """The package, the factory, the Ray backend module and the CLI leave Ray unimported."""
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        code = ("import sys, auto_dev, auto_dev.cli, auto_dev.sandbox.factory\n"
+                "from auto_dev.sandbox.ray import RaySandbox\n"
+                "from auto_dev.sandbox.ray_cluster import check_cluster\n"
+                "RaySandbox(actors=2)\n"
+                "print('ray' in sys.modules)\n")
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                             text=True, timeout=60, check=True)
+        assert out.stdout.strip() == "False", out.stderr
