@@ -124,7 +124,7 @@ class RayJobBook:
             self._lock.notify_all()
             handles = [actor.handle for actor in self._actors]
         for pending in waiting:
-            deliver(pending, error=SandboxError("the Ray sandbox is closed"))
+            answer_caller(pending, error=SandboxError("the Ray sandbox is closed"))
         return handles
 
     def abandon(self, reason: str) -> None:
@@ -136,7 +136,7 @@ class RayJobBook:
             for actor in self._actors:
                 actor.busy = 0
         for pending in lost:
-            deliver(pending, error=SandboxError(reason))
+            answer_caller(pending, error=SandboxError(reason))
 
     # ------------------------------------------------------------------ the collector thread
 
@@ -179,7 +179,7 @@ class RayJobBook:
             try:
                 pending.ref = actor.handle.run.remote(pending.id, pending.job)
             except Exception as exc:  # Ray itself is unreachable: nothing can run
-                deliver(pending, error=SandboxError(
+                answer_caller(pending, error=SandboxError(
                     f"cannot reach the Ray cluster: {short_error(exc)}"))
                 continue
             pending.tries += 1
@@ -205,9 +205,10 @@ class RayJobBook:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, ValidationError):
                 self._finish(pending, error=cause)
-            elif isinstance(cause, SandboxError):  # that node's pool is broken: try another
+            elif isinstance(cause, SandboxError):  # that node's pool is broken: a fresh
+                # actor (with a fresh pool) takes its place, the job tries another actor
                 self._lost(pending, actor, generation, f"{type(cause).__name__}: {cause}",
-                           replace=False, broken=True)
+                           replace=True, broken=True)
             else:
                 self._finish(pending, error=SandboxError(
                     f"the evaluation actor failed: {short_error(cause or exc)}"))
@@ -266,10 +267,10 @@ class RayJobBook:
                 self.counts["jobs"] += 1
             self._place_locked()
             self._lock.notify_all()
-        deliver(pending, result=result, error=error)
+        answer_caller(pending, result=result, error=error)
 
 
-def deliver(pending: PendingJob, *, result: SandboxResult | None = None,
+def answer_caller(pending: PendingJob, *, result: SandboxResult | None = None,
             error: BaseException | None = None) -> None:
     """Resolve the caller's future on its own loop (from any thread; at most once)."""
     future = pending.future
@@ -288,4 +289,4 @@ def deliver(pending: PendingJob, *, result: SandboxResult | None = None,
         future.get_loop().call_soon_threadsafe(settle)
 
 
-__all__ = ["BUSY_POLL_S", "POLL_S", "PendingJob", "RayJobBook", "deliver"]
+__all__ = ["BUSY_POLL_S", "POLL_S", "PendingJob", "RayJobBook", "answer_caller"]

@@ -190,7 +190,7 @@ class RaySandbox(Sandbox):
                                 timeout=self.config.start_timeout_s)
             except BaseException as exc:
                 for actor in actors:
-                    _kill(ray, actor.handle)
+                    _end_actor(ray, actor.handle)
                 self._disconnect(ray)
                 if isinstance(exc, SandboxError | ValidationError):
                     raise
@@ -307,7 +307,7 @@ class RaySandbox(Sandbox):
         with contextlib.suppress(Exception):  # each pool removes its own containers
             ray.wait(closing, num_returns=len(closing), timeout=30)
         for handle in handles:
-            _kill(ray, handle)
+            _end_actor(ray, handle)
         if self._collector is not None:
             self._collector.join(timeout=30)
         book.abandon("the Ray sandbox is closed")
@@ -331,7 +331,7 @@ class RaySandbox(Sandbox):
             if address in (None, "local"):
                 options["include_dashboard"] = False
             try:
-                _probe(address, self.config.connect_timeout_s)
+                _probe_head(address, self.config.connect_timeout_s)
                 ray.init(address=address, **options)
             except Exception as exc:
                 where = address or "this machine (or a new local instance)"
@@ -374,7 +374,7 @@ class RaySandbox(Sandbox):
                     # Its node is gone: the replacement goes wherever Ray spreads it.
                     actor.plan = ActorPlan(slots=actor.plan.slots, node_id=None)
         self._spawn(ray, actor)
-        _kill(ray, old)  # if it was only unreachable, it must not come back as a twin
+        _end_actor(ray, old)  # if it was only unreachable, it must not come back as a twin
 
 
 def alive_nodes(ray: ModuleType) -> list[NodeSpec]:
@@ -385,7 +385,7 @@ def alive_nodes(ray: ModuleType) -> list[NodeSpec]:
             for n in ray.nodes() if n.get("Alive")]
 
 
-def _probe(address: str | None, timeout_s: float) -> None:
+def _probe_head(address: str | None, timeout_s: float) -> None:
     """Fail fast when nothing answers at ``host:port`` (Ray itself keeps retrying for
     minutes): a name that does not resolve or a closed port is an :class:`OSError` now."""
     if address is None or address in ("auto", "local"):
@@ -402,19 +402,19 @@ def _same_head(address: str | None, current: str) -> bool:
     if address is None or address in ("auto", "local") or address.startswith("ray://"):
         return True
     try:
-        wanted = _resolve(address)
-        return wanted == _resolve(current) or (
-            wanted[1] == _resolve(current)[1] and wanted[0].startswith("127."))
+        wanted = _resolve_host_port(address)
+        return wanted == _resolve_host_port(current) or (
+            wanted[1] == _resolve_host_port(current)[1] and wanted[0].startswith("127."))
     except (OSError, ValueError):
         return False
 
 
-def _resolve(address: str) -> tuple[str, int]:
+def _resolve_host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return socket.gethostbyname(host.strip("[]")), int(port)
 
 
-def _kill(ray: ModuleType, handle: Any) -> None:
+def _end_actor(ray: ModuleType, handle: Any) -> None:
     if handle is not None:
         with contextlib.suppress(Exception):
             ray.kill(handle, no_restart=True)

@@ -102,6 +102,30 @@ class TestPlacementAndBackpressure:
         assert all(after[i] - before.get(i, 0) >= 3 for i in after), (before, after)
 
 
+class TestCancellation:
+    """A caller that stops waiting frees its slot and is not counted."""
+
+    async def test_cancelled_run_frees_its_slot(self, ray_box: RaySandbox) -> None:
+        """Cancelling two 20 s jobs ends them on the actors: both slots serve new jobs at
+        once, and neither cancelled job counts as evaluated."""
+        before = ray_box.stats()
+        slow = [asyncio.ensure_future(ray_box.run(sleeper(n, 20.0))) for n in range(2)]
+        for _ in range(200):
+            if ray_box.stats().in_flight == 2:
+                break
+            await asyncio.sleep(0.02)
+        for task in slow:
+            task.cancel()
+        await asyncio.gather(*slow, return_exceptions=True)
+        started = time.monotonic()
+        results = await asyncio.wait_for(
+            asyncio.gather(*(ray_box.run(sleeper(n, 0.01)) for n in range(2))), 15)
+        assert [r.cases[0].output for r in results] == [0, 1]
+        assert time.monotonic() - started < 10  # not after the 20 s jobs
+        after = ray_box.stats()
+        assert after.jobs - before.jobs == 2 and after.in_flight == 0
+
+
 class TestActorDeath:
     """An actor that dies loses nothing; a job that kills every actor ends crashed."""
 
@@ -163,6 +187,35 @@ class TestLifecycle:
         assert not _alive(actor["pid"])
         with pytest.raises(SandboxError):
             await box.run(sleeper(1, 0.0))
+
+
+    @pytest.mark.docker
+    async def test_docker_pools_on_the_nodes_are_removed_on_close(self, ray_session: Any
+                                                                  ) -> None:
+        """An actor running the Docker sandbox evaluates in its containers, and closing the
+        Ray sandbox removes every container that actor started."""
+        from auto_dev.sandbox._docker_spec import LABEL_OWNER_PID
+        from tests.sandbox._docker_support import all_sandbox_containers, require_docker
+
+        require_docker()
+        box = RaySandbox(actors=1, slots_per_actor=1, node_sandbox="docker")
+        try:
+            [actor] = await box.describe()
+            assert actor["backend"] == "docker" and actor["isolation"]["network"] == "none"
+            result = await box.run(sleeper(5, 0.0, cases=2))
+            assert result.all_passed and result.backend == "ray"
+            owned = [c for c in all_sandbox_containers()
+                     if c["Labels"].get(LABEL_OWNER_PID) == str(actor["pid"])]
+            assert owned
+        finally:
+            await box.aclose()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(
+                c["Labels"].get(LABEL_OWNER_PID) == str(actor["pid"])
+                for c in all_sandbox_containers()):
+            await asyncio.sleep(0.2)
+        assert not [c for c in all_sandbox_containers()
+                    if c["Labels"].get(LABEL_OWNER_PID) == str(actor["pid"])]
 
 
 def _alive(pid: int) -> bool:
