@@ -164,9 +164,18 @@ def crashed_result(job: SandboxJob, reason: str, duration_s: float, backend: str
                          duration_s=duration_s)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def short_error(exc: BaseException | object) -> str:
-    """One line of at most about 300 characters: Ray's errors span many lines."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One line of at most about 300 characters. Ray's errors carry the remote traceback: of
+    those, the summary (up to its first comma) and the exception line at the end are kept."""
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and any(line.startswith('File "') for line in lines):
+        text = f"{lines[0].split(',', 1)[0]}: {lines[-1]}"
+    else:
+        text = " ".join(text.split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:300] + "..."
 
 

@@ -189,6 +189,22 @@ class TestLifecycle:
             await box.run(sleeper(1, 0.0))
 
 
+    async def test_nodes_that_cannot_host_the_pool_fail_at_start(self, ray_session: Any
+                                                                 ) -> None:
+        """Docker required on the nodes with an image that does not exist: start raises
+        SandboxUnavailableError with the node's own reason, and a job is refused the same way."""
+        from auto_dev._exceptions import SandboxUnavailableError
+
+        box = RaySandbox(actors=1, node_sandbox="docker", image="auto-dev-no-such-image:0")
+        with pytest.raises(SandboxUnavailableError) as info:
+            await box.start()
+        assert "did not start" in str(info.value)
+        assert "SandboxUnavailableError" in str(info.value)  # the node's own reason, not Ray's
+        assert "docker" in str(info.value).lower()
+        with pytest.raises(SandboxUnavailableError):
+            await box.run(sleeper(1, 0.0))
+        await box.aclose()
+
     @pytest.mark.docker
     async def test_docker_pools_on_the_nodes_are_removed_on_close(self, ray_session: Any
                                                                   ) -> None:

@@ -16,6 +16,7 @@ from auto_dev.sandbox._ray_layout import (
     choose_actor,
     crashed_result,
     plan_actors,
+    short_error,
 )
 from auto_dev.sandbox.base import Case, CaseStatus, SandboxJob
 
@@ -160,6 +161,27 @@ class TestCrashedResult:
                          stop_on_first_failure=True)
         result = crashed_result(job, "x", 0.1, "ray")
         assert len(result.cases) == 1 and result.total == 2
+
+
+class TestShortError:
+    """Errors from Ray shrink to one line that keeps the remote exception."""
+
+    def test_remote_traceback_keeps_summary_and_exception(self) -> None:
+        """A creation-task failure keeps what happened and the node's own exception line."""
+        message = ("The actor died because of an error raised in its creation task, "
+                   "\x1b[36mray::EvaluationActor.__init__()\x1b[39m (pid=1, ip=10.0.0.1)\n"
+                   "  File \"/x/factory.py\", line 3, in create_sandbox\n"
+                   "    raise SandboxUnavailableError(...)\n"
+                   "auto_dev._exceptions.SandboxUnavailableError: the image 'img:0' is missing")
+        assert short_error(RuntimeError(message)) == (
+            "The actor died because of an error raised in its creation task: "
+            "auto_dev._exceptions.SandboxUnavailableError: the image 'img:0' is missing")
+
+    @given(st.text(min_size=1, max_size=2000))
+    def test_always_one_bounded_line(self, text: str) -> None:
+        """Whatever the error says, the result is one line of at most 303 characters."""
+        line = short_error(ValueError(text))
+        assert "\n" not in line and 0 < len(line) <= 303
 
 
 class TestRayIsOptional:
