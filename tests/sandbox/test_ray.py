@@ -48,10 +48,11 @@ def ray_box(ray_session: Any) -> Iterator[RaySandbox]:
         box.close()
 
 
-async def kill_busy_actors(ray: Any, box: RaySandbox) -> int:
-    """``ray.kill`` every actor running a job now (waits up to 5 s for one to be busy)."""
+async def kill_busy_actors(ray: Any, box: RaySandbox, most: int | None = None) -> int:
+    """``ray.kill`` the actors running a job now, at most ``most`` of them (waits up to 5 s
+    for one to be busy)."""
     for _ in range(250):
-        busy = box.busy_actor_handles()
+        busy = box.busy_actor_handles()[:most]
         if busy:
             for handle in busy:
                 ray.kill(handle)
@@ -97,7 +98,7 @@ class TestPlacementAndBackpressure:
         results = [t.result() for t in tasks]
         assert [r.cases[0].output for r in results] == list(range(12))
         assert max(in_flight for in_flight, _ in seen) == ray_box.slots == 2
-        assert max(waiting for _, waiting in seen) >= 8  # the callers were held back
+        assert max(waiting for _, waiting in seen) >= 4  # the callers were held back
         after = {a["actor"]: a["jobs"] for a in await ray_box.describe()}
         assert all(after[i] - before.get(i, 0) >= 3 for i in after), (before, after)
 
@@ -122,6 +123,10 @@ class TestCancellation:
             asyncio.gather(*(ray_box.run(sleeper(n, 0.01)) for n in range(2))), 15)
         assert [r.cases[0].output for r in results] == [0, 1]
         assert time.monotonic() - started < 10  # not after the 20 s jobs
+        for _ in range(500):  # the cancellations reach the actors in their own time
+            if ray_box.stats().in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
         after = ray_box.stats()
         assert after.jobs - before.jobs == 2 and after.in_flight == 0
 
@@ -136,14 +141,13 @@ class TestActorDeath:
         before = ray_box.stats()
         tasks = [asyncio.ensure_future(ray_box.run(sleeper(n, 0.5))) for n in range(6)]
         await asyncio.sleep(0.2)
-        assert await kill_busy_actors(ray_session, ray_box) >= 1
+        assert await kill_busy_actors(ray_session, ray_box, most=1) == 1
         results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
         assert [r.cases[0].output for r in results] == list(range(6))
         assert all(r.all_passed and r.backend == "ray" for r in results)
         moved = delta(ray_box.stats(), before)
-        assert moved["jobs"] == 6 and moved["crashed"] == 0
-        assert moved["retried"] == moved["actors_replaced"] >= 1
-        assert moved["attempts"] == 6 + moved["retried"]
+        assert moved == {"jobs": 6, "attempts": 7, "retried": 1, "crashed": 0,
+                         "actors_replaced": 1}
 
     async def test_job_killing_every_actor_ends_crashed_and_the_cluster_stays(
             self, ray_box: RaySandbox, ray_session: Any) -> None:
