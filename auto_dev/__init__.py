@@ -77,6 +77,7 @@ _LAZY: dict[str, str] = {
     "ProcessSandbox": "auto_dev.sandbox.process",
     "Program": "auto_dev.evolution.program",
     "Proposal": "auto_dev.evolution.program",
+    "RaySandbox": "auto_dev.sandbox.ray",
     "ReviewService": "auto_dev.candidates.review",
     "Sandbox": "auto_dev.abc",
     "SandboxJob": "auto_dev.sandbox.base",
@@ -150,6 +151,7 @@ __all__ = [
     "ProcessSandbox",
     "Program",
     "Proposal",
+    "RaySandbox",
     "ReviewService",
     "Sandbox",
     "SandboxError",
@@ -234,6 +236,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from auto_dev.sandbox.docker import DockerSandbox
     from auto_dev.sandbox.factory import create_sandbox
     from auto_dev.sandbox.process import ProcessSandbox
+    from auto_dev.sandbox.ray import RaySandbox
     from auto_dev.scheduler import EvolutionScheduler
     from auto_dev.service import AutoDev
     from auto_dev.types import CycleRequest, EvolutionRunResult

@@ -25,10 +25,12 @@ SETTINGS_MEANINGS: dict[str, str] = {
                     "or PostgreSQL (`postgresql+psycopg://user@host/db`).",
     "tenant": "Tenant of the CLI commands and of `AutoDev` when none is passed.",
     "sandbox": "Sandbox backend: `auto` (Docker when an engine and the image are available, "
-               "else the process sandbox), `docker` or `process`.",
+               "else the process sandbox), `docker`, `process` or `ray` (actors on a Ray "
+               "cluster, see `ray_address`; needs `pip install \"auto-dev[ray]\"`).",
     "sandbox_image": "Image of the Docker sandbox (`auto-dev sandbox build-image` builds it).",
     "sandbox_workers": "Warm workers (processes or containers) in the sandbox pool; unset: one "
-                       "per CPU (Docker: at least 2).",
+                       "per CPU (Docker: at least 2). With `ray`: per actor (unset: the "
+                       "CPUs of its node).",
     "log_format": "Log lines on stderr: `console` (human) or `json` (one object per line).",
     "log_level": "Least severe log level shown: `debug`, `info`, `warning` or `error`.",
     "event_handler_timeout_s": "Seconds an event handler may run before it is cancelled and "
@@ -75,6 +77,13 @@ SETTINGS_MEANINGS: dict[str, str] = {
     "server_shutdown_timeout_s": "On SIGTERM, seconds the service waits for in-flight requests "
                                  "before closing their connections (cycles then get the "
                                  "cycle worker's own drain time).",
+    "ray_address": "The Ray cluster of `sandbox = \"ray\"`: `host:port` of the head, "
+                   "`ray://host:port` (Ray Client), `auto`, or unset (a cluster started on "
+                   "this machine, else a new local instance).",
+    "ray_actors": "Evaluation actors on the Ray cluster, spread over its nodes; unset: one per "
+                  "alive node.",
+    "ray_node_sandbox": "The pool each Ray actor runs on its node: `auto` (Docker where the "
+                        "node has an engine and the image), `docker` or `process`.",
     "llm_model": "A litellm model string (`openai/gpt-4o-mini`, `ollama/qwen2.5-coder`); the "
                  "short form of `[llm] model`. Unset (and no `[llm]` model): offline mode.",
     "llm_api_base": "Base URL of the model's API; the short form of `[llm] api_base`.",
@@ -128,6 +137,8 @@ OTHER_VARIABLES: dict[str, str] = {
                                "Docker is missing.",
     "AUTO_DEV_REQUIRE_POSTGRES": "Test suite: `1` makes PostgreSQL tests fail instead of skip "
                                  "when the server is missing.",
+    "AUTO_DEV_REQUIRE_RAY": "Test suite: `1` makes Ray tests fail instead of skip when Ray is "
+                            "not installed.",
     "AUTO_DEV_TEST_POSTGRES_URL": "Test suite: the PostgreSQL server for the PostgreSQL tests.",
     "AUTO_DEV_TEST_POSTGRES_DB": "`.ci/setup-postgres.sh`: name of the test database.",
 }

@@ -32,6 +32,7 @@ from pydantic_settings import (
 
 from auto_dev._event_types import MAX_JSON_DEPTH
 from auto_dev._exceptions import ConfigurationError
+from auto_dev._exceptions import ValidationError as AutoDevValidationError
 
 DEFAULT_DATABASE_URL = "sqlite:///./auto_dev.db"
 #: Ten years: the longest schedule interval any setting may allow.
@@ -93,7 +94,7 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     tenant: str = "default"
-    sandbox: Literal["auto", "docker", "process"] = "auto"
+    sandbox: Literal["auto", "docker", "process", "ray"] = "auto"
     sandbox_image: str = "auto-dev-sandbox:latest"
     sandbox_workers: int | None = Field(None, ge=1, le=256)
     log_format: Literal["console", "json"] = "console"
@@ -122,6 +123,10 @@ class Settings(BaseSettings):
     server_max_batch: int = Field(1000, ge=1, le=100_000)
     server_idempotency_ttl_s: float = Field(86_400.0, gt=0)
     server_shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # Ray (AUTO_DEV_SANDBOX=ray): candidates evaluated by actors on a cluster's nodes.
+    ray_address: str | None = None
+    ray_actors: int | None = Field(None, ge=1, le=4096)
+    ray_node_sandbox: Literal["auto", "docker", "process"] = "auto"
     # The three simple LLM variables (AUTO_DEV_LLM_MODEL, ..._API_BASE, ..._API_KEY).
     llm_model: str | None = None
     llm_api_base: str | None = None
@@ -160,6 +165,16 @@ class Settings(BaseSettings):
         if "://" not in value:
             raise ValueError("must be an SQLAlchemy URL such as sqlite:///./auto_dev.db")
         return value
+
+    @field_validator("ray_address")
+    @classmethod
+    def _check_ray_address(cls, value: str | None) -> str | None:
+        from auto_dev.sandbox._ray_layout import check_ray_address
+
+        try:
+            return check_ray_address(value)
+        except AutoDevValidationError as exc:
+            raise ValueError(exc.problem) from exc
 
     @classmethod
     def settings_customise_sources(

@@ -206,6 +206,8 @@ class AutoDev:
                 image=self.settings.sandbox_image,
                 workers=self.settings.sandbox_workers,
                 private_paths=_private_paths(self.database),
+                ray_address=self.settings.ray_address, ray_actors=self.settings.ray_actors,
+                ray_node_sandbox=self.settings.ray_node_sandbox,
             )
             self._sandbox, self._sandbox_reason = choice.sandbox, choice.reason
             log.info("sandbox_selected", backend=self._sandbox.name, reason=choice.reason)

@@ -11,6 +11,9 @@
   ``.ci/setup-postgres.sh``). Skips when the server is unreachable, fails instead when
   ``AUTO_DEV_REQUIRE_POSTGRES=1``. Mark such tests ``@pytest.mark.postgres``.
 * ``postgres_database``: a fresh, migrated PostgreSQL :class:`Database` per test.
+* ``ray_session``: a local Ray instance (2 CPUs, no dashboard) started by the first test that
+  asks for it and shut down at the end of the session. Skips when Ray is not installed, fails
+  instead when ``AUTO_DEV_REQUIRE_RAY=1``. Mark such tests ``@pytest.mark.ray``.
 
 Logging: structlog keeps its default levels and processors, except that exceptions are rendered
 as plain tracebacks (the default rich rendering with locals costs about half a second per logged
@@ -25,6 +28,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -156,3 +160,23 @@ def postgres_database(postgres_url: str) -> Iterator[Database]:
     db.upgrade()
     yield db
     db.dispose()
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """The ``ray`` module, initialised once for the session on a local instance."""
+    try:
+        import ray
+    except ImportError as exc:
+        require_service("Ray", "AUTO_DEV_REQUIRE_RAY", False, f"Ray is not installed: {exc}")
+        raise  # pragma: no cover - require_service has skipped or failed
+    # Two CPUs as on the CI machine; the object store at its floor: jobs and results are small.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=80 * 1024 * 1024, configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -10,6 +10,7 @@ import typer
 
 from auto_dev.cli.agents import app as agents_app
 from auto_dev.cli.candidates import app as candidates_app
+from auto_dev.cli.cluster import app as cluster_app
 from auto_dev.cli.db import app as db_app
 from auto_dev.cli.db import init
 from auto_dev.cli.demo import demo
@@ -64,6 +65,7 @@ app.add_typer(schedule_app, name="schedule", help="Manage scheduled evolution cy
 app.add_typer(scheduler_app, name="scheduler", help="Run the scheduler.")
 app.add_typer(engines_app, name="engines", help="Learning engines.")
 app.add_typer(sandbox_app, name="sandbox", help="Sandbox backends: check, build the image.")
+app.add_typer(cluster_app, name="cluster", help="The Ray cluster of sandbox=ray: check.")
 app.add_typer(llm_app, name="llm", help="The LLM layer: status and spend.")
 app.add_typer(agents_app, name="agents", help="Agents' maturity per capability: show, set.")
 app.add_typer(tenants_app, name="tenants", help="Tenant settings: toggles, limits, budgets.")

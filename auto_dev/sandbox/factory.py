@@ -1,4 +1,4 @@
-"""Choosing a sandbox backend: ``auto`` (the default), ``docker`` or ``process``.
+"""Choosing a sandbox backend: ``auto`` (the default), ``docker``, ``process`` or ``ray``.
 
 ``auto`` uses Docker when an engine is reachable and the sandbox image exists, otherwise the
 process sandbox, and says which it chose and why (in the log, and in :class:`SandboxChoice`).
@@ -6,12 +6,14 @@ A tenant that requires containers (``require_containers=True``) never falls back
 or image is then a :class:`~auto_dev.SandboxUnavailableError` that says what to fix.
 
 The mode comes from the argument, else the ``AUTO_DEV_SANDBOX`` environment variable, else
-``auto``.
+``auto``. ``ray`` evaluates on a Ray cluster (``AUTO_DEV_RAY_ADDRESS``) whose actors each run one
+of the other backends on their node; it is never chosen by ``auto``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 import time
@@ -27,10 +29,11 @@ from auto_dev.sandbox._docker_spec import DEFAULT_IMAGE
 
 log = structlog.get_logger(__name__)
 
-Mode = Literal["auto", "docker", "process"]
-MODES: tuple[str, ...] = ("auto", "docker", "process")
+Mode = Literal["auto", "docker", "process", "ray"]
+MODES: tuple[str, ...] = ("auto", "docker", "process", "ray")
 ENV_MODE = "AUTO_DEV_SANDBOX"
 ENV_IMAGE = "AUTO_DEV_SANDBOX_IMAGE"
+ENV_RAY_ADDRESS = "AUTO_DEV_RAY_ADDRESS"
 _PROBE_TIMEOUT_S = 5
 
 
@@ -137,16 +140,27 @@ def create_sandbox(
     image: str | None = None,
     workers: int | None = None,
     private_paths: Sequence[str] = (),
+    ray_address: str | None = None,
+    ray_actors: int | None = None,
+    ray_node_sandbox: str = "auto",
     **kwargs: Any,
 ) -> SandboxChoice:
     """Build the sandbox the mode asks for (see the module docstring).
 
-    ``workers`` sizes the pool of either backend; other keyword arguments go to the backend's
-    constructor (``DockerSandboxConfig`` fields for Docker). Containers start lazily, on the
-    first job (or on ``await sandbox.start()``). ``private_paths`` are host directories (the
-    database's, the config file's) that the process backend hides from candidates besides the
-    working directory and home; containers see no host files at all.
+    ``workers`` sizes the pool of either backend (with ``ray``: each actor's pool); other
+    keyword arguments go to the backend's constructor (``DockerSandboxConfig`` fields for
+    Docker). Containers and Ray actors start lazily, on the first job (or on
+    ``await sandbox.start()``). ``private_paths`` are host directories (the database's, the
+    config file's) that the process backend hides from candidates besides the working directory
+    and home; containers see no host files at all. ``ray_address`` (default:
+    ``$AUTO_DEV_RAY_ADDRESS``), ``ray_actors`` and ``ray_node_sandbox`` lay out the Ray backend.
     """
+    if resolve_mode(mode) == "ray":
+        box = _ray(ray_address, ray_actors, ray_node_sandbox, workers, resolve_image(image),
+                   require_containers, private_paths)
+        return _choose(box, "ray",
+                       f"{ENV_MODE}=ray asks for evaluation on a Ray cluster "
+                       f"({ray_address or os.environ.get(ENV_RAY_ADDRESS) or 'local'})")
     if private_paths:
         hidden = [os.getcwd(), os.path.expanduser("~"), *private_paths]
         kwargs = {**kwargs, "_hide_paths": list(dict.fromkeys(hidden))}
@@ -191,6 +205,14 @@ def _selection(docker: BackendStatus) -> BackendStatus:
         mode = resolve_mode(None)
     except ValidationError as exc:
         return BackendStatus("selected", False, str(exc))
+    if mode == "ray":
+        installed = importlib.util.find_spec("ray") is not None
+        where = os.environ.get(ENV_RAY_ADDRESS) or "local"
+        return BackendStatus(
+            "selected", installed,
+            f"ray ({ENV_MODE}=ray, cluster {where}): `auto-dev cluster check` shows its nodes"
+            if installed else f"none: {ENV_MODE}=ray but Ray is not installed "
+            '(pip install "auto-dev[ray]")', {"mode": mode})
     if mode == "process":
         return BackendStatus("selected", True, f"process ({ENV_MODE}=process)", {"mode": mode})
     if docker.usable:
@@ -215,6 +237,22 @@ def _docker(image: str, workers: int | None, kwargs: dict[str, Any]) -> Sandbox:
 
     kwargs = {k: v for k, v in kwargs.items() if k != "_hide_paths"}  # no host files in there
     return DockerSandbox(DockerSandboxConfig(image=image, pool_size=workers, **kwargs))
+
+
+def _ray(address: str | None, actors: int | None, node_sandbox: str, workers: int | None,
+         image: str, require_containers: bool, private_paths: Sequence[str]) -> Sandbox:
+    """The Ray backend; Ray itself is imported when it starts, but must be installed now."""
+    if importlib.util.find_spec("ray") is None:
+        raise SandboxUnavailableError(
+            f'{ENV_MODE}=ray, but Ray is not installed (pip install "auto-dev[ray]")')
+    from auto_dev.sandbox.ray import RaySandbox, RaySandboxConfig
+
+    if require_containers and node_sandbox == "auto":
+        node_sandbox = "docker"  # a tenant that requires containers never gets processes
+    return RaySandbox(RaySandboxConfig(
+        address=address if address is not None else os.environ.get(ENV_RAY_ADDRESS),
+        actors=actors, slots_per_actor=workers, node_sandbox=node_sandbox, image=image,
+        require_containers=require_containers, private_paths=tuple(private_paths)))
 
 
 def _process(workers: int | None, kwargs: dict[str, Any]) -> Sandbox:

@@ -241,3 +241,75 @@ class TestSandboxCli:
 
         result = CliRunner().invoke(app, ["build-image"], env={"COLUMNS": "200"})
         assert result.exit_code == 1 and "cannot build" in result.output
+
+
+@pytest.fixture
+def ray_installed() -> None:
+    import importlib.util
+
+    from tests._services import require_service
+
+    require_service("Ray", "AUTO_DEV_REQUIRE_RAY", importlib.util.find_spec("ray") is not None,
+                    "Ray is not installed")
+
+
+class TestRayMode:
+    """``ray`` builds the Ray backend (started on first use) from the arguments or settings."""
+
+    def test_layout_comes_from_the_arguments_and_environment(
+            self, ray_installed: None, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Workers size each actor's pool; the address defaults to AUTO_DEV_RAY_ADDRESS."""
+        from auto_dev.sandbox.ray import RaySandbox
+
+        monkeypatch.setenv(factory.ENV_RAY_ADDRESS, "ray://head:10001")
+        choice = create_sandbox("ray", workers=3, ray_actors=4, ray_node_sandbox="process")
+        assert isinstance(choice.sandbox, RaySandbox) and choice.backend == "ray"
+        config = choice.sandbox.config
+        assert (config.address, config.actors, config.slots_per_actor, config.node_sandbox) == (
+            "ray://head:10001", 4, 3, "process")
+        assert "ray://head:10001" in choice.reason
+        assert create_sandbox("ray", ray_address="h:1").sandbox.config.address == "h:1"  # type: ignore[attr-defined]
+
+    def test_containers_required_means_docker_on_every_node(self, ray_installed: None) -> None:
+        """A tenant that requires containers gets Docker pools on the nodes, never processes."""
+        choice = create_sandbox("ray", require_containers=True)
+        assert choice.sandbox.config.node_sandbox == "docker"  # type: ignore[attr-defined]
+        with pytest.raises(ValidationError) as info:
+            create_sandbox("ray", require_containers=True, ray_node_sandbox="process")
+        assert info.value.field == "ray.node_sandbox"
+
+    def test_bad_address_names_the_field(self, ray_installed: None) -> None:
+        """A malformed address is refused before anything connects."""
+        with pytest.raises(ValidationError) as info:
+            create_sandbox("ray", ray_address="http://head")
+        assert info.value.field == "ray.address"
+
+    def test_missing_ray_says_how_to_install_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without Ray installed, ray mode is unavailable and names the extra."""
+        import importlib.util
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "ray" else real(name, *a))
+        with pytest.raises(SandboxUnavailableError, match=r"auto-dev\[ray\]"):
+            create_sandbox("ray")
+
+    def test_autodev_settings_reach_the_ray_backend(self, ray_installed: None,
+                                                    database_url: str) -> None:
+        """AUTO_DEV_SANDBOX=ray and the ray_* settings give AutoDev a Ray sandbox laid out as
+        configured (nothing connects until the first job)."""
+        from auto_dev.config import load_settings
+        from auto_dev.sandbox.ray import RaySandbox
+        from auto_dev.service import AutoDev
+
+        settings = load_settings(database_url=database_url, sandbox="ray", ray_actors=2,
+                                 sandbox_workers=1, ray_address="head:6379",
+                                 ray_node_sandbox="docker")
+        autodev = AutoDev(settings, load_plugins=False, builtin_engines=False)
+        try:
+            box = autodev.sandbox
+            assert isinstance(box, RaySandbox) and box.slots == 0
+            assert (box.config.address, box.config.actors, box.config.slots_per_actor,
+                    box.config.node_sandbox) == ("head:6379", 2, 1, "docker")
+        finally:
+            autodev.database.dispose()
