@@ -32,12 +32,18 @@ from typing import Any
 
 import pytest
 import structlog
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 from auto_dev.db import Database
 from tests._services import require_service
+
+# CI runs every property with the same examples (a failure there is reproducible, never a
+# one-in-twenty flake); locally the default profile keeps exploring new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg:///autodev_test?host=/var/run/postgresql"
 
