@@ -41,6 +41,17 @@ class Sandbox(ABC):
     #: Short backend name recorded on every evaluation (``"process"``, ``"docker"``).
     name: ClassVar[str] = "abstract"
 
+    @property
+    def slots(self) -> int:
+        """How many jobs this sandbox runs at once (its pool size); the search keeps that many
+        candidate evaluations in flight unless ``SearchConfig.concurrency`` says otherwise.
+
+        Backends that know override it (process and Docker: their pool size; Ray: the slots of
+        its actors, known once it has started). The default, 2, is what the search used before
+        backends could say, and is safe for any backend honouring the concurrency contract.
+        """
+        return 2
+
     @abstractmethod
     async def run(self, job: SandboxJob) -> SandboxResult:
         """Run ``job`` and return one :class:`CaseResult` per case that ran, in case order."""

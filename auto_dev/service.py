@@ -555,6 +555,11 @@ class _LazySandbox(Sandbox):
     def __init__(self, owner: AutoDev) -> None:
         self._owner = owner
 
+    @property
+    def slots(self) -> int:
+        # The real sandbox's pool (choosing it now if no job did yet).
+        return self._owner.sandbox.slots
+
     async def run(self, job: SandboxJob) -> SandboxResult:
         return await self._owner.sandbox.run(job)
 

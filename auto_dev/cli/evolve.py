@@ -234,10 +234,8 @@ async def _evolve(
     plan = build_mutators(settings, offline=offline, client=client)
     choice = create_sandbox(sandbox_mode, workers=workers)
     box = choice.sandbox
-    workers_attr = getattr(box, "workers", None)
-    concurrency = max(2, workers_attr if isinstance(workers_attr, int) else 2)
-    config = SearchConfig(n_islands=islands, concurrency=concurrency,
-                          continue_after_solved=keep_improving)
+    # Concurrency unset: the search keeps as many candidates in flight as the sandbox has slots.
+    config = SearchConfig(n_islands=islands, continue_after_solved=keep_improving)
     try:
         with _progress_bar(progress, entrypoint, budget, len(cases)) as on_progress:
             search = EvolutionSearch(

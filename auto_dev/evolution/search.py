@@ -36,8 +36,17 @@ Three things keep the search from wasting sandbox time, evaluations and model ca
 ``SearchConfig.legacy()`` turns the three off (one seed-derived timeout for every case), which
 reproduces the search as it was before them; the repair benchmark measures against it.
 
+*Concurrency*: the search keeps as many candidate evaluations in flight as the sandbox runs at
+once (:attr:`auto_dev.abc.Sandbox.slots`: the process or Docker pool size, the slots of a Ray
+cluster's actors), unless ``SearchConfig.concurrency`` is set, which then wins. A window wider
+than one step's batch is filled with further steps (on the next islands) proposed from the same
+state; the round is evaluated together, never more than the window in the sandbox at once, and
+settled in proposal order before the next round is proposed. A window of at most
+``batch_size`` leaves the search exactly as it was with one step per round. (A round waits for
+its slowest candidate: the price of an order of acceptance that never depends on timing.)
+
 Randomness comes from generators seeded with ``seed``; given a deterministic sandbox the run is
-reproducible, concurrency included (each batch is processed in proposal order).
+reproducible, concurrency included (each round is settled in proposal order).
 """
 
 from __future__ import annotations
@@ -173,6 +182,8 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
         self._waste = WasteLedger(patience=cfg.waste_patience)
         self._since_best = 0
         self._recheck_backoff = 1
+        self._step = 0  # steps taken (one island, one mutator call or the waiting merges)
+        self._idle = 0  # consecutive steps that gave no candidate
         self._dedup = Deduplicator()
         self._feedback: OrderedDict[str, list[CaseFeedback]] = OrderedDict()
         self._digests: OrderedDict[str, bytes] = OrderedDict()
@@ -198,30 +209,21 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
         stop = "budget"
         if self._solved(seed) and not self.config.continue_after_solved:
             return self._result(seed, "seed_passes")
-        step = idle = 0
-        cfg = self.config
+        window = self._window()  # after the seed's job: a Ray sandbox knows its slots now
+        log.info("search.window", window=window,
+                 source="config" if self.config.concurrency is not None else "sandbox")
         while self._evaluations < self.budget:
             if self._done():
                 stop = "solved"
                 break
-            island = step % cfg.n_islands
-            step += 1
-            self.population.maybe_migrate(step)
-            room = min(cfg.batch_size, self.budget - self._evaluations)
-            if self._composed:
-                batch = await self._composed_batch(room, island)
-            else:
-                batch = await self._proposed_batch(room, island)
-            if not batch:
-                idle += 1
-                if idle >= cfg.max_idle_steps:
-                    stop = "exhausted"
-                    break
-                continue
-            idle = 0
-            await self._evaluate_batch(batch)
-            await self._maybe_recheck()
-            self._progress()
+            batch = await self._round(window)
+            if batch:
+                await self._evaluate_batch(batch, window)
+                await self._maybe_recheck()
+                self._progress()
+            if self._idle >= self.config.max_idle_steps:
+                stop = "exhausted"
+                break
         else:
             if self._done():
                 stop = "solved"
@@ -232,6 +234,47 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
 
     def _done(self) -> bool:
         return self._solved(self.population.best()) and not self.config.continue_after_solved
+
+    def _window(self) -> int:
+        """Candidate evaluations in flight at once: ``config.concurrency`` when set, else the
+        sandbox's slots (at least one)."""
+        if self.config.concurrency is not None:
+            return self.config.concurrency
+        slots = self.sandbox.slots
+        return slots if isinstance(slots, int) and slots >= 1 else 1
+
+    async def _round(self, window: int) -> list[SearchCandidate]:
+        """The candidates of the next round, proposed from the same settled state.
+
+        A step (one island, one mutator call or the waiting merges) gives up to ``batch_size``
+        candidates. When the window holds no more than one batch, a round is the first step
+        that gives any (the search as it always was); a wider window takes further steps, on
+        the next islands, until the round fills it. Empty steps count towards
+        ``max_idle_steps``; the caller stops when they reach it.
+        """
+        cfg = self.config
+        batch: list[SearchCandidate] = []
+        while self._idle < cfg.max_idle_steps:
+            left = self.budget - self._evaluations - len(batch)
+            free = window - len(batch)
+            if left <= 0 or (batch and (window <= cfg.batch_size or free <= 0)):
+                break
+            island = self._step % cfg.n_islands
+            self._step += 1
+            self.population.maybe_migrate(self._step)
+            room = min(cfg.batch_size, left) if not batch else min(cfg.batch_size, left, free)
+            if self._composed:
+                step = await self._composed_batch(room, island)
+            else:
+                step = await self._proposed_batch(room, island)
+            if step:
+                self._idle = 0
+                batch.extend(step)
+            else:
+                self._idle += 1
+                if batch:
+                    break  # evaluate what there is rather than spend more mutator calls
+        return batch
 
     async def _proposed_batch(self, room: int, island: int) -> list[SearchCandidate]:
         """One mutator call's proposals that survive the cheap filters."""
@@ -375,10 +418,12 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
 
     # --- evaluation -----------------------------------------------------------------------------
 
-    async def _evaluate_batch(self, batch: list[SearchCandidate]) -> None:
+    async def _evaluate_batch(self, batch: list[SearchCandidate], window: int) -> None:
+        """Evaluate a round with at most ``window`` candidates in the sandbox at once, then
+        settle them in proposal order (so the order of acceptance never depends on timing)."""
         for candidate in batch:  # chosen up front so concurrency cannot change the choice
             candidate.quick = self._cascade.quick_cases(candidate.parent.passed_cases)
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        semaphore = asyncio.Semaphore(window)
 
         async def one(candidate: SearchCandidate) -> None:
             async with semaphore:

@@ -16,7 +16,10 @@ class SearchConfig:
     island_capacity: int = 24
     migration_interval: int = 25
     batch_size: int = 4
-    concurrency: int = 2
+    #: Candidate evaluations in flight at once. ``None`` (the default): as many as the
+    #: sandbox runs at once (:attr:`auto_dev.abc.Sandbox.slots`: the process or Docker pool
+    #: size, a Ray cluster's slots); a number overrides the sandbox's figure.
+    concurrency: int | None = None
     quick_failing: int = 6
     quick_passing: int = 2
     cascade_min_cases: int = 5
@@ -56,9 +59,14 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_islands", "island_capacity", "migration_interval", "batch_size",
-                     "concurrency", "max_idle_steps"):
+                     "max_idle_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValidationError(f"config.{name}", "must be at least 1")
+        if self.concurrency is not None and (
+                isinstance(self.concurrency, bool) or not isinstance(self.concurrency, int)
+                or self.concurrency < 1):
+            raise ValidationError("config.concurrency",
+                                  "must be an integer of at least 1 (or None: the sandbox's slots)")
         for name in ("quick_failing", "quick_passing", "cascade_min_cases", "n_inspirations",
                      "feedback_cases"):
             if int(getattr(self, name)) < 0:

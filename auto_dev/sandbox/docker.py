@@ -90,6 +90,11 @@ class DockerSandbox(Sandbox):
     # ------------------------------------------------------------------ public
 
     @property
+    def slots(self) -> int:
+        """Jobs run at once: one per pooled container."""
+        return self.config.size
+
+    @property
     def pool(self) -> ContainerPool:
         """The container pool (for health checks, diagnostics and tests)."""
         return self._pool

@@ -225,6 +225,11 @@ class ProcessSandbox(Sandbox):
     def workers(self) -> int:
         return self._size
 
+    @property
+    def slots(self) -> int:
+        """Jobs run at once: one per warm worker."""
+        return self._size
+
     def worker_uids(self, *, include_retired: bool = False) -> list[int]:
         """The uids of the live workers (and of replaced ones); empty unless :attr:`privileged`."""
         with self._state.lock:

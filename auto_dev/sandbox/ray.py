@@ -145,7 +145,8 @@ class RaySandbox(Sandbox):
 
     @property
     def slots(self) -> int:
-        """Jobs the actors run at once (0 before :meth:`start`)."""
+        """Jobs the actors run at once, the sum of their pool sizes (0 before :meth:`start`;
+        the search reads it after its first job, which starts the sandbox)."""
         return sum(actor.plan.slots for actor in self._actors)
 
     @property

@@ -184,7 +184,8 @@ class TestHooksAndLineage:
             Program(code=SEED, entrypoint="f", id="v1"), cases, ScriptedSandbox(judge),
             [ListMutator([step1, step2])], budget=10,
             hooks=SearchHooks(on_evaluated=on_evaluated, on_seed=on_seed),
-            config=SearchConfig(n_islands=1, batch_size=1),
+            # One candidate in flight: each step's parent is the previous step's child.
+            config=SearchConfig(n_islands=1, batch_size=1, concurrency=1),
         )
         result = await search.run()
         assert result.solved
@@ -340,7 +341,8 @@ class TestSteppingStones:
             _seed(), [Case(args=(i,), expected=i) for i in range(6)],
             ScriptedSandbox(self._judge), [ListMutator([stone, full])], budget=5,
             hooks=SearchHooks(on_evaluated=on_evaluated),
-            config=SearchConfig(batch_size=1, stone_rate=1.0, seed_rate=0.0),
+            # One candidate in flight: the stone is settled before the next step picks a parent.
+            config=SearchConfig(batch_size=1, concurrency=1, stone_rate=1.0, seed_rate=0.0),
         )
         result = await search.run()
         assert records[0].status is SearchStatus.REGRESSED and records[0].stepping_stone
