@@ -8,6 +8,8 @@ deterministically and instantly.
 from __future__ import annotations
 
 import ast
+import asyncio
+import random
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -130,3 +132,33 @@ class TimedSandbox(Sandbox):
             if job.stop_on_first_failure and not result.passed:
                 break
         return SandboxResult(backend=self.name, cases=tuple(cases), total=len(job.cases))
+
+
+class GaugedSandbox(ScriptedSandbox):
+    """A :class:`ScriptedSandbox` with ``slots`` that records how many jobs it held at once.
+
+    Each job waits ``hold_s`` (plus a random ``jitter_s`` from an unseeded generator, so that
+    jobs finish in an order no seed controls) before it answers.
+    """
+
+    def __init__(self, judge: Judge, *, slots: int, hold_s: float = 0.002,
+                 jitter_s: float = 0.0) -> None:
+        super().__init__(judge)
+        self._slots = slots
+        self.hold_s = hold_s
+        self.jitter_s = jitter_s
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    async def run(self, job: SandboxJob) -> SandboxResult:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.hold_s + random.random() * self.jitter_s)
+            return await super().run(job)
+        finally:
+            self.in_flight -= 1

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from typing import ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auto_dev._exceptions import LLMUnavailableError, ValidationError
 from auto_dev.abc import Mutator
@@ -14,7 +18,12 @@ from auto_dev.evolution.program import MutationContext, Program, Proposal
 from auto_dev.evolution.records import CandidateRecord, SearchHooks, SearchStatus
 from auto_dev.evolution.search import EvolutionSearch, SearchConfig
 from auto_dev.sandbox.base import Case
-from tests.evolution._fakes import CountingMutator, ListMutator, ScriptedSandbox
+from tests.evolution._fakes import (
+    CountingMutator,
+    GaugedSandbox,
+    ListMutator,
+    ScriptedSandbox,
+)
 
 SEED = "def f(x):\n    if x > 0:\n        return x\n    return 0\n"
 FIXED = "def f(x):\n    if x >= 0:\n        return x\n    return 0\n"
@@ -315,6 +324,80 @@ class TestDeterminismAndSpeed:
         assert result.evaluations == 1000
         rate = result.evaluations / max(elapsed - result.sandbox_seconds, 1e-9)
         assert rate > 300, f"{rate:.0f} candidates/s"
+
+
+def _hashed_judge(code: str, case: Case) -> bool:
+    """A case passes or fails by a hash of the code: mixed, stable outcomes for any program."""
+    return hashlib.sha256(f"{code}|{case.args[0]}".encode()).digest()[0] % 2 != 0
+
+
+async def _fingerprint(window: int | None, slots: int, seed: int = 7,
+                       batch_size: int = 4) -> list[tuple[str, str, str, int]]:
+    """The candidates of one run (id, operator, status, cases passed), in settling order,
+    with jobs that finish in a random order."""
+    search = EvolutionSearch(
+        Program(code="def f(x, y):\n    return x - y if x > y else y\n", entrypoint="f"),
+        [Case(args=(i, 2), expected=i) for i in range(12)],
+        GaugedSandbox(_hashed_judge, slots=slots, hold_s=0.0, jitter_s=0.004),
+        [AstMutator()], budget=40, rng_seed=seed,
+        config=SearchConfig(concurrency=window, batch_size=batch_size),
+    )
+    result = await search.run()
+    return [(s.id, s.operator, s.status, s.passed) for s in result.candidates]
+
+
+class TestConcurrencyWindow:
+    """The search keeps the sandbox's slots busy, never more, unless told a concurrency."""
+
+    @settings(max_examples=20, deadline=None)
+    @given(slots=st.integers(1, 12), batch_size=st.integers(1, 5))
+    def test_in_flight_reaches_the_slots_and_never_exceeds_them(
+            self, slots: int, batch_size: int) -> None:
+        """Whatever the batch size, as many candidates run at once as the sandbox has slots."""
+        sandbox = GaugedSandbox(lambda code, case: False, slots=slots)
+        search = EvolutionSearch(
+            Program(code="def f(x):\n    return x\n", entrypoint="f"),
+            [Case(args=(1,), expected=0), Case(args=(2,), expected=0)], sandbox,
+            [CountingMutator()], budget=3 * slots, config=SearchConfig(batch_size=batch_size),
+        )
+        result = asyncio.run(search.run())
+        assert result.evaluations == 3 * slots
+        assert sandbox.most_in_flight == slots
+
+    @pytest.mark.parametrize(("slots", "concurrency"), [(8, 3), (2, 5)])
+    async def test_explicit_concurrency_overrides_the_slots(
+            self, slots: int, concurrency: int) -> None:
+        """SearchConfig.concurrency wins over the sandbox's slots, below and above them."""
+        sandbox = GaugedSandbox(lambda code, case: False, slots=slots)
+        search = EvolutionSearch(
+            Program(code="def f(x):\n    return x\n", entrypoint="f"),
+            [Case(args=(1,), expected=0), Case(args=(2,), expected=0)], sandbox,
+            [CountingMutator()], budget=20, config=SearchConfig(concurrency=concurrency),
+        )
+        await search.run()
+        assert sandbox.most_in_flight == concurrency
+
+    async def test_wide_window_is_deterministic_whatever_finishes_first(self) -> None:
+        """Eight in flight, jobs finishing in random order: the same seed settles the same
+        candidates with the same outcomes, in the same order."""
+        first = await _fingerprint(None, slots=8)
+        assert len(first) >= 40
+        assert await _fingerprint(None, slots=8) == first
+        assert await _fingerprint(None, slots=8, seed=8) != first
+
+    async def test_window_within_one_batch_leaves_the_search_as_it_was(self) -> None:
+        """Up to batch_size in flight, a round is one step: the run does not depend on it."""
+        serial = await _fingerprint(1, slots=1)
+        for window in (2, 4):
+            assert await _fingerprint(window, slots=1) == serial
+        assert await _fingerprint(None, slots=3) == serial
+
+    def test_concurrency_must_be_a_positive_integer(self) -> None:
+        """A zero, negative or non-integer concurrency names the field."""
+        for bad in (0, -2, 1.5, True):
+            with pytest.raises(ValidationError) as info:
+                SearchConfig(concurrency=bad)  # type: ignore[arg-type]
+            assert info.value.field == "config.concurrency"
 
 
 class TestSteppingStones:
