@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from auto_dev.abc import Mutator
 from auto_dev.config import load_settings
 from auto_dev.db import Database
+from auto_dev.evolution.program import MutationContext, Program, Proposal
+from auto_dev.evolution.search import EvolutionSearch
 from auto_dev.models import Evaluation, ToolMutation
 from auto_dev.sandbox.base import Case, CaseStatus, Limits, SandboxJob
 from auto_dev.sandbox.ray import RaySandbox, RaySandboxStats
@@ -101,6 +104,50 @@ class TestPlacementAndBackpressure:
         assert max(waiting for _, waiting in seen) >= 4  # the callers were held back
         after = {a["actor"]: a["jobs"] for a in await ray_box.describe()}
         assert all(after[i] - before.get(i, 0) >= 3 for i in after), (before, after)
+
+
+class SlowConstantMutator(Mutator):
+    """Proposes programs that sleep ``seconds`` per case and add a new constant each time."""
+
+    name = "slow_constant"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.n = 0
+
+    async def mutate(self, parent: Program, context: MutationContext) -> list[Proposal]:
+        proposals = []
+        for _ in range(context.max_proposals):
+            self.n += 1
+            code = (f"import time\ndef f(n):\n    time.sleep({self.seconds})\n"
+                    f"    return n + {self.n}\n")
+            proposals.append(Proposal(code=code, entrypoint="f", operator="slow.constant"))
+        return proposals
+
+
+class TestSearchFillsTheCluster:
+    """One search keeps as many candidates in flight as the Ray actors have slots."""
+
+    async def test_one_search_runs_more_than_two_jobs_at_once_on_four_actors(
+            self, ray_session: Any) -> None:
+        """Four one-slot actors, started by the search's first job: the search reads their
+        four slots and has four candidates on the actors at once."""
+        box = RaySandbox(actors=4, slots_per_actor=1, node_sandbox="process")
+        try:
+            search = EvolutionSearch(
+                Program(code="import time\ndef f(n):\n    time.sleep(0.3)\n    return n\n",
+                        entrypoint="f"),
+                [Case(args=(n,), expected=-n - 1) for n in (1, 2)], box,
+                [SlowConstantMutator(0.3)], budget=8, limits=Limits(timeout_s=10.0),
+            )
+            result = await search.run()
+            stats = box.stats()
+        finally:
+            await box.aclose()
+        assert result.evaluations == 8
+        assert box.slots == 4
+        assert stats.most_in_flight > 2 and stats.most_in_flight <= 4
+        assert stats.jobs == 9  # the seed and the eight candidates, one job each
 
 
 class TestCancellation:
