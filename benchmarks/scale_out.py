@@ -152,7 +152,7 @@ async def search_cycle(actors: int, concurrency: int | None, budget: int
         await box.start()
         # Warm every actor one job at a time (placement takes turns), so that the most jobs
         # in flight the sandbox reports afterwards is the search's own.
-        await drive(actors, 1, lambda i, b=box: passes(b, waiting_job(i, 1)))
+        await drive(actors, 1, lambda i: passes(box, waiting_job(i, 1)))
         search = EvolutionSearch(
             Program(code=SEARCH_SEED, entrypoint="f"), SEARCH_CASES, box,
             [WaitingConstantMutator()], budget=budget, rng_seed=11,
