@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from auto_dev import ValidationError
+from auto_dev.config import load_settings
+from auto_dev.db import Database
 from auto_dev.models import Episode, EventRecord, TestCase
 from auto_dev.sandbox.process import ProcessSandbox
 from auto_dev.service import AutoDev
@@ -118,3 +120,21 @@ class TestCandidatesCannotReadTheDatabase:
         finally:
             await autodev.aclose()
             shutil.rmtree(folder, ignore_errors=True)
+
+
+
+class TestEngineSandboxSlots:
+    """Engines see the facade's sandbox with its slots, so one cycle fills its pool."""
+
+    async def test_engines_see_the_pool_size_of_the_sandbox(self, database: Database,
+                                                            database_url: str) -> None:
+        """The sandbox engines are handed (chosen lazily) reports the real pool's slots."""
+        box = ProcessSandbox(workers=3)
+        settings = load_settings(database_url=database_url, tenant="t1")
+        instance = AutoDev(settings, database=database, sandbox=box, load_plugins=False)
+        try:
+            engine = instance.engines.get("alpha_evolver")
+            assert engine.context.sandbox.slots == 3
+        finally:
+            await instance.aclose()
+            await box.aclose()

@@ -313,3 +313,22 @@ class TestRayMode:
                     box.config.node_sandbox) == ("head:6379", 2, 1, "docker")
         finally:
             autodev.database.dispose()
+
+
+class TestSlots:
+    """Every backend says how many jobs it runs at once: its pool size."""
+
+    @given(workers=st.integers(1, 16))
+    def test_process_and_docker_slots_are_their_pool_size(self, workers: int) -> None:
+        """The process sandbox's workers and the Docker pool's containers (nothing started)."""
+        from auto_dev.sandbox.docker import DockerSandbox
+
+        assert ProcessSandbox(workers=workers).slots == workers
+        assert DockerSandbox(pool_size=workers).slots == workers
+
+    def test_ray_slots_are_unknown_until_the_actors_start(self) -> None:
+        """Before start a Ray sandbox has no actors, so no slots (the search reads them after
+        its first job)."""
+        from auto_dev.sandbox.ray import RaySandbox
+
+        assert RaySandbox(actors=4, slots_per_actor=2).slots == 0
