@@ -253,6 +253,17 @@ class TestSdkExport:
         assert "no agent span" in answer.partial_success.error_message
         assert len(episodes_of(svc, agent)) == 1
 
+    def test_the_readme_environment_configures_the_exporter(
+            self, svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+        agent = unique("env")
+        token = svc.tokens[("acme", Role.INGEST)]
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{svc.url}/v1/traces")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"Authorization=Bearer%20{token}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+        sender = OTLPSpanExporter()
+        assert sender.export(recorded_spans(agent, fail=False)) == SpanExportResult.SUCCESS
+        assert len(episodes_of(svc, agent)) == 1
+
     def test_gzip_bodies_are_read(self, svc: Service) -> None:
         agent = unique("gzip")
         body = encode_spans(recorded_spans(agent, fail=False)).SerializeToString()
