@@ -81,7 +81,7 @@ problem JSON naming the field (`resourceSpans[0].scopeSpans[0].spans[3].traceId`
 nothing.
 """
 
-_WRITE_RETRIES = 1
+_WRITE_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)

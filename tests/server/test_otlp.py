@@ -5,6 +5,7 @@ OpenInference spans, retries, hostile bodies and tokens."""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import copy
 import gzip
 import json
@@ -315,6 +316,25 @@ class TestOtlpJson:
         partial = response.json()["partialSuccess"]
         assert partial["rejectedSpans"] == "1"
         assert "ignored" in partial["errorMessage"]
+
+
+@pytest.mark.postgres
+class TestRetriesRacing:
+    """On PostgreSQL, concurrent copies of one export race; the unique key keeps one."""
+
+    def test_concurrent_copies_record_one_episode(self, postgres_url: str) -> None:
+        with service(postgres_url, tenants=("acme",)) as pg:
+            agent = unique("race")
+            body = encode_spans(recorded_spans(agent, fail=True)).SerializeToString()
+
+            def send(_: int) -> int:
+                return post(pg, body, "application/x-protobuf").status_code
+
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(send, range(16)))
+            assert statuses == [200] * 16
+            assert len(episodes_of(pg, agent)) == 1
+            assert len(skill_events(pg, agent)) == 2
 
 
 class TestOpenInference:
