@@ -9,10 +9,10 @@ the response is an ``ExportTraceServiceResponse`` in the request's encoding, who
 ``partial_success`` counts the spans that became nothing and says why.
 
 Exporters retry: an episode is known by its trace id and root span id (kept in the episode's
-metadata and as an idempotency record of the tenant), and a retried export records nothing
-twice. An export is recorded all or nothing, in one transaction; a malformed one (bad protobuf,
-bad JSON, a bad id, too many spans, a wrong content type) is a 4xx problem naming the field, and
-writes nothing.
+metadata and as an idempotency record of the tenant, for ``server_idempotency_ttl_s`` like every
+idempotency key), and a retried export records nothing twice. An export is recorded all or
+nothing, in one transaction; a malformed one (bad protobuf, bad JSON, a bad id, too many spans,
+a wrong content type) is a 4xx problem naming the field, and writes nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import contextlib
 import zlib
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -73,7 +72,8 @@ here with `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://HOST:PORT/v1/traces` and
   a skill execution.
 * An agent span and its tool spans must arrive in one export (the SDK's `BatchSpanProcessor`).
   Spans below no agent span are ignored and counted in the response's `partialSuccess`.
-* A retried export records nothing twice (an episode is known by its trace id and root span id).
+* A retried export records nothing twice (an episode is known by its trace id and root span id,
+  for `server_idempotency_ttl_s`).
 
 The answer is an `ExportTraceServiceResponse` in the request's encoding. Bad protobuf or JSON, a
 bad id, more spans than `server_max_batch` or a body over `server_max_body_bytes` get a 4xx
@@ -105,6 +105,8 @@ class Recorded:
                      "content": {PROTOBUF: {}, JSON: {"example": {}}}},
                400: {"description": "Bad protobuf, JSON or ids (problem JSON, `field`)"},
                413: {"description": "Too large a body or too many spans"},
+               422: {"description": "A value the episode store refuses (problem JSON naming "
+                                    "the span and the field)"},
                415: {"description": "Neither `application/x-protobuf` nor "
                                     "`application/json`"}},
 )
@@ -180,10 +182,9 @@ def _decode(raw: bytes, media: str, *, max_spans: int, max_depth: int
 async def _record(autodev: AutoDev, tenant_id: str, batch: TraceBatch) -> Recorded:
     if not batch.episodes:
         return Recorded(0, 0, 0)
-    ttl = timedelta(seconds=autodev.settings.server_idempotency_ttl_s)
     for attempt in range(_WRITE_RETRIES + 1):
         try:
-            return await asyncio.to_thread(_write, autodev, tenant_id, batch, ttl)
+            return await asyncio.to_thread(_write, autodev, tenant_id, batch)
         except StorageError:
             # A concurrent retry of the same export recorded one of its episodes first (its
             # key won the unique index); once more, that episode is found and skipped.
@@ -192,7 +193,7 @@ async def _record(autodev: AutoDev, tenant_id: str, batch: TraceBatch) -> Record
     raise AssertionError("unreachable")
 
 
-def _write(autodev: AutoDev, tenant_id: str, batch: TraceBatch, ttl: timedelta) -> Recorded:
+def _write(autodev: AutoDev, tenant_id: str, batch: TraceBatch) -> Recorded:
     """In a worker thread: every new episode of the export and its skill executions, with the
     key that makes a retry find them; one transaction."""
     loop = thread_loop()
@@ -200,7 +201,7 @@ def _write(autodev: AutoDev, tenant_id: str, batch: TraceBatch, ttl: timedelta) 
     episodes = executions = known = 0
     with serial, autodev.database.transaction() as session:
         for episode in batch.episodes:
-            if IdempotencyRecords.find(session, tenant_id, episode.key, ttl=ttl) is not None:
+            if IdempotencyRecords.find(session, tenant_id, episode.key) is not None:
                 known += 1
                 continue
             episode_id = _call(loop, autodev.record_episode(
