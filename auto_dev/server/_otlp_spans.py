@@ -6,9 +6,9 @@ span* of a trace in one export (no agent span above it) becomes one episode:
 * agent spans: the gen_ai semantic conventions' ``gen_ai.operation.name = invoke_agent`` (or a
   span name starting ``invoke_agent``), and OpenInference's ``openinference.span.kind`` AGENT
   or CHAIN;
-* the agent is ``gen_ai.agent.name`` (OpenInference: ``agent.name``), else the resource's
-  ``service.name``; the task is the agent's input (``input.value``), else
-  ``gen_ai.agent.description``, else the span name;
+* the agent is ``gen_ai.agent.name`` (OpenInference: ``agent.name``), else the name in an
+  ``invoke_agent {name}`` span name, else the resource's ``service.name``; the task is the
+  agent's input (``input.value``), else ``gen_ai.agent.description``, else the span name;
 * it failed when the span's status is ERROR or ``error.type`` is set; its error trace is the
   ``exception`` event's ``exception.stacktrace``, else its type and message, else the status
   message;
@@ -244,8 +244,10 @@ def _root_of(key: tuple[bytes, bytes], views: dict[tuple[bytes, bytes], _SpanVie
 
 def _episode(view: _SpanView, tools: list[ToolCall]) -> TraceEpisode:
     attrs = view.attributes
+    named = view.span.name.removeprefix("invoke_agent ") \
+        if view.span.name.startswith("invoke_agent ") else ""
     agent = _name(attrs.get("gen_ai.agent.name")) or _name(attrs.get("agent.name")) \
-        or _name(view.service) or _name(view.span.name) or "unknown_agent"
+        or _name(named) or _name(view.service) or _name(view.span.name) or "unknown_agent"
     task = _first_text(attrs.get("input.value"), attrs.get("gen_ai.agent.description"),
                        view.span.name) or "(unnamed task)"
     if len(task) > _MAX_TASK_CHARS:

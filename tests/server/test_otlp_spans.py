@@ -115,3 +115,17 @@ class TestMapper:
         assert episode.span_id == outer.hex()
         assert [(c.tool_name, c.success) for c in episode.tools] == [("t", False)]
         assert batch.rejected_spans == 0
+
+    def test_the_agent_name_falls_back_to_the_span_name_then_the_service(self) -> None:
+        request = ExportTraceServiceRequest()
+        resource = request.resource_spans.add()
+        resource.resource.attributes.add(key="service.name",
+                                         value=AnyValue(string_value="svc"))
+        spans = resource.scope_spans.add().spans
+        spans.add(trace_id=b"\x03" * 16, span_id=b"\x00" * 7 + b"\x01",
+                  name="invoke_agent planner")
+        spans.add(trace_id=b"\x03" * 16, span_id=b"\x00" * 7 + b"\x02", name="plan",
+                  attributes=[KeyValue(key="gen_ai.operation.name",
+                                       value=AnyValue(string_value="invoke_agent"))])
+        agents = [e.agent for e in episodes_from_request(request).episodes]
+        assert agents == ["planner", "svc"]
