@@ -71,7 +71,8 @@ SETTINGS_MEANINGS: dict[str, str] = {
                              "413).",
     "server_max_json_depth": "Deepest nesting of arrays and objects accepted in a JSON body "
                              "(deeper: 400).",
-    "server_max_batch": "Most episodes or skill executions in one batch request.",
+    "server_max_batch": "Most episodes or skill executions in one batch request, and most "
+                        "spans in one trace export.",
     "server_idempotency_ttl_s": "Seconds a response is kept for retries with the same "
                                 "`Idempotency-Key`; an older key records again.",
     "server_shutdown_timeout_s": "On SIGTERM, seconds the service waits for in-flight requests "

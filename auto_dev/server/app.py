@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from auto_dev._exceptions import AutoDevError
 from auto_dev.queries.idempotency import IdempotencyRecords
 from auto_dev.queries.tokens import TokenQueries
-from auto_dev.server import browse, health, ingest, metrics, problems, review
+from auto_dev.server import browse, health, ingest, metrics, otlp, problems, review
 from auto_dev.server.bodies import BodyLimit
 from auto_dev.server.schemas import COMPONENTS
 
@@ -37,7 +37,8 @@ _CLEANUP_EVERY_S = 3600.0
 
 API_DESCRIPTION = """\
 auto-dev as a service: agent platforms report episodes and skill executions (`/v1/episodes`,
-`/v1/skill-executions`), reviewers decide on the candidates auto-dev evolves (`/v1/candidates`),
+`/v1/skill-executions`, or OpenTelemetry traces over OTLP/HTTP at `/v1/traces`), reviewers
+decide on the candidates auto-dev evolves (`/v1/candidates`),
 operators watch `/healthz`, `/readyz` and `/metrics`.
 
 Authenticate with `Authorization: Bearer <token>` (`auto-dev tokens create`). The tenant is the
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None, *, autodev: AutoDev | None = No
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=current.server_max_body_bytes)
     app.add_middleware(metrics.RequestMetrics)
-    for router in (health.router, metrics.router, ingest.router, review.router,
+    for router in (health.router, metrics.router, ingest.router, otlp.router, review.router,
                    browse.router, browse.admin_router):
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -35,22 +35,32 @@ async def read_json(request: Request, *, max_bytes: int, max_depth: int,
             and "transfer-encoding" not in request.headers:
         return JsonBody(b"", {})
     _check_media_type(request.headers.get("content-type"))
+    raw = await read_raw(request, max_bytes=max_bytes)
+    if not raw.strip():
+        raise Problem(400, "bad-json", "the body is empty: send a JSON object or array")
+    return JsonBody(raw, decode_json(raw, max_depth=max_depth))
+
+
+async def read_raw(request: Request, *, max_bytes: int) -> bytes:
+    """The body's bytes, refused with 413 past ``max_bytes`` (declared or streamed)."""
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
             raise Problem(400, "bad-request", "Content-Length must be a number")
         if int(length) > max_bytes:
-            raise _too_large(max_bytes)
+            raise too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(max_bytes)
+            raise too_large(max_bytes)
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise Problem(400, "bad-json", "the body is empty: send a JSON object or array")
+    return b"".join(chunks)
+
+
+def decode_json(raw: bytes, *, max_depth: int) -> Any:
+    """``raw`` as a JSON value nesting at most ``max_depth`` levels (400 otherwise)."""
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
@@ -59,7 +69,7 @@ async def read_json(request: Request, *, max_bytes: int, max_depth: int,
         raise Problem(400, "bad-json", f"the body is not valid JSON: {exc}") from None
     if depth_of(value) > max_depth:
         raise _too_deep(max_depth)
-    return JsonBody(raw, value)
+    return value
 
 
 def depth_of(value: Any) -> int:
@@ -93,7 +103,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _too_large(max_bytes: int) -> Problem:
+def too_large(max_bytes: int) -> Problem:
     return Problem(413, "too-large", f"the body is larger than {max_bytes} bytes "
                    "(server_max_body_bytes)")
 
@@ -134,7 +144,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _too_large(self.max_bytes).response()(scope, receive, send)
+                await too_large(self.max_bytes).response()(scope, receive, send)
                 return
         seen = 0
 
@@ -144,7 +154,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _too_large(self.max_bytes)
+                    raise too_large(self.max_bytes)
             return message
 
         await self.app(scope, limited, send)

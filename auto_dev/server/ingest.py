@@ -45,7 +45,7 @@ _REPLAYED = "Idempotent-Replayed"
 _thread_loops = threading.local()
 #: SQLite has one writer at a time: requests queue here rather than in SQLite's busy handler,
 #: whose sleeps (up to 100 ms each) make the tail latency of concurrent writers seconds long.
-_sqlite_writer = threading.Lock()
+sqlite_writer = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +182,8 @@ def _write(autodev: AutoDev, tenant_id: str, key: str | None, digest: str, ttl: 
            respond: Callable[[list[Any]], dict[str, Any]], *, batch: bool) -> Outcome:
     """In a worker thread: look the key up, do every call, keep the response; one
     transaction."""
-    loop = _thread_loop()
-    serial = _sqlite_writer if autodev.database.is_sqlite else contextlib.nullcontext()
+    loop = thread_loop()
+    serial = sqlite_writer if autodev.database.is_sqlite else contextlib.nullcontext()
     with serial, autodev.database.transaction() as session:
         if key is not None:
             stored = IdempotencyRecords.find(session, tenant_id, key, ttl=ttl)
@@ -220,7 +220,7 @@ def _replayed(stored_hash: str, digest: str, status: int, body: dict[str, Any]) 
     return Outcome(status, body, replayed=True)
 
 
-def _thread_loop() -> asyncio.AbstractEventLoop:
+def thread_loop() -> asyncio.AbstractEventLoop:
     """This worker thread's own event loop (made once per thread)."""
     loop: asyncio.AbstractEventLoop | None = getattr(_thread_loops, "loop", None)
     if loop is None or loop.is_closed():

@@ -1,9 +1,11 @@
 """``GET /metrics`` in the Prometheus text format (prometheus-client).
 
 Counters of what this process did come from the routes (requests, ingested items, review
-decisions made through the API). Everything else is read from the database at scrape time by
-:class:`DatabaseCollector`, so the figures are those of the whole deployment, whichever process
-is scraped: event deliveries and cycle jobs by status, candidates by kind and status,
+decisions made through the API); ``autodev_process_info{pid}`` names the process, since each
+worker of ``serve --workers N`` counts its own. Everything else is read from the database at
+scrape time by :class:`DatabaseCollector`, so the figures are those of the whole deployment,
+whichever process is scraped: event deliveries and cycle jobs by status, candidates by kind and
+status,
 promotions and rollbacks (every decision recorded, by the API, the CLI or auto-dev itself),
 runs by status and their durations, and the LLM ledger (calls, cost, tokens, errors by model).
 
@@ -14,6 +16,7 @@ counts only, no tenant, agent or tool names. Keep it on an internal network all 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -59,6 +62,10 @@ class ServiceMetrics:
         self.api_decisions = Counter("autodev_api_decisions",
                                      "Promotions and rollbacks made through this process's API",
                                      ["decision"], registry=self.registry)
+        # Under ``serve --workers N`` each worker keeps its own counters; the pid says whose
+        # a scrape shows.
+        Info("autodev_process", "The process that answered this scrape",
+             registry=self.registry).info({"pid": str(os.getpid())})
         self.registry.register(DatabaseCollector(autodev))
 
     def ingested(self, kind: str, count: int) -> None:

@@ -176,6 +176,10 @@ ENDPOINTS = (
     Endpoint("POST", "/v1/skill-executions", Role.INGEST,
              {"agent": "agent-1", "skill_name": "inc", "success": True,
               "execution_seconds": 0.1}),
+    Endpoint("POST", "/v1/traces", Role.INGEST, {"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+         "name": "invoke_agent agent-1",
+         "attributes": [{"key": "gen_ai.agent.name", "value": {"stringValue": "agent-1"}}]}]}]}]}),
     Endpoint("GET", "/v1/candidates", Role.REVIEWER),
     Endpoint("GET", "/v1/candidates/{candidate}", Role.REVIEWER),
     Endpoint("POST", "/v1/candidates/{candidate}/approve", Role.REVIEWER, {"reason": "ok"}),
