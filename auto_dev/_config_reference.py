@@ -74,6 +74,10 @@ SETTINGS_MEANINGS: dict[str, str] = {
     "server_max_batch": "Most episodes or skill executions in one batch request.",
     "server_idempotency_ttl_s": "Seconds a response is kept for retries with the same "
                                 "`Idempotency-Key`; an older key records again.",
+    "server_session_secret": "Key that signs the review page's session cookies (at least 32 "
+                             "characters; unset: a random key per process, so sessions end "
+                             "at a restart and several workers need it set).",
+    "server_session_ttl_s": "Seconds a review page login lasts.",
     "server_shutdown_timeout_s": "On SIGTERM, seconds the service waits for in-flight requests "
                                  "before closing their connections (cycles then get the "
                                  "cycle worker's own drain time).",

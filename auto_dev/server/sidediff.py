@@ -90,10 +90,18 @@ def _whole(index: int, text: str, changed: bool) -> Side:
     return Side(index + 1, (Segment(text, changed),))
 
 
+#: Below this similarity two paired lines are shown as wholly changed: character highlights
+#: between unrelated lines are noise.
+_SIMILAR = 0.5
+
+
 def _intraline(a: str, b: str) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if matcher.ratio() < _SIMILAR:
+        return (Segment(a, True),), (Segment(b, True),)
     left: list[Segment] = []
     right: list[Segment] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if i2 > i1:
             left.append(Segment(a[i1:i2], tag != "equal"))
         if j2 > j1:
