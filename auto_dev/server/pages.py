@@ -25,7 +25,6 @@ from auto_dev.candidates.risk import RiskReport, assess_code, assess_workflow
 from auto_dev.models import CandidateStatus
 from auto_dev.queries.tokens import Role
 from auto_dev.server import pages_browse
-from auto_dev.server.problems import from_error
 from auto_dev.server.sidediff import changed_lines, side_by_side
 from auto_dev.server.templating import render
 from auto_dev.server.web_session import (
@@ -37,6 +36,7 @@ from auto_dev.server.web_session import (
     clear_cookie,
     current_session,
     keys_of,
+    page_error,
     read_form,
     set_cookie,
 )
@@ -69,11 +69,6 @@ def safe_next(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
-
-
-def page_error(exc: AutoDevError) -> PageError:
-    problem = from_error(exc)
-    return PageError(problem.status, problem.detail)
 
 
 # -- login ----------------------------------------------------------------------------------------

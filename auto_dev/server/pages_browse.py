@@ -15,9 +15,8 @@ from fastapi.responses import RedirectResponse, Response
 from auto_dev._exceptions import AutoDevError, ValidationError
 from auto_dev.queries.episodes import EpisodeBrowser
 from auto_dev.queries.tokens import Role
-from auto_dev.server.problems import from_error
 from auto_dev.server.templating import render
-from auto_dev.server.web_session import PageError, checked_form, current_session
+from auto_dev.server.web_session import PageError, checked_form, current_session, page_error
 
 if TYPE_CHECKING:
     from auto_dev.service import AutoDev
@@ -34,11 +33,6 @@ def _autodev(request: Request) -> AutoDev:
     return request.app.state.autodev
 
 
-def _error(exc: AutoDevError) -> PageError:
-    problem = from_error(exc)
-    return PageError(problem.status, problem.detail)
-
-
 def _to_login(request: Request) -> Response:
     from auto_dev.server.pages import login_redirect
 
@@ -49,7 +43,7 @@ async def _read(function: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return await asyncio.to_thread(function, *args, **kwargs)
     except AutoDevError as exc:
-        raise _error(exc) from exc
+        raise page_error(exc) from exc
 
 
 # -- tools ----------------------------------------------------------------------------------------
@@ -83,7 +77,7 @@ async def rollback(request: Request, name: str) -> Response:
     to_version: int | None = None
     if raw:
         if not raw.isdigit():
-            raise _error(ValidationError("to_version", "must be a version number"))
+            raise page_error(ValidationError("to_version", "must be a version number"))
         to_version = int(raw)
     result = await _read(_autodev(request).review.rollback, principal.tenant_id, name,
                          principal.actor, form.get("reason", "").strip(), to_version=to_version)
@@ -146,7 +140,7 @@ async def set_maturity(request: Request, agent: str) -> Response:
         raise PageError(403, "changing maturity needs an admin token")
     reason = form.get("reason", "").strip()
     if not reason:
-        raise _error(ValidationError("reason", "say why the maturity changes"))
+        raise page_error(ValidationError("reason", "say why the maturity changes"))
     autodev = _autodev(request)
 
     def write() -> None:

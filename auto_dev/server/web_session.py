@@ -30,8 +30,10 @@ import structlog
 from fastapi import Request
 from fastapi.responses import Response
 
+from auto_dev._exceptions import AutoDevError
 from auto_dev.queries.tokens import Role, TokenQueries
 from auto_dev.server.auth import Principal
+from auto_dev.server.problems import from_error
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,13 @@ class PageError(Exception):
         self.status = status
         self.message = message
         super().__init__(message)
+
+
+def page_error(exc: AutoDevError) -> PageError:
+    """The error page of an auto-dev error: the API's status, the field at fault named."""
+    problem = from_error(exc)
+    field = f"{problem.field}: " if problem.field else ""
+    return PageError(problem.status, field + problem.detail)
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,11 +49,13 @@ def page_service(database_url: str, tenants: tuple[str, ...] = ("acme", "beta")
 
 
 async def propose(autodev: AutoDev, tenant: str) -> dict[str, str]:
-    """Tool ``inc`` (v1 adds two) with two tests, and two passed manual candidates made through
+    """Tool ``inc`` (v1 adds two) with two tests, agent-1, and two passed manual candidates made through
     the facade: ``fixed`` (adds one) and ``hostile`` (adds one and calls a subprocess)."""
     autodev.configure_tenant(tenant, actor="setup", reason="test setup", **ON)
     autodev.register_tool("inc", TOOL_CODE, "inc", tenant_id=tenant,
                           tests=[{"args": [1], "expected": 2}, {"args": [5], "expected": 6}])
+    autodev.set_maturity("agent-1", "auto_dev.alpha_evolver", "supervised", actor="setup",
+                         reason="test setup", tenant_id=tenant)
     ids = {}
     for label, code in (("fixed", FIXED), ("hostile", HOSTILE)):
         change = await autodev.propose_tool_change("inc", code, actor="dev", reason=label,

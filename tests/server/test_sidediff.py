@@ -25,6 +25,11 @@ class TestSideBySide:
         assert changed == ["1"] and [s.text for s in rows[1].left.segments if s.changed] == ["2"]
         assert changed_lines(rows) == 1
 
+    def test_unrelated_lines_are_wholly_changed(self) -> None:
+        rows = side_by_side("return x\n", "import subprocess as sp\n")
+        assert [(s.text, s.changed) for s in rows[0].right.segments] == [
+            ("import subprocess as sp", True)]
+
     def test_inserts_and_deletes_leave_the_other_side_empty(self) -> None:
         rows = side_by_side("a\nb\n", "a\nc\nd\n")
         kinds = [(r.kind, r.left.number, r.right.number) for r in rows]

@@ -1,0 +1,243 @@
+"""The review web page through real HTTP (no browser): login and cookies, CSRF, roles, escaping
+of hostile candidate code, decisions, and tenants that never see each other."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from auto_dev.queries.tokens import Role, TokenQueries
+from tests.server._pages import csrf_of, login, page_service, propose, state
+from tests.server._support import Service, snapshot
+
+
+@dataclass
+class World:
+    svc: Service
+    acme: dict[str, str]  # candidate ids of tenant acme: fixed, hostile
+    beta: dict[str, str]
+
+    def token(self, tenant: str, role: Role) -> str:
+        return self.svc.tokens[(tenant, role)]
+
+    def login(self, tenant: str = "acme", role: Role = Role.REVIEWER) -> httpx.Client:
+        return login(self.svc, self.token(tenant, role))
+
+
+@pytest.fixture
+def world(database_url: str) -> Iterator[World]:
+    """Tenants acme and beta, each with tool inc and two passed candidates."""
+    with page_service(database_url) as svc:
+        acme = asyncio.run(propose(svc.autodev, "acme"))
+        beta = asyncio.run(propose(svc.autodev, "beta"))
+        yield World(svc, acme, beta)
+
+
+def _post(client: httpx.Client, path: str, csrf: str | None, **fields: str) -> httpx.Response:
+    data = dict(fields)
+    if csrf is not None:
+        data["csrf"] = csrf
+    return client.post(path, data=data)
+
+
+class TestLogin:
+    """A reviewer or admin token starts a cookie session; nothing else does."""
+
+    def test_session_cookie_flags(self, world: World) -> None:
+        client = httpx.Client(base_url=world.svc.url)
+        form = client.get("/login")
+        answer = client.post("/login", data={"token": world.token("acme", Role.REVIEWER),
+                                             "csrf": csrf_of(form.text)})
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
+        cookie = next(h for h in answer.headers.get_list("set-cookie")
+                      if h.startswith("autodev_session="))
+        flags = {part.strip().lower() for part in cookie.split(";")}
+        assert {"httponly", "samesite=strict", "path=/"} <= flags
+        assert "secure" not in flags  # plain http here
+        assert world.token("acme", Role.REVIEWER) not in cookie  # never the token itself
+        assert "acme" in client.get("/").text
+
+    def test_secure_cookie_over_https(self, world: World) -> None:
+        client = httpx.Client(base_url=world.svc.url, headers={"X-Forwarded-Proto": "https"})
+        form = client.get("/login")
+        # httpx keeps Secure cookies for https URLs: send the login cookie by hand.
+        login_cookie = form.cookies["autodev_login"]
+        answer = client.post("/login", data={"token": world.token("acme", Role.ADMIN),
+                                             "csrf": csrf_of(form.text)},
+                             headers={"Cookie": f"autodev_login={login_cookie}"})
+        assert answer.status_code == 303
+        cookie = next(h for h in answer.headers.get_list("set-cookie")
+                      if h.startswith("autodev_session="))
+        assert "secure" in {part.strip().lower() for part in cookie.split(";")}
+
+    def test_ingest_unknown_and_forged_logins_are_refused(self, world: World) -> None:
+        client = httpx.Client(base_url=world.svc.url)
+        for token, status in ((world.token("acme", Role.INGEST), 403),
+                              ("adt_" + "x" * 40, 401), ("", 401)):
+            form = client.get("/login")
+            answer = client.post("/login", data={"token": token, "csrf": csrf_of(form.text)})
+            assert answer.status_code == status
+            assert "autodev_session" not in answer.headers.get("set-cookie", "")
+        assert client.get("/").status_code == 303
+        fresh = httpx.Client(base_url=world.svc.url)  # no login cookie: no CSRF proof
+        answer = fresh.post("/login", data={"token": world.token("acme", Role.ADMIN),
+                                            "csrf": "made-up"})
+        assert answer.status_code == 403 and "autodev_session" not in answer.headers.get(
+            "set-cookie", "")
+
+    def test_pages_need_a_session(self, world: World) -> None:
+        client = httpx.Client(base_url=world.svc.url)
+        for path in ("/", f"/candidates/{world.acme['fixed']}", "/tools", "/episodes",
+                     "/agents"):
+            answer = client.get(path)
+            assert answer.status_code == 303 and answer.headers["location"].startswith(
+                "/login?next=")
+        client.cookies.set("autodev_session", "a.b.9999999999.forged")
+        assert client.get("/").status_code == 303
+
+    def test_next_is_local_only(self, world: World) -> None:
+        client = httpx.Client(base_url=world.svc.url)
+        form = client.get("/login")
+        answer = client.post("/login", data={"token": world.token("acme", Role.REVIEWER),
+                                             "csrf": csrf_of(form.text),
+                                             "next": "//evil.example/x"})
+        assert answer.headers["location"] == "/"
+
+    def test_logout_and_revocation_end_the_session(self, world: World) -> None:
+        client = world.login()
+        kept = dict(client.cookies)
+        answer = _post(client, "/logout", csrf_of(client.get("/").text))
+        assert answer.status_code == 303
+        replay = httpx.Client(base_url=world.svc.url, cookies=kept)
+        assert replay.get("/").status_code == 303  # the old cookie is dead
+        admin = world.login(role=Role.ADMIN)
+        assert admin.get("/").status_code == 200
+        TokenQueries(world.svc.database).revoke(
+            next(t.id for t in TokenQueries(world.svc.database).list("acme")
+                 if t.role is Role.ADMIN))
+        assert admin.get("/").status_code == 303
+
+
+class TestCsrf:
+    """Every POST needs the session's CSRF token; without it nothing changes."""
+
+    def test_missing_wrong_or_foreign_token(self, world: World) -> None:
+        client = world.login()
+        other = world.login(role=Role.ADMIN)
+        foreign = csrf_of(other.get("/").text)
+        before = snapshot(world.svc.autodev, "acme")
+        path = f"/candidates/{world.acme['fixed']}/approve"
+        for csrf in (None, "", "wrong", foreign):
+            answer = _post(client, path, csrf, reason="ok")
+            assert answer.status_code == 403, csrf
+        answer = _post(client, "/tools/inc/rollback", None, reason="back")
+        assert answer.status_code == 403
+        assert client.post(path, json={"csrf": csrf_of(client.get("/").text)}
+                           ).status_code == 415
+        anonymous = httpx.Client(base_url=world.svc.url)
+        assert _post(anonymous, path, "x", reason="ok").status_code == 401
+        assert snapshot(world.svc.autodev, "acme") == before
+
+
+class TestDecisions:
+    """Approve, reject with a reason, promote and roll back, recorded with the token's name."""
+
+    def test_review_round_trip(self, world: World) -> None:
+        client = world.login()
+        actor = world.svc.names[("acme", Role.REVIEWER)]
+        fixed, hostile = world.acme["fixed"], world.acme["hostile"]
+        csrf = csrf_of(client.get(f"/candidates/{hostile}").text)
+        no_reason = _post(client, f"/candidates/{hostile}/reject", csrf, reason="  ")
+        assert no_reason.status_code == 422 and "reason" in no_reason.text
+        assert state(world.svc.autodev, "acme")["statuses"][hostile] == "passed"
+        assert _post(client, f"/candidates/{hostile}/reject", csrf,
+                     reason="calls a subprocess").status_code == 303
+        assert _post(client, f"/candidates/{fixed}/approve", csrf, reason="fixes it"
+                     ).status_code == 303
+        promoted = _post(client, f"/candidates/{fixed}/promote", csrf, reason="ship")
+        assert promoted.status_code == 303
+        assert promoted.headers["location"] == f"/candidates/{fixed}?done=promoted"
+        page = client.get(promoted.headers["location"]).text
+        assert "Candidate promoted." in page and "calls a subprocess" not in page
+        held = state(world.svc.autodev, "acme")
+        assert held["statuses"] == {fixed: "promoted", hostile: "rejected"}
+        assert (hostile, "rejected", actor, "calls a subprocess") in held["decisions"]
+        assert (fixed, "approved", actor, "fixes it") in held["decisions"]
+        assert held["active"][0] == 2 and held["active"][2] == fixed
+        again = _post(client, f"/candidates/{hostile}/approve", csrf, reason="oops")
+        assert again.status_code == 409  # a rejected candidate stays rejected
+        back = _post(client, "/tools/inc/rollback", csrf, reason="bad in production")
+        assert back.status_code == 303 and "rolled back" in client.get(
+            back.headers["location"]).text
+        held = state(world.svc.autodev, "acme")
+        assert held["active"][0] == 1 and held["statuses"][fixed] == "rolled_back"
+
+    def test_queue_orders_by_risk_then_age_and_filters(self, world: World) -> None:
+        client = world.login()
+        page = client.get("/").text
+        assert page.index(world.acme["hostile"]) < page.index(world.acme["fixed"])
+        assert "risk-high" in page
+        assert world.acme["fixed"] not in client.get("/", params={"status": "rejected"}).text
+        skills = client.get("/", params={"kind": "skill_candidate"}).text
+        assert world.acme["fixed"] not in skills and "Nothing waits" in skills
+        assert client.get("/", params={"kind": "rocket"}).status_code == 422
+        assert client.get("/", params={"status": "sideways"}).status_code == 422
+
+
+class TestRoles:
+    """A reviewer session cannot reach what needs an admin."""
+
+    def test_maturity_is_admin_only(self, world: World) -> None:
+        reviewer = world.login()
+        page = reviewer.get("/agents").text
+        assert "Set maturity" not in page
+        before = snapshot(world.svc.autodev, "acme")
+        answer = _post(reviewer, "/agents/agent-1/maturity", csrf_of(page),
+                       capability="alpha_evolver", maturity="autonomous", reason="trust")
+        assert answer.status_code == 403
+        assert snapshot(world.svc.autodev, "acme") == before
+        admin = world.login(role=Role.ADMIN)
+        page = admin.get("/agents").text
+        assert "Set maturity" in page
+        answer = _post(admin, "/agents/agent-1/maturity", csrf_of(page),
+                       capability="alpha_evolver", maturity="autonomous", reason="trust")
+        assert answer.status_code == 303
+        assert snapshot(world.svc.autodev, "acme")["maturity"] != before["maturity"]
+
+
+class TestEscaping:
+    """Candidate code is shown as text: its markup never becomes part of the page."""
+
+    def test_script_in_candidate_code_is_inert(self, world: World) -> None:
+        client = world.login()
+        answer = client.get(f"/candidates/{world.acme['hostile']}")
+        assert answer.status_code == 200
+        assert "<script>" not in answer.text and "<b>bold</b>" not in answer.text
+        assert "&lt;script&gt;document.title" in answer.text
+        assert "script-src" not in answer.headers["content-security-policy"]  # none allowed
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert 'data-category="exec"' in answer.text  # the subprocess call is flagged
+        assert "subprocess.run" in answer.text
+
+
+class TestTenancy:
+    """A session of one tenant never sees or changes another's: 404, as for a missing id."""
+
+    def test_other_tenants_candidates_are_not_found(self, world: World) -> None:
+        client = world.login("beta")
+        csrf = csrf_of(client.get("/").text)
+        theirs = world.acme["fixed"]
+        assert theirs not in client.get("/", params={"status": "all"}).text
+        assert client.get(f"/candidates/{theirs}").status_code == 404
+        assert client.get(f"/candidates/{theirs[:8]}").status_code == 404
+        before = snapshot(world.svc.autodev, "acme")
+        for decision in ("approve", "reject", "promote"):
+            answer = _post(client, f"/candidates/{theirs}/{decision}", csrf, reason="mine")
+            assert answer.status_code == 404, decision
+        assert snapshot(world.svc.autodev, "acme") == before
+        own = world.beta["fixed"]
+        assert client.get(f"/candidates/{own}").status_code == 200
