@@ -143,6 +143,13 @@ OTHER_VARIABLES: dict[str, str] = {
                                  "when the server is missing.",
     "AUTO_DEV_REQUIRE_RAY": "Test suite: `1` makes Ray tests fail instead of skip when Ray is "
                             "not installed.",
+    "AUTO_DEV_REQUIRE_BROWSER": "Test suite: `1` makes the headless Chromium tests of the "
+                                "review page fail instead of skip when Chromium or Playwright "
+                                "is missing.",
+    "AUTO_DEV_CHROMIUM": "Test suite: the Chromium executable the browser tests drive (default: "
+                         "`chromium` on the PATH).",
+    "AUTO_DEV_ARTIFACTS": "Test suite: directory for test artifacts such as the review page "
+                          "screenshots (default `test-artifacts/` in the repository).",
     "AUTO_DEV_TEST_POSTGRES_URL": "Test suite: the PostgreSQL server for the PostgreSQL tests.",
     "AUTO_DEV_TEST_POSTGRES_DB": "`.ci/setup-postgres.sh`: name of the test database.",
 }

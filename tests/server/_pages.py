@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -49,8 +51,9 @@ def page_service(database_url: str, tenants: tuple[str, ...] = ("acme", "beta")
 
 
 async def propose(autodev: AutoDev, tenant: str) -> dict[str, str]:
-    """Tool ``inc`` (v1 adds two) with two tests, agent-1, and two passed manual candidates made through
-    the facade: ``fixed`` (adds one) and ``hostile`` (adds one and calls a subprocess)."""
+    """Tool ``inc`` (v1 adds two) with two tests, agent-1, and two passed manual candidates
+    made through the facade: ``fixed`` (adds one) and ``hostile`` (adds one and calls a
+    subprocess)."""
     autodev.configure_tenant(tenant, actor="setup", reason="test setup", **ON)
     autodev.register_tool("inc", TOOL_CODE, "inc", tenant_id=tenant,
                           tests=[{"args": [1], "expected": 2}, {"args": [5], "expected": 6}])
@@ -62,6 +65,13 @@ async def propose(autodev: AutoDev, tenant: str) -> dict[str, str]:
                                                    tenant_id=tenant)
         ids[label] = change.candidate_id
     return ids
+
+
+def seed(autodev: AutoDev, tenant: str) -> dict[str, str]:
+    """:func:`propose`, run on a thread of its own (the test's thread may have a loop, e.g.
+    Playwright's)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, propose(autodev, tenant)).result()
 
 
 def csrf_of(page: str) -> str:

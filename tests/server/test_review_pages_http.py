@@ -3,7 +3,6 @@ of hostile candidate code, decisions, and tenants that never see each other."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ import httpx
 import pytest
 
 from auto_dev.queries.tokens import Role, TokenQueries
-from tests.server._pages import csrf_of, login, page_service, propose, state
+from tests.server._pages import csrf_of, login, page_service, seed, state
 from tests.server._support import Service, snapshot
 
 
@@ -32,8 +31,8 @@ class World:
 def world(database_url: str) -> Iterator[World]:
     """Tenants acme and beta, each with tool inc and two passed candidates."""
     with page_service(database_url) as svc:
-        acme = asyncio.run(propose(svc.autodev, "acme"))
-        beta = asyncio.run(propose(svc.autodev, "beta"))
+        acme = seed(svc.autodev, "acme")
+        beta = seed(svc.autodev, "beta")
         yield World(svc, acme, beta)
 
 
