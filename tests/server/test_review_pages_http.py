@@ -3,6 +3,7 @@ of hostile candidate code, decisions, and tenants that never see each other."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -240,3 +241,35 @@ class TestTenancy:
         assert snapshot(world.svc.autodev, "acme") == before
         own = world.beta["fixed"]
         assert client.get(f"/candidates/{own}").status_code == 200
+
+
+class TestWorkflowVariants:
+    """A workflow variant's page shows its definition and flags the tools it newly calls."""
+
+    def test_definition_and_new_tools(self, world: World) -> None:
+        autodev = world.svc.autodev
+        autodev.configure_tenant("acme", actor="setup", reason="test setup", workflows=True)
+        autodev.set_maturity("agent-1", "auto_dev.workflows", "supervised", actor="setup",
+                             reason="test setup", tenant_id="acme")
+        parent_definition = {"steps": [{"id": "fetch", "tool": "inc"}]}
+        child_definition = {"steps": [{"id": "fetch", "tool": "inc"},
+                                      {"id": "wipe", "tool": "delete_everything",
+                                       "args": {"note": "<script>alert(1)</script>"}}]}
+        with autodev.database.session() as session:
+            parent = autodev.store.create_workflow_variant(
+                session, tenant_id="acme", name="triage", definition=parent_definition,
+                agent_id="agent-1")
+            child = autodev.store.create_workflow_variant(
+                session, tenant_id="acme", name="triage", definition=child_definition,
+                agent_id="agent-1", parent_id=parent.id, operator="wf.add_step")
+            child_id = child.id
+        client = world.login()
+        answer = client.get(f"/candidates/{child_id}")
+        assert answer.status_code == 200
+        assert 'id="workflow"' in answer.text and "delete_everything" in answer.text
+        assert "<script>alert(1)</script>" not in answer.text
+        new_tools = re.findall(r'class="flag new" data-category="tool">.*?<code>([^<]*)</code>',
+                               answer.text, re.S)
+        assert new_tools == ["delete_everything"]  # inc was already called by the parent
+        queue = client.get("/", params={"kind": "workflow_variant", "status": "all"}).text
+        assert child_id in queue and parent.id in queue
