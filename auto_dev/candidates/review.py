@@ -302,6 +302,17 @@ class ReviewService:
                 llm=candidate_exchange(session, candidate),
             )
 
+    def texts(self, tenant_id: str, candidate_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Candidate id -> (its text, the text :meth:`show` diffs it against), in one
+        transaction: what a queue needs to weigh many candidates without their whole detail."""
+        with self.database.session(readonly=True) as session:
+            out: dict[str, tuple[str, str]] = {}
+            for ref in candidate_ids:
+                candidate = self.resolve(session, tenant_id, ref)
+                code, _diff, _label, base_code, _active = _code_and_diff(session, candidate)
+                out[candidate.id] = (code, base_code)
+            return out
+
     # -- decisions ------------------------------------------------------------------------------
 
     def approve(self, tenant_id: str, candidate_id: str, actor: str, reason: str = ""

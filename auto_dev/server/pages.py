@@ -20,7 +20,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from auto_dev._exceptions import AutoDevError, ValidationError
-from auto_dev.candidates.review import PENDING_REVIEW, CandidateDetail
+from auto_dev.candidates.review import PENDING_REVIEW, CandidateDetail, CandidateSummary
 from auto_dev.candidates.risk import RiskReport, assess_code, assess_workflow
 from auto_dev.models import CandidateStatus
 from auto_dev.queries.tokens import Role
@@ -135,12 +135,12 @@ def _tool_names(autodev: AutoDev, tenant_id: str) -> set[str]:
     return names
 
 
-def assess(detail: CandidateDetail, tool_names: set[str]) -> RiskReport:
+def assess(summary: CandidateSummary, code: str, base_code: str, tool_names: set[str]
+           ) -> RiskReport:
     """The risk flags of a candidate against what it would replace."""
-    if detail.summary.kind == "workflow_variant":
-        return assess_workflow(_json(detail.code), _json(detail.base_code))
-    own = {detail.summary.target}
-    return assess_code(detail.code, detail.base_code or None, tool_names=tool_names - own)
+    if summary.kind == "workflow_variant":
+        return assess_workflow(_json(code), _json(base_code))
+    return assess_code(code, base_code or None, tool_names=tool_names - {summary.target})
 
 
 def _json(text: str) -> Any:
@@ -163,18 +163,16 @@ async def queue(request: Request, kind: str = "", status: str = "review") -> Res
                 else [status])
     autodev, tenant = _autodev(request), session.principal.tenant_id
 
-    def read() -> tuple[list[tuple[CandidateDetail, RiskReport]], int]:
+    def read() -> tuple[list[tuple[CandidateSummary, RiskReport]], int]:
         review = autodev.review
         rows = review.list_candidates(tenant, kind=kind or None, statuses=statuses,
                                       limit=QUEUE_LIMIT)
         total = review.count_candidates(tenant, kind=kind or None, statuses=statuses)
         tools = _tool_names(autodev, tenant)
-        out = []
-        for row in rows:
-            detail = review.show(tenant, row.id)
-            out.append((detail, assess(detail, tools)))
+        texts = review.texts(tenant, [row.id for row in rows])
+        out = [(row, assess(row, *texts[row.id], tools)) for row in rows]
         # Riskiest first; among equals, the one waiting longest first.
-        out.sort(key=lambda item: (-item[1].score, item[0].summary.created_at))
+        out.sort(key=lambda item: (-item[1].score, item[0].created_at))
         return out, total
 
     try:
@@ -214,7 +212,8 @@ async def candidate_page(request: Request, candidate_id: str, done: str = "") ->
 
     def read() -> tuple[CandidateDetail, RiskReport]:
         detail = autodev.review.show(tenant, candidate_id)
-        return detail, assess(detail, _tool_names(autodev, tenant))
+        return detail, assess(detail.summary, detail.code, detail.base_code,
+                              _tool_names(autodev, tenant))
 
     try:
         detail, risk = await asyncio.to_thread(read)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from auto_dev._exceptions import NotFoundError
 from auto_dev.models import LLMCall
 from tests.gates.conftest import FIXED_CODE, TENANT, TOOL_CODE, World
+
+OTHER = "def inc(x):\n    return 1 + x\n"
 
 
 def _call(world: World, cost: float, tenant_id: str = TENANT) -> str:
@@ -61,7 +66,7 @@ class TestCandidateExchange:
 
 
 class TestBaseCode:
-    """show() carries the whole text the diff is against, for a side-by-side view."""
+    """show() and texts() carry the whole text the diff is against, for a side-by-side view."""
 
     def test_active_version_text(self, world: World) -> None:
         cid = world.passed_mutation()
@@ -75,3 +80,14 @@ class TestBaseCode:
         world.review.promote(TENANT, cid, "alice", "go")
         detail = world.review.show(TENANT, cid)
         assert detail.base_code == TOOL_CODE and detail.diff_base.startswith("its parent")
+
+    def test_texts_match_show_and_stay_in_the_tenant(self, world: World) -> None:
+        first, second = world.passed_mutation(), world.passed_mutation(OTHER)
+        texts = world.review.texts(TENANT, [first, second[:8]])
+        for cid in (first, second):
+            detail = world.review.show(TENANT, cid)
+            assert texts[cid] == (detail.code, detail.base_code)
+        with world.database.session() as s:
+            world.database.ensure_tenant(s, "other")
+        with pytest.raises(NotFoundError):
+            world.review.texts("other", [first])
