@@ -54,7 +54,7 @@ def candidate_exchange(session: Session, candidate: Candidate) -> LLMExchange | 
         details = candidate.details or {}
         if isinstance(details.get("llm_call_id"), str):
             call_ids.append(details["llm_call_id"])
-        recorded_cost = _number(details.get("llm_cost_usd"))
+        recorded_cost = _float_or_zero(details.get("llm_cost_usd"))
         model = details.get("model") if isinstance(details.get("model"), str) else None
     elif isinstance(candidate, SkillCandidate):
         for message in candidate.exchange or []:
@@ -78,5 +78,5 @@ def candidate_exchange(session: Session, candidate: Candidate) -> LLMExchange | 
                        model=model or (calls[0].model if calls else None))
 
 
-def _number(value: Any) -> float:
+def _float_or_zero(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0

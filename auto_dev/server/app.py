@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, autodev: AutoDev | None = No
     for router in (health.router, metrics.router, ingest.router, review.router,
                    browse.router, browse.admin_router):
         app.include_router(router)
-    pages.install(app)  # the review web page at /
+    pages.install_pages(app)  # the review web page at /
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

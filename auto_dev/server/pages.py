@@ -26,7 +26,7 @@ from auto_dev.models import CandidateStatus
 from auto_dev.queries.tokens import Role
 from auto_dev.server import pages_browse
 from auto_dev.server.sidediff import changed_lines, side_by_side
-from auto_dev.server.templating import render
+from auto_dev.server.templating import render_page
 from auto_dev.server.web_session import (
     COOKIE,
     LOGIN_COOKIE,
@@ -83,7 +83,7 @@ async def login_page(request: Request) -> Response:
 
 def _login_form(request: Request, *, error: str = "", status: int = 200) -> Response:
     cookie, login_csrf = keys_of(request).login_nonce()
-    response = render(request, "login.html", None, status_code=status, error=error,
+    response = render_page(request, "login.html", None, status_code=status, error=error,
                       login_csrf=login_csrf, next=safe_next(request.query_params.get("next")))
     set_cookie(request, response, LOGIN_COOKIE, cookie, max_age=1800)
     return response
@@ -179,7 +179,7 @@ async def queue(request: Request, kind: str = "", status: str = "review") -> Res
         items, total = await asyncio.to_thread(read)
     except AutoDevError as exc:
         raise page_error(exc) from exc
-    return render(request, "queue.html", session, items=items, total=total, kind=kind,
+    return render_page(request, "queue.html", session, items=items, total=total, kind=kind,
                   status=status, kinds=KINDS, statuses=STATUS_CHOICES, limit=QUEUE_LIMIT)
 
 
@@ -229,7 +229,7 @@ async def candidate_page(request: Request, candidate_id: str, done: str = "") ->
                    "direction": by_name[n].direction if n in by_name else None,
                    "better": by_name[n].better if n in by_name else None} for n in names]
     definition = _json(detail.code) if detail.summary.kind == "workflow_variant" else None
-    return render(request, "candidate.html", session, d=detail, s=detail.summary, risk=risk,
+    return render_page(request, "candidate.html", session, d=detail, s=detail.summary, risk=risk,
                   rows=rows, changed=changed_lines(rows), objectives=objectives,
                   definition=definition,
                   structural=_structural_diff(detail) if definition is not None else None,
@@ -270,7 +270,7 @@ async def decide(request: Request, candidate_id: str, decision: str) -> Response
 # -- wiring ---------------------------------------------------------------------------------------
 
 
-def install(app: FastAPI) -> None:
+def install_pages(app: FastAPI) -> None:
     """Add the pages, their static files and their error page to ``app``."""
     app.include_router(router)
     app.include_router(pages_browse.router)
@@ -284,4 +284,5 @@ def install(app: FastAPI) -> None:
             session = await current_session(request)
         except AutoDevError:
             session = None
-        return render(request, "error.html", session, status_code=exc.status, message=exc.message)
+        return render_page(request, "error.html", session, status_code=exc.status,
+                           message=exc.message)

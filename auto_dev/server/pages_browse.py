@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from auto_dev._exceptions import AutoDevError, ValidationError
 from auto_dev.queries.episodes import EpisodeBrowser
 from auto_dev.queries.tokens import Role
-from auto_dev.server.templating import render
+from auto_dev.server.templating import render_page
 from auto_dev.server.web_session import PageError, checked_form, current_session, page_error
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ async def tools_page(request: Request) -> Response:
     if session is None:
         return _to_login(request)
     rows = await _read(_autodev(request).review.list_tools, session.principal.tenant_id)
-    return render(request, "tools.html", session, tools=rows)
+    return render_page(request, "tools.html", session, tools=rows)
 
 
 @router.get("/tools/{name}")
@@ -64,13 +64,13 @@ async def tool_page(request: Request, name: str, done: str = "") -> Response:
     if session is None:
         return _to_login(request)
     detail = await _read(_autodev(request).review.show_tool, session.principal.tenant_id, name)
-    return render(request, "tool.html", session, t=detail,
+    return render_page(request, "tool.html", session, t=detail,
                   done="rolled back" if done == "rolled_back" else "",
                   url="/tools/" + quote(name, safe=""))
 
 
 @router.post("/tools/{name}/rollback")
-async def rollback(request: Request, name: str) -> Response:
+async def rollback_from_page(request: Request, name: str) -> Response:
     session, form = await checked_form(request, await current_session(request))
     principal = session.principal
     raw = form.get("to_version", "").strip()
@@ -97,7 +97,7 @@ async def episodes_page(request: Request, offset: int = 0) -> Response:
         return _to_login(request)
     browser = EpisodeBrowser(_autodev(request).database, session.principal.tenant_id)
     page = await _read(browser.page, limit=_EPISODES_PER_PAGE, offset=max(offset, 0))
-    return render(request, "episodes.html", session, page=page, per_page=_EPISODES_PER_PAGE)
+    return render_page(request, "episodes.html", session, page=page, per_page=_EPISODES_PER_PAGE)
 
 
 @router.get("/episodes/{episode_id}")
@@ -106,7 +106,7 @@ async def episode_page(request: Request, episode_id: str) -> Response:
     if session is None:
         return _to_login(request)
     browser = EpisodeBrowser(_autodev(request).database, session.principal.tenant_id)
-    return render(request, "episode.html", session, e=await _read(browser.get, episode_id))
+    return render_page(request, "episode.html", session, e=await _read(browser.get, episode_id))
 
 
 # -- agents ---------------------------------------------------------------------------------------
@@ -125,12 +125,12 @@ async def agents_page(request: Request, done: str = "") -> Response:
         with database.session(readonly=True) as s:
             return list_agents(s, tenant)
 
-    return render(request, "agents.html", session, agents=await _read(read),
+    return render_page(request, "agents.html", session, agents=await _read(read),
                   maturities=MATURITIES, done=done == "maturity")
 
 
 @router.post("/agents/{agent}/maturity")
-async def set_maturity(request: Request, agent: str) -> Response:
+async def set_maturity_from_page(request: Request, agent: str) -> Response:
     """Admin only: a reviewer's session gets 403 and nothing changes."""
     session, form = await checked_form(request, await current_session(request))
     principal = session.principal

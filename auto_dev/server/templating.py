@@ -31,7 +31,7 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
-def _number(value: Any, digits: int = 4) -> str:
+def _format_number(value: Any, digits: int = 4) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -45,11 +45,11 @@ def _pretty(value: Any) -> str:
 
 _ENV = Environment(loader=PackageLoader("auto_dev.server", "templates"), autoescape=True,
                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_ENV.filters.update(when=_when, number=_number, pretty=_pretty,
+_ENV.filters.update(when=_when, number=_format_number, pretty=_pretty,
                     short=lambda v: str(v)[:12] if v else "")
 
 
-def render(request: Request, template: str, session: WebSession | None, *,
+def render_page(request: Request, template: str, session: WebSession | None, *,
            status_code: int = 200, **context: Any) -> HTMLResponse:
     """``template`` with ``context``, the session (for the header and the CSRF field)."""
     html = _ENV.get_template(template).render(
