@@ -3,6 +3,7 @@ of hostile candidate code, decisions, and tenants that never see each other."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,43 +144,59 @@ class TestCsrf:
         assert snapshot(world.svc.autodev, "acme") == before
 
 
+def review_round_trip(world: World) -> None:
+    """Reject one candidate, approve and promote the other, roll back, as acme's reviewer."""
+    client = world.login()
+    actor = world.svc.names[("acme", Role.REVIEWER)]
+    fixed, hostile = world.acme["fixed"], world.acme["hostile"]
+    csrf = csrf_of(client.get(f"/candidates/{hostile}").text)
+    no_reason = _post(client, f"/candidates/{hostile}/reject", csrf, reason="  ")
+    assert no_reason.status_code == 422 and "reason" in no_reason.text
+    assert state(world.svc.autodev, "acme")["statuses"][hostile] == "passed"
+    assert _post(client, f"/candidates/{hostile}/reject", csrf,
+                 reason="calls a subprocess").status_code == 303
+    assert _post(client, f"/candidates/{fixed}/approve", csrf, reason="fixes it"
+                 ).status_code == 303
+    promoted = _post(client, f"/candidates/{fixed}/promote", csrf, reason="ship")
+    assert promoted.status_code == 303
+    assert promoted.headers["location"] == f"/candidates/{fixed}?done=promoted"
+    page = client.get(promoted.headers["location"]).text
+    assert "Candidate promoted." in page and "calls a subprocess" not in page
+    held = state(world.svc.autodev, "acme")
+    assert held["statuses"] == {fixed: "promoted", hostile: "rejected"}
+    assert (hostile, "rejected", actor, "calls a subprocess") in held["decisions"]
+    assert (fixed, "approved", actor, "fixes it") in held["decisions"]
+    assert held["active"][0] == 2 and held["active"][2] == fixed
+    again = _post(client, f"/candidates/{hostile}/approve", csrf, reason="oops")
+    assert again.status_code == 409  # a rejected candidate stays rejected
+    back = _post(client, "/tools/inc/rollback", csrf, reason="bad in production")
+    assert back.status_code == 303 and "rolled back" in client.get(
+        back.headers["location"]).text
+    held = state(world.svc.autodev, "acme")
+    assert held["active"][0] == 1 and held["statuses"][fixed] == "rolled_back"
+
+
 class TestDecisions:
     """Approve, reject with a reason, promote and roll back, recorded with the token's name."""
 
     def test_review_round_trip(self, world: World) -> None:
-        client = world.login()
-        actor = world.svc.names[("acme", Role.REVIEWER)]
-        fixed, hostile = world.acme["fixed"], world.acme["hostile"]
-        csrf = csrf_of(client.get(f"/candidates/{hostile}").text)
-        no_reason = _post(client, f"/candidates/{hostile}/reject", csrf, reason="  ")
-        assert no_reason.status_code == 422 and "reason" in no_reason.text
-        assert state(world.svc.autodev, "acme")["statuses"][hostile] == "passed"
-        assert _post(client, f"/candidates/{hostile}/reject", csrf,
-                     reason="calls a subprocess").status_code == 303
-        assert _post(client, f"/candidates/{fixed}/approve", csrf, reason="fixes it"
-                     ).status_code == 303
-        promoted = _post(client, f"/candidates/{fixed}/promote", csrf, reason="ship")
-        assert promoted.status_code == 303
-        assert promoted.headers["location"] == f"/candidates/{fixed}?done=promoted"
-        page = client.get(promoted.headers["location"]).text
-        assert "Candidate promoted." in page and "calls a subprocess" not in page
-        held = state(world.svc.autodev, "acme")
-        assert held["statuses"] == {fixed: "promoted", hostile: "rejected"}
-        assert (hostile, "rejected", actor, "calls a subprocess") in held["decisions"]
-        assert (fixed, "approved", actor, "fixes it") in held["decisions"]
-        assert held["active"][0] == 2 and held["active"][2] == fixed
-        again = _post(client, f"/candidates/{hostile}/approve", csrf, reason="oops")
-        assert again.status_code == 409  # a rejected candidate stays rejected
-        back = _post(client, "/tools/inc/rollback", csrf, reason="bad in production")
-        assert back.status_code == 303 and "rolled back" in client.get(
-            back.headers["location"]).text
-        held = state(world.svc.autodev, "acme")
-        assert held["active"][0] == 1 and held["statuses"][fixed] == "rolled_back"
+        review_round_trip(world)
+
+    @pytest.mark.postgres
+    def test_review_round_trip_on_postgres(self, postgres_url: str) -> None:
+        with page_service(postgres_url) as svc:
+            review_round_trip(World(svc, seed(svc.autodev, "acme"), seed(svc.autodev, "beta")))
+            assert set(state(svc.autodev, "beta")["statuses"].values()) == {"passed"}
 
     def test_queue_orders_by_risk_then_age_and_filters(self, world: World) -> None:
+        later = asyncio.run(world.svc.autodev.propose_tool_change(
+            "inc", "def inc(x):\n    y = x + 1\n    return y\n", actor="dev",
+            reason="as safe as fixed, newer", tenant_id="acme")).candidate_id
         client = world.login()
         page = client.get("/").text
-        assert page.index(world.acme["hostile"]) < page.index(world.acme["fixed"])
+        # The riskiest first although it is newer; equal risks: the longest waiting first.
+        assert page.index(world.acme["hostile"]) < page.index(world.acme["fixed"]) \
+            < page.index(later)
         assert "risk-high" in page
         assert world.acme["fixed"] not in client.get("/", params={"status": "rejected"}).text
         skills = client.get("/", params={"kind": "skill_candidate"}).text
