@@ -78,13 +78,14 @@ def safe_next(value: str | None) -> str:
 async def login_page(request: Request) -> Response:
     if await current_session(request) is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
-    return _login_form(request)
+    return _login_form(request, next_path=request.query_params.get("next"))
 
 
-def _login_form(request: Request, *, error: str = "", status: int = 200) -> Response:
+def _login_form(request: Request, *, next_path: str | None = None, error: str = "",
+                status: int = 200) -> Response:
     cookie, login_csrf = keys_of(request).login_nonce()
     response = render_page(request, "login.html", None, status_code=status, error=error,
-                      login_csrf=login_csrf, next=safe_next(request.query_params.get("next")))
+                           login_csrf=login_csrf, next=safe_next(next_path))
     set_cookie(request, response, LOGIN_COOKIE, cookie, max_age=1800)
     return response
 
@@ -101,12 +102,14 @@ async def login(request: Request) -> Response:
         if token else None
     if info is None:
         log.warning("web_login_refused", reason="unknown or revoked token")
-        return _login_form(request, error="That token is unknown or revoked.", status=401)
+        return _login_form(request, next_path=form.get("next"), status=401,
+                           error="That token is unknown or revoked.")
     if not info.role.allows(Role.REVIEWER):
         log.warning("web_login_refused", reason="role", role=info.role.value,
                     tenant_id=info.tenant_id)
-        return _login_form(request, error=f"A {info.role.value} token cannot review: log in "
-                                          "with a reviewer or admin token.", status=403)
+        return _login_form(request, next_path=form.get("next"), status=403,
+                           error=f"A {info.role.value} token cannot review: log in with a "
+                                 "reviewer or admin token.")
     cookie, _ = keys.issue(info.id)
     log.info("web_login", tenant_id=info.tenant_id, actor=info.name, role=info.role.value)
     response = RedirectResponse(safe_next(form.get("next")), status_code=303)
@@ -180,7 +183,7 @@ async def queue(request: Request, kind: str = "", status: str = "review") -> Res
     except AutoDevError as exc:
         raise page_error(exc) from exc
     return render_page(request, "queue.html", session, items=items, total=total, kind=kind,
-                  status=status, kinds=KINDS, statuses=STATUS_CHOICES, limit=QUEUE_LIMIT)
+                       status=status, kinds=KINDS, statuses=STATUS_CHOICES, limit=QUEUE_LIMIT)
 
 
 # -- one candidate --------------------------------------------------------------------------------
@@ -230,12 +233,12 @@ async def candidate_page(request: Request, candidate_id: str, done: str = "") ->
                    "better": by_name[n].better if n in by_name else None} for n in names]
     definition = _json(detail.code) if detail.summary.kind == "workflow_variant" else None
     return render_page(request, "candidate.html", session, d=detail, s=detail.summary, risk=risk,
-                  rows=rows, changed=changed_lines(rows), objectives=objectives,
-                  definition=definition,
-                  structural=_structural_diff(detail) if definition is not None else None,
-                  done=done if done in {"approved", "rejected", "promoted"} else "",
-                  tool_url="/tools/" + quote(detail.summary.target, safe="")
-                  if detail.summary.kind != "workflow_variant" else "")
+                       rows=rows, changed=changed_lines(rows), objectives=objectives,
+                       definition=definition,
+                       structural=_structural_diff(detail) if definition is not None else None,
+                       done=done if done in {"approved", "rejected", "promoted"} else "",
+                       tool_url="/tools/" + quote(detail.summary.target, safe="")
+                       if detail.summary.kind != "workflow_variant" else "")
 
 
 @router.post("/candidates/{candidate_id}/{decision}")

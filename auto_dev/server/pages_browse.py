@@ -65,8 +65,8 @@ async def tool_page(request: Request, name: str, done: str = "") -> Response:
         return _to_login(request)
     detail = await _read(_autodev(request).review.show_tool, session.principal.tenant_id, name)
     return render_page(request, "tool.html", session, t=detail,
-                  done="rolled back" if done == "rolled_back" else "",
-                  url="/tools/" + quote(name, safe=""))
+                       done="rolled back" if done == "rolled_back" else "",
+                       url="/tools/" + quote(name, safe=""))
 
 
 @router.post("/tools/{name}/rollback")
@@ -126,7 +126,7 @@ async def agents_page(request: Request, done: str = "") -> Response:
             return list_agents(s, tenant)
 
     return render_page(request, "agents.html", session, agents=await _read(read),
-                  maturities=MATURITIES, done=done == "maturity")
+                       maturities=MATURITIES, done=done == "maturity")
 
 
 @router.post("/agents/{agent}/maturity")
