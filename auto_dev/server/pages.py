@@ -196,11 +196,11 @@ def _structural_diff(detail: CandidateDetail) -> list[str] | None:
     except ImportError:
         return None
     before, after = _json(detail.base_code), _json(detail.code)
-    if after is None:
+    if before is None or after is None:  # a new workflow: the definition says it all
         return None
     try:
-        result = structural_diff(before or {}, after)
-        return [str(line) for line in (result.lines() if hasattr(result, "lines") else result)]
+        result = structural_diff(before, after)
+        return [str(line) for line in result.render_lines()]
     except Exception as exc:  # a helper's failure must not take the review page down
         log.warning("structural_diff_failed", error=str(exc))
         return None
