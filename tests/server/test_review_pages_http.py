@@ -290,3 +290,29 @@ class TestWorkflowVariants:
         assert new_tools == ["delete_everything"]  # inc was already called by the parent
         queue = client.get("/", params={"kind": "workflow_variant", "status": "all"}).text
         assert child_id in queue and parent.id in queue
+
+
+class TestLLMExchange:
+    """A candidate a model wrote shows the model, its tokens and its cost from the ledger."""
+
+    def test_cost_and_calls(self, world: World) -> None:
+        from auto_dev.models import LLMCall
+
+        autodev = world.svc.autodev
+        with autodev.database.session() as session:
+            call = LLMCall(tenant_id="acme", model="openai/gpt-test", prompt_tokens=321,
+                           completion_tokens=54, cost_usd=0.0042, latency_s=1.5, status="ok")
+            session.add(call)
+            session.flush()
+            tool_id = autodev.review.show_tool("acme", "inc").tool.id
+            row = autodev.store.create_tool_mutation(
+                session, tenant_id="acme", tool_id=tool_id, agent_id="agent-1",
+                code="def inc(x):\n    return x + 1  # from the model\n", operator="llm.diff",
+                details={"llm_call_id": call.id, "model": "openai/gpt-test",
+                         "llm_cost_usd": 0.01})
+            candidate_id = row.id
+        page = world.login().get(f"/candidates/{candidate_id}").text
+        assert 'id="llm"' in page and "openai/gpt-test" in page
+        assert '<span id="llm-cost">$0.0042</span>' in page and "321" in page
+        fixed_page = world.login().get(f"/candidates/{world.acme['fixed']}").text
+        assert 'id="llm"' not in fixed_page  # a human wrote that one
