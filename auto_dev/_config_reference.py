@@ -75,6 +75,10 @@ SETTINGS_MEANINGS: dict[str, str] = {
                         "spans in one trace export.",
     "server_idempotency_ttl_s": "Seconds a response is kept for retries with the same "
                                 "`Idempotency-Key`; an older key records again.",
+    "server_session_secret": "Key that signs the review page's session cookies (at least 32 "
+                             "characters; unset: a random key per process, so sessions end "
+                             "at a restart and several workers need it set).",
+    "server_session_ttl_s": "Seconds a review page login lasts.",
     "server_shutdown_timeout_s": "On SIGTERM, seconds the service waits for in-flight requests "
                                  "before closing their connections (cycles then get the "
                                  "cycle worker's own drain time).",
@@ -140,6 +144,13 @@ OTHER_VARIABLES: dict[str, str] = {
                                  "when the server is missing.",
     "AUTO_DEV_REQUIRE_RAY": "Test suite: `1` makes Ray tests fail instead of skip when Ray is "
                             "not installed.",
+    "AUTO_DEV_REQUIRE_BROWSER": "Test suite: `1` makes the headless Chromium tests of the "
+                                "review page fail instead of skip when Chromium or Playwright "
+                                "is missing.",
+    "AUTO_DEV_CHROMIUM": "Test suite: the Chromium executable the browser tests drive (default: "
+                         "`chromium` on the PATH).",
+    "AUTO_DEV_ARTIFACTS": "Test suite: directory for test artifacts such as the review page "
+                          "screenshots (default `test-artifacts/` in the repository).",
     "AUTO_DEV_TEST_POSTGRES_URL": "Test suite: the PostgreSQL server for the PostgreSQL tests.",
     "AUTO_DEV_TEST_POSTGRES_DB": "`.ci/setup-postgres.sh`: name of the test database.",
 }

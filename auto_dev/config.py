@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     server_max_batch: int = Field(1000, ge=1, le=100_000)
     server_idempotency_ttl_s: float = Field(86_400.0, gt=0)
     server_shutdown_timeout_s: float = Field(30.0, gt=0, le=3600)
+    server_session_secret: str | None = Field(None, min_length=32)
+    server_session_ttl_s: float = Field(28_800.0, ge=60, le=30 * 86_400)
     # Ray (AUTO_DEV_SANDBOX=ray): candidates evaluated by actors on a cluster's nodes.
     ray_address: str | None = None
     ray_actors: int | None = Field(None, ge=1, le=4096)

@@ -14,6 +14,12 @@
 * ``ray_session``: a local Ray instance (2 CPUs, no dashboard) started by the first test that
   asks for it and shut down at the end of the session. Skips when Ray is not installed, fails
   instead when ``AUTO_DEV_REQUIRE_RAY=1``. Mark such tests ``@pytest.mark.ray``.
+* ``chromium``: the path of a Chromium executable (``AUTO_DEV_CHROMIUM``, else ``chromium`` on
+  the PATH; ``.ci/setup-browser.sh`` installs Debian's) with Playwright importable. Skips when
+  either is missing, fails instead when ``AUTO_DEV_REQUIRE_BROWSER=1``. Mark such tests
+  ``@pytest.mark.browser``.
+* ``artifacts``: the directory for test artifacts (screenshots): ``AUTO_DEV_ARTIFACTS``, default
+  ``test-artifacts/`` in the repository (git-ignored).
 
 Logging: structlog keeps its default levels and processors, except that exceptions are rendered
 as plain tracebacks (the default rich rendering with locals costs about half a second per logged
@@ -186,3 +192,31 @@ def ray_session() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+# -- headless Chromium ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Chromium executable the browser tests drive through Playwright."""
+    path = os.environ.get("AUTO_DEV_CHROMIUM") or next(
+        (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))),
+        None)
+    available, why = path is not None and os.access(path, os.X_OK), "chromium is not installed"
+    if available:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError as exc:
+            available, why = False, f"playwright is not installed: {exc}"
+    require_service("Chromium", "AUTO_DEV_REQUIRE_BROWSER", available, why)
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    root = Path(__file__).resolve().parent.parent
+    directory = Path(os.environ.get("AUTO_DEV_ARTIFACTS") or root / "test-artifacts")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory

@@ -23,7 +23,9 @@ from auto_dev.candidates.lineage import (
     candidate_evaluation,
     lineage,
     parent_objectives,
+    version_objectives,
 )
+from auto_dev.candidates.llm_exchange import LLMExchange, candidate_exchange
 from auto_dev.candidates.promotion import PromotionResult, RollbackResult, parent_code, render_diff
 from auto_dev.models import (
     Agent,
@@ -104,6 +106,9 @@ class CandidateDetail:
     lineage: list[LineageStep]
     decisions: list[DecisionRow]
     extra: dict[str, Any] = field(default_factory=dict)
+    base_code: str = ""  # the whole text ``diff`` is against ("" when nothing)
+    active_objectives: dict[str, float] = field(default_factory=dict)  # the active version's
+    llm: LLMExchange | None = None  # the model calls that made it, when any
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +252,7 @@ class ReviewService:
             candidate = self.resolve(session, tenant_id, candidate_id)
             summary = _summary(session, candidate)
             steps = lineage(session, candidate)
-            code, diff, base = _code_and_diff(session, candidate)
+            code, diff, base, base_code, active = _code_and_diff(session, candidate)
             if candidate.status in _LIVE_OR_DONE and not isinstance(candidate, WorkflowVariant):
                 # Once promoted, the active version is the candidate itself (or whatever
                 # replaced it): what a reviewer wants is what the candidate changed.
@@ -255,7 +260,7 @@ class ReviewService:
                 if before is not None and len(steps) > 1:
                     name = summary.target
                     diff = render_diff(before, candidate.code, name)
-                    base = f"its parent, {steps[1].label}"
+                    base, base_code = f"its parent, {steps[1].label}", before
             evaluation = candidate_evaluation(session, candidate)
             inputs = _case_inputs(session, candidate, evaluation.total if evaluation else 0)
             cases = []
@@ -292,8 +297,21 @@ class ReviewService:
                 cases=cases, evaluation=eval_info, lineage=steps,
                 decisions=[DecisionRow(d.decision, d.actor, d.reason, d.created_at)
                            for d in self.store.decisions(session, tenant_id, candidate.id)],
-                extra=extra,
+                extra=extra, base_code=base_code,
+                active_objectives=version_objectives(session, active) if active else {},
+                llm=candidate_exchange(session, candidate),
             )
+
+    def texts(self, tenant_id: str, candidate_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Candidate id -> (its text, the text :meth:`show` diffs it against), in one
+        transaction: what a queue needs to weigh many candidates without their whole detail."""
+        with self.database.session(readonly=True) as session:
+            out: dict[str, tuple[str, str]] = {}
+            for ref in candidate_ids:
+                candidate = self.resolve(session, tenant_id, ref)
+                code, _diff, _label, base_code, _active = _code_and_diff(session, candidate)
+                out[candidate.id] = (code, base_code)
+            return out
 
     # -- decisions ------------------------------------------------------------------------------
 
@@ -414,7 +432,10 @@ def _summary(session: Session, row: Candidate) -> CandidateSummary:
                             created_at=row.created_at, objectives=dict(row.objectives or {}))
 
 
-def _code_and_diff(session: Session, candidate: Candidate) -> tuple[str, str, str]:
+def _code_and_diff(session: Session, candidate: Candidate
+                   ) -> tuple[str, str, str, str, ToolVersion | None]:
+    """The candidate's text, its diff, what the diff is against (label and text) and the
+    active version of its tool."""
     import json
 
     if isinstance(candidate, WorkflowVariant):
@@ -423,7 +444,8 @@ def _code_and_diff(session: Session, candidate: Candidate) -> tuple[str, str, st
         base_code = (json.dumps(parent.definition, indent=2, sort_keys=True) + "\n"
                      if parent is not None and parent.tenant_id == candidate.tenant_id else "")
         return code, render_diff(base_code, code, candidate.name), (
-            f"parent variant {parent.id[:12]}" if parent is not None else "nothing (new workflow)")
+            f"parent variant {parent.id[:12]}" if parent is not None
+            else "nothing (new workflow)"), base_code, None
     tool_id = candidate.tool_id
     if tool_id is None and isinstance(candidate, SkillCandidate):
         tool = session.scalars(select(Tool).where(Tool.tenant_id == candidate.tenant_id,
@@ -437,9 +459,10 @@ def _code_and_diff(session: Session, candidate: Candidate) -> tuple[str, str, st
             ToolVersion.is_active.is_(True))).one_or_none()
     if active is None or tool is None:
         name = tool.name if tool else getattr(candidate, "name", "tool")
-        return candidate.code, render_diff("", candidate.code, name), "nothing (new tool)"
+        return (candidate.code, render_diff("", candidate.code, name), "nothing (new tool)", "",
+                None)
     return (candidate.code, render_diff(active.code, candidate.code, tool.name),
-            f"{tool.name} v{active.version} (active)")
+            f"{tool.name} v{active.version} (active)", active.code, active)
 
 
 def _case_inputs(session: Session, candidate: Candidate, total: int) -> list[dict[str, Any]]:

@@ -118,6 +118,13 @@ class TokenQueries:
                 row.revoked_at = utcnow()
             return _info(row)
 
+    def live(self, token_id: str) -> TokenInfo | None:
+        """The token with id ``token_id`` while it is not revoked (a web session re-checks its
+        token on every request with this), else ``None``."""
+        with self.database.session(readonly=True) as session:
+            row = session.get(ApiToken, token_id)
+            return None if row is None or row.revoked_at is not None else _info(row)
+
     def authenticate(self, token: str) -> TokenInfo | None:
         """The live token ``token`` is, or ``None`` (unknown, malformed or revoked)."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
