@@ -137,9 +137,10 @@ class RunState:
         backoff_s = float(retry.get("backoff_s", 0.0))
         retry_on = set(retry.get("on", ("error", "timeout")))
         timeout_s = step.get("timeout_s")
+        earlier: list[TraceNode] = []  # the nested traces of failed attempts, kept in order
         for attempt in range(1, max_attempts + 1):
             node.attempts = attempt
-            node.children.clear()  # the trace keeps the last attempt's nested steps
+            node.children = [*earlier]
             work = self._execute(step, kind, state, node, item_path, depth, attempt)
             try:
                 if timeout_s is None:
@@ -154,6 +155,12 @@ class RunState:
             node.error = failure.message
             if attempt == max_attempts or failure.category not in retry_on:
                 raise failure
+            nested = node.children[len(earlier):]
+            if nested:
+                gone = TraceNode(f"{step_id}.attempt{attempt}", "attempt", attempts=attempt,
+                                 error=failure.message, children=nested, started=nested[0].started)
+                gone.finish()
+                earlier.append(gone)
             delay = backoff_s * 2 ** (attempt - 1)
             if delay:
                 await asyncio.sleep(delay)  # the run's wall-time limit still applies
