@@ -22,7 +22,7 @@ class StepTrace:
     custom kind's name); three kinds exist only in traces: ``item`` (one item of a map, whose id
     is ``<map id>[<index>]``), ``catch`` (the catch block that ran for a failed step, id
     ``<step id>.catch``) and ``attempt`` (the nested steps of a failed attempt of a retried
-    switch, map or catch-holding step, id ``<step id>.attempt<n>``, before the last attempt's).
+    switch or map, id ``<step id>.attempt<n>``, before the last attempt's).
     ``input`` is what the step acted on (resolved args, the prompt, the chosen branch, the
     items); ``attempts`` counts tries including retries (0 when skipped).
     ``error`` is set when the step failed, even if its ``catch`` then recovered (the step's
