@@ -27,17 +27,23 @@ Path = tuple[str | int, ...]
 class WorkflowProposal:
     """A variant of a workflow: the operator that made it, the new definition, and why.
 
-    ``step_id`` names the step the edit is about (``None`` for a whole-document edit).
+    ``step_id`` names the step the edit is about (``None`` for a whole-document edit);
+    ``meta`` says what a model call cost (``llm_cost_usd``, ``llm_call_id``...; empty offline).
     """
 
     operator: str
     definition: Doc
     note: str
     step_id: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cost_usd(self) -> float:
+        return float(self.meta.get("llm_cost_usd", 0.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"operator": self.operator, "definition": self.definition, "note": self.note,
-                "step_id": self.step_id}
+                "step_id": self.step_id, "meta": dict(self.meta)}
 
 
 @dataclass(frozen=True)

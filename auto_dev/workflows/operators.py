@@ -21,6 +21,14 @@ from auto_dev.workflows._ops_base import (
     WorkflowOperator,
     WorkflowProposal,
 )
+from auto_dev.workflows._ops_model import (
+    LLMWorkflowEdit,
+    ReflectivePromptRewrite,
+    WorkflowModelOperator,
+    format_failures,
+    pretty_json,
+    structural_check,
+)
 from auto_dev.workflows._ops_structure import (
     AddRetry,
     DeleteStep,
@@ -46,18 +54,24 @@ __all__ = [
     "DeleteStep",
     "DuplicateStep",
     "FlipComparison",
+    "LLMWorkflowEdit",
     "MoveStep",
+    "ReflectivePromptRewrite",
     "RemoveRetry",
     "RepointArgument",
     "RewriteComparisonField",
     "SwapBranches",
     "SwitchTool",
     "WidenRetry",
+    "WorkflowModelOperator",
     "WorkflowMutationContext",
     "WorkflowOperator",
     "WorkflowProposal",
     "WrapInCatch",
+    "format_failures",
+    "pretty_json",
     "propose_offline",
+    "structural_check",
 ]
 
 #: One instance of every offline operator, in a stable order (most often useful repairs first).
