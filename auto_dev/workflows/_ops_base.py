@@ -83,6 +83,7 @@ class FailureEvidence:
         self.outputs: dict[str, list[Any]] = {}
         self.errors: dict[str, list[str]] = {}
         self.inputs: list[Any] = []
+        self.items: dict[str, list[Any]] = {}
         for run in context.failures:
             if not isinstance(run, Mapping):
                 continue
@@ -93,6 +94,9 @@ class FailureEvidence:
             for entry in _trace_entries(run.get("trace")):
                 step_id = entry.get("id")
                 if not isinstance(step_id, str):
+                    continue
+                if entry.get("kind") == "item":  # one item of a map: "<map id>[<index>]"
+                    self.items.setdefault(step_id.split("[")[0], []).append(entry.get("input"))
                     continue
                 if entry.get("error"):
                     failing[step_id] += 1

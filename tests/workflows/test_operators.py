@@ -214,6 +214,21 @@ class TestValueOperators:
         assert _propose(RepointArgument(), {"name": "w", "steps": [
             {"id": "t", "tool": "x", "args": {"a": 1}}]}) == []
 
+    def test_repoint_inside_a_map_uses_item_fields(self) -> None:
+        """A step in a map body may read the fields its items had in the trace."""
+        body = [{"id": "t", "tool": "x", "args": {"v": "${it.title}"}}]
+        doc = {"name": "w", "steps": [{"id": "m", "map": {"over": "input.items", "as": "it",
+                                                          "steps": body}}]}
+        run = {"ok": False, "error": "boom", "error_step": "t", "trace": [
+            {"id": "m", "kind": "map", "input": [], "output": None, "error": "boom",
+             "children": [{"id": "m[0]", "kind": "item", "input": {"title": "a", "name": "b"},
+                           "output": None, "error": "boom", "children": [
+                               {"id": "t", "kind": "tool", "input": None, "output": None,
+                                "error": "boom", "children": []}]}]}]}
+        values = {p.definition["steps"][0]["map"]["steps"][0]["args"]["v"]
+                  for p in _propose(_all(RepointArgument()), doc, failures=[run])}
+        assert {"${it.name}", "${it}"} <= values
+
     def test_rewrite_comparison_field_from_traces(self) -> None:
         """The switch on `status` is offered the sibling field `state` the trace showed."""
         proposals = _propose(RewriteComparisonField(), refund(), failures=[CANCEL_FAILED])
