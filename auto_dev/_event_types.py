@@ -410,6 +410,7 @@ class SignalRecorded(Event):
     kind: str = field(metadata=check(_name))
     value: float = field(metadata=check(_check_float))
     agent_id: str | None = field(default=None, metadata=check(_opt_name))
+    metadata: dict[str, Any] = field(default_factory=dict, metadata=check(_check_json_object))
 
 
 @dataclass(frozen=True, kw_only=True)
