@@ -138,9 +138,10 @@ def register_workflow(
     version, previous = activate_workflow_version(
         store, session, workflow, definition=doc, source=USER_SOURCE, candidate_id=None,
         actor=actor)
-    write_audit(session, tenant_id=tenant_id, actor=actor,
-                action="workflow.registered" if created_workflow else "workflow.version_registered",
-                subject_kind="workflow", subject_id=workflow.id, reason=f"{name} v{version.version}",
+    action = "workflow.registered" if created_workflow else "workflow.version_registered"
+    write_audit(session, tenant_id=tenant_id, actor=actor, action=action,
+                subject_kind="workflow", subject_id=workflow.id,
+                reason=f"{name} v{version.version}",
                 details={"version": version.version, "version_id": version.id,
                          "previous_version": previous.version if previous else None})
     log.info("workflow_registered", tenant_id=tenant_id, workflow=name, version=version.version,
@@ -251,3 +252,43 @@ def rollback_workflow_version(
              from_version=current.version, to_version=target.version, actor=actor)
     return WorkflowRollbackResult(workflow.id, name, current.version, target.version, target.id,
                                   variant.id if variant is not None else None)
+
+
+# -- review ---------------------------------------------------------------------------------
+
+
+def variant_code_and_diff(session: Session, candidate: WorkflowVariant) -> tuple[str, str, str]:
+    """A variant's definition (pretty JSON), its structural diff (steps added, removed,
+    changed, moved; one per line) and what the diff is against: the workflow's active version,
+    or, once the variant is live or rolled back, the version it replaced; a parent variant
+    when the workflow was never registered."""
+    import json
+
+    from auto_dev.workflows.diff import structural_diff
+
+    code = json.dumps(candidate.definition, indent=2, sort_keys=True) + "\n"
+    base, label = _diff_base(session, candidate)
+    if base is None:
+        base, label = {"name": candidate.name, "steps": []}, "nothing (new workflow)"
+    diff = structural_diff(base, dict(candidate.definition or {}))
+    lines = diff.render_lines() if not diff.is_empty else ["(no structural change)"]
+    return code, "\n".join(lines) + "\n", label
+
+
+def _diff_base(session: Session, candidate: WorkflowVariant) -> tuple[dict[str, Any] | None, str]:
+    workflow = find_workflow(session, candidate.tenant_id, candidate.name)
+    if workflow is not None:
+        versions = versions_of(session, workflow)
+        produced = next((v for v in versions if v.candidate_id == candidate.id), None)
+        if produced is not None:
+            before = next((v for v in reversed(versions) if v.version < produced.version), None)
+            if before is not None:
+                return dict(before.definition), f"{workflow.name} v{before.version} (replaced)"
+            return None, "nothing (first version)"
+        active = next((v for v in versions if v.is_active), None)
+        if active is not None:
+            return dict(active.definition), f"{workflow.name} v{active.version} (active)"
+    parent = session.get(WorkflowVariant, candidate.parent_id) if candidate.parent_id else None
+    if parent is not None and parent.tenant_id == candidate.tenant_id:
+        return dict(parent.definition or {}), f"parent variant {parent.id[:12]}"
+    return None, ""
