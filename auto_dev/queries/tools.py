@@ -80,6 +80,13 @@ def find_tool(session: Session, tenant_id: str, name: str) -> Tool | None:
                                               Tool.name == name)).one_or_none()
 
 
+def older_versions(session: Session, version: ToolVersion) -> list[ToolVersion]:
+    """The versions of ``version``'s tool older than it, newest first."""
+    return list(session.scalars(select(ToolVersion).where(
+        ToolVersion.tenant_id == version.tenant_id, ToolVersion.tool_id == version.tool_id,
+        ToolVersion.version < version.version).order_by(ToolVersion.version.desc())))
+
+
 class ToolQueries:
     """The tools of one tenant, as engines and the facade read them."""
 

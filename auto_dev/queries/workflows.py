@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 #: What a signal is recorded against.
 TOOL_TARGET = "tool"
 WORKFLOW_TARGET = "workflow"
+#: The signal kinds auto-dev knows (the promotion watch judges them); any other name is a kind
+#: of the user's own.
+BUSINESS_VALUE = "business_value"
+FEEDBACK = "feedback"
 
 
 # -- value types ----------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from auto_dev._exceptions import ValidationError
 from auto_dev.events import SignalRecorded
 from auto_dev.payloads import NAME_MAX_CHARS, PayloadLimits, check_json, check_signal
 from auto_dev.queries.workflows import (
+    BUSINESS_VALUE,
+    FEEDBACK,
     TOOL_TARGET,
     WORKFLOW_TARGET,
     SignalSummary,
@@ -45,10 +47,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-#: The signal kinds auto-dev knows; any other name is a kind of the user's own.
-BUSINESS_VALUE = "business_value"
-FEEDBACK = "feedback"
-
+__all__ = ["BUSINESS_VALUE", "FEEDBACK", "WorkflowRegistry"]
 
 class WorkflowRegistry:
     """The workflows of every tenant of one database (``tenant_id`` is only the default)."""
