@@ -132,9 +132,10 @@ def register_workflow(
         session.flush()
     else:
         current = active_workflow_version(session, workflow)
-        if current is not None and current.definition_hash == _hash(doc):
-            return WorkflowRegistration(workflow.id, name, current.version, current.id, False)
         workflow.description = str(doc.get("description") or workflow.description)
+        if current is not None and current.definition_hash == _hash(doc):
+            # The same workflow (prose aside, as workflow_hash says): nothing to version.
+            return WorkflowRegistration(workflow.id, name, current.version, current.id, False)
     version, previous = activate_workflow_version(
         store, session, workflow, definition=doc, source=USER_SOURCE, candidate_id=None,
         actor=actor)
