@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from auto_dev.config import load_settings
 from auto_dev.db import Database
@@ -52,13 +49,9 @@ def register_tools(autodev: AutoDev, tenant_id: str | None = None) -> None:
         autodev.register_tool(name, code, name, tenant_id=tenant_id)
 
 
-@pytest.fixture
-async def autodev(database: Database, database_url: str) -> AsyncIterator[AutoDev]:
+async def make_autodev(database: Database, database_url: str) -> AutoDev:
     """A facade for tenant ``t1`` (no engines) with the support workflow's tools."""
     settings = load_settings(database_url=database_url, tenant="t1")
     instance = AutoDev(settings, database=database, load_plugins=False, builtin_engines=False)
     register_tools(instance)
-    try:
-        yield instance
-    finally:
-        await instance.aclose()
+    return instance

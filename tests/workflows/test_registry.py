@@ -4,6 +4,7 @@ episodes of workflows, signals, tenant isolation."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from auto_dev._exceptions import NotFoundError, ValidationError
+from auto_dev.db import Database
 from auto_dev.events import Event
 from auto_dev.models import (
     Agent,
@@ -24,16 +26,27 @@ from auto_dev.models import (
 )
 from auto_dev.service import AutoDev
 from tests.workflows._registry_fixtures import (
-    autodev,  # noqa: F401 - the fixture
     fixed_support,
+    make_autodev,
     register_tools,
     support,
 )
 
 
+@pytest.fixture
+async def autodev(database: Database, database_url: str) -> AsyncIterator[AutoDev]:
+    """A facade for tenant ``t1`` (no engines) with the support workflow's tools."""
+    instance = await make_autodev(database, database_url)
+    try:
+        yield instance
+    finally:
+        await instance.aclose()
+
+
 def _count(autodev: AutoDev, model: object) -> int:
     with autodev.database.session(readonly=True) as session:
-        return int(session.scalar(select(func.count()).select_from(model)) or 0)  # type: ignore[arg-type]
+        count = session.scalar(select(func.count()).select_from(model))  # type: ignore[arg-type]
+        return int(count or 0)
 
 
 def _active_versions(autodev: AutoDev, name: str, tenant_id: str = "t1") -> list[int]:
