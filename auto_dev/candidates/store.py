@@ -399,7 +399,7 @@ class CandidateStore(CreationMixin):
     # -- workflows ------------------------------------------------------------------------------
 
     def register_workflow(self, session: Session, *, tenant_id: str, definition: Any,
-                          actor: str) -> WorkflowRegistration:
+                          actor: str, kinds: Iterable[str] = ()) -> WorkflowRegistration:
         """Validate ``definition`` (its tools must be the tenant's) and make it the active
         version of the workflow it names, creating the workflow the first time; an identical
         definition changes nothing. Not capability-gated (a person registering their own
@@ -407,7 +407,8 @@ class CandidateStore(CreationMixin):
         from auto_dev.candidates.workflow_versions import register_workflow
 
         return register_workflow(self, session, tenant_id=tenant_id, definition=definition,
-                                 actor=_promotion._require_text("actor", actor))
+                                 actor=_promotion._require_text("actor", actor),
+                                 kinds=frozenset(kinds))
 
     def rollback_workflow(self, session: Session, *, tenant_id: str, name: str, actor: str,
                           reason: str, to_version: int | None = None) -> WorkflowRollbackResult:

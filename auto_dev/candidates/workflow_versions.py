@@ -10,7 +10,7 @@ tenant's registered tools) before any version is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,13 +80,16 @@ class WorkflowRollbackResult:
 
 
 def checked_definition(session: Session, tenant_id: str, definition: Any, *,
-                       field: str = "workflow") -> dict[str, Any]:
-    """A validated deep copy of ``definition`` whose tool steps name the tenant's tools."""
+                       field: str = "workflow", kinds: Collection[str] = frozenset()
+                       ) -> dict[str, Any]:
+    """A validated deep copy of ``definition`` whose tool steps name the tenant's tools and
+    whose custom steps name ``kinds`` (fail closed: none unless the caller registered some)."""
     from auto_dev.workflows import validate_workflow
 
     if not isinstance(definition, Mapping):
         raise ValidationError(field, "must be a JSON object (the workflow document)")
-    return validate_workflow(dict(definition), tools=tenant_tool_names(session, tenant_id))
+    return validate_workflow(dict(definition), tools=tenant_tool_names(session, tenant_id),
+                             kinds=frozenset(kinds))
 
 
 def _hash(definition: dict[str, Any]) -> str:
@@ -116,12 +119,13 @@ def activate_workflow_version(
 
 def register_workflow(
     store: CandidateStore, session: Session, *, tenant_id: str, definition: Any, actor: str,
+    kinds: Collection[str] = frozenset(),
 ) -> WorkflowRegistration:
     """Create the workflow a definition names, or give it a new active version when the
     definition differs from the active one (identical: nothing changes). Audited."""
     if session.get(Tenant, tenant_id) is None:
         raise NotFoundError(f"tenant {tenant_id!r} does not exist")
-    doc = checked_definition(session, tenant_id, definition)
+    doc = checked_definition(session, tenant_id, definition, kinds=kinds)
     name = doc["name"]
     workflow = find_workflow(session, tenant_id, name)
     created_workflow = workflow is None

@@ -11,6 +11,7 @@ the SQL is in :mod:`auto_dev.queries.workflows`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -53,8 +54,11 @@ class WorkflowRegistry:
     """The workflows of every tenant of one database (``tenant_id`` is only the default)."""
 
     def __init__(self, database: Database, store: CandidateStore, *, bus: EventBus | None,
-                 limits: PayloadLimits | None = None, tenant_id: str = "default") -> None:
+                 limits: PayloadLimits | None = None, tenant_id: str = "default",
+                 custom_kinds: Iterable[str] = ()) -> None:
         self.database = database
+        #: The custom step kinds registered definitions may use (none by default).
+        self.custom_kinds = frozenset(custom_kinds)
         self.store = store
         self.bus = bus
         self.limits = limits or PayloadLimits()
@@ -78,7 +82,7 @@ class WorkflowRegistry:
         with self.database.session() as session:
             self.database.ensure_tenant(session, tid)
             return self.store.register_workflow(session, tenant_id=tid, definition=plain,
-                                                actor=actor).version
+                                                actor=actor, kinds=self.custom_kinds).version
 
     def definition(self, name: str, *, version: int | None = None,
                    tenant_id: str | None = None) -> dict[str, Any]:
