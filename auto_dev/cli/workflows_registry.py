@@ -22,6 +22,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
+    from auto_dev.queries.workflows import WorkflowVersionInfo
     from auto_dev.workflows.registry import WorkflowRegistry
 
 _TENANT_HELP = "Tenant (default: AUTO_DEV_TENANT, else 'default')."
@@ -115,7 +118,7 @@ def versions(name: NameArg, tenant: TenantOpt = None) -> None:
     Console(highlight=False).print(_versions_table(name, rows))
 
 
-def _versions_table(name: str, rows: list) -> object:  # type: ignore[type-arg]
+def _versions_table(name: str, rows: list[WorkflowVersionInfo]) -> Table:
     from rich.table import Table
 
     table = Table(title=name)
