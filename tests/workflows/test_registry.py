@@ -361,3 +361,35 @@ class TestTenantIsolation:
         register_tools(autodev, b)
         assert autodev.register_workflow(support(), actor="eve", tenant_id=b) == 1
         assert _active_versions(autodev, "refund_request") == [2]
+
+
+class TestTenantViewOfWorkflows:
+    """What engines read: the tenant's workflows, and failures of no tool but not of workflows."""
+
+    async def test_engines_see_workflows_apart_from_toolless_tasks(self, autodev: AutoDev
+                                                                  ) -> None:
+        """TenantView.workflows reads the tenant's workflows; a failed workflow run is not a
+        'task that used no tool' for Memento, and Memento does not react to it."""
+        from datetime import UTC, datetime, timedelta
+
+        from auto_dev.engines.memento import Memento
+        from auto_dev.events import TaskFailed
+        from auto_dev.queries import TenantView
+
+        autodev.register_workflow(support(), actor="alice")
+        await autodev.record_episode(agent="bot", task="refund", success=False,
+                                     workflow="refund_request", inputs={"order_id": 1},
+                                     error_trace="ValueError: x")
+        await autodev.record_episode(agent="bot", task="free text", success=False,
+                                     error_trace="ValueError: x")
+        view = TenantView(autodev.database, "t1")
+        assert view.workflows.names() == ["refund_request"]
+        assert view.workflows.latest_failing_agent("refund_request") == "bot"
+        assert view.workflows.workflow_id("nope") is None
+        since = datetime.now(UTC) - timedelta(hours=1)
+        assert [f.task_description for f in view.episodes.failures(None, since=since)] == [
+            "free text"]
+        assert TenantView(autodev.database, "other").workflows.names() == []
+        event = TaskFailed(tenant_id="t1", agent_id="bot", error_trace="ValueError: x",
+                           workflow="refund_request")
+        assert Memento(min_group_size=1).cycle_target(event, view) is None
