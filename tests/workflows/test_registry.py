@@ -393,3 +393,30 @@ class TestTenantViewOfWorkflows:
         event = TaskFailed(tenant_id="t1", agent_id="bot", error_trace="ValueError: x",
                            workflow="refund_request")
         assert Memento(min_group_size=1).cycle_target(event, view) is None
+
+
+@pytest.mark.postgres
+class TestRegistryOnPostgres:
+    """The same registry on PostgreSQL: versions, rollback, episodes, tasks, signals."""
+
+    async def test_round_trip(self, postgres_database: Database, postgres_url: str) -> None:
+        """Register two versions, record a run with its expected output and signals, roll
+        back: one active version throughout, the task and the summary as on SQLite."""
+        instance = await make_autodev(postgres_database, postgres_url)
+        try:
+            assert instance.register_workflow(support(), actor="alice") == 1
+            assert instance.register_workflow(fixed_support(), actor="alice") == 2
+            run = {"agent": "bot", "task": "refund", "success": False,
+                   "workflow": "refund_request", "inputs": {"order_id": 1}, "expected": "r"}
+            await instance.record_episode(**run)  # type: ignore[arg-type]
+            await instance.record_episode(**run)  # type: ignore[arg-type]
+            assert len(instance.workflows.tasks("refund_request")) == 1
+            for value in (1.0, 3.0):
+                await instance.record_signal(workflow="refund_request", kind="feedback",
+                                             value=value)
+            summary = instance.signal_summary(workflow="refund_request")
+            assert summary.kinds["feedback"].mean == 2.0 and summary.version == 2
+            instance.rollback_workflow("refund_request", 1, actor="bob", reason="r")
+            assert _active_versions(instance, "refund_request") == [1]
+        finally:
+            await instance.aclose()
