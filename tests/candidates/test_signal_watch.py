@@ -27,15 +27,16 @@ def _registry(world: World) -> WorkflowRegistry:
 
 
 def _signals(world: World, watch: PromotionWatch, kind: str, values: list[float],
-             version: int | None = None) -> SignalVerdict | None:
-    """Record signals against the workflow and hand each one's event to the watch."""
+             version: int | None = None, **target: str) -> SignalVerdict | None:
+    """Record signals against the workflow (or ``tool=...``) and hand each one's event to the
+    watch."""
     from auto_dev.events import Event
 
     registry = _registry(world)
     verdict = None
     for value in values:
-        registry.record_signal(workflow="refund_request", kind=kind, value=value,
-                               version=version)
+        registry.record_signal(kind=kind, value=value, version=version,
+                               **(target or {"workflow": "refund_request"}))
         with world.database.session(readonly=True) as s:
             row = s.execute(select(EventRecord.type, EventRecord.payload).where(
                 EventRecord.type == "SignalRecorded")
@@ -149,3 +150,15 @@ class TestSignalWatch:
             SignalWatch(world.database, world.store, min_signals=0, **kw)
         with pytest.raises(ValidationError, match="watch_signals"):
             SignalWatch(world.database, world.store, min_signals=5, watch_signals=2, **kw)
+
+    def test_drop_rolls_back_an_auto_promoted_tool(self, world: World) -> None:
+        """Tools are judged alike: v2 of ``inc`` (auto-promoted) losing business value goes."""
+        from tests.candidates.test_watch import _active as tool_active
+        from tests.candidates.test_watch import _auto_promote as auto_promote_tool
+
+        watch = _watch(world)
+        _signals(world, watch, "business_value", [4.0] * 5, tool="inc")
+        cid = auto_promote_tool(world)
+        verdict = _signals(world, watch, "business_value", [1.0] * 5, tool="inc")
+        assert verdict is not None and verdict.action == "rolled_back"
+        assert tool_active(world) == 1 and world.status(cid) == "rolled_back"
