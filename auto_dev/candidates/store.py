@@ -1,5 +1,5 @@
 """The choke point: every candidate created, evaluated, decided on, promoted or rolled back, and
-every tool version activated, goes through :class:`CandidateStore`.
+every tool or workflow version activated, goes through :class:`CandidateStore`.
 
 Each write consults the :class:`~auto_dev.gates.capability.Gatekeeper` first and raises
 :class:`~auto_dev.GateDeniedError` when it says no:
