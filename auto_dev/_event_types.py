@@ -360,6 +360,8 @@ class TaskFailed(Event):
     inputs: dict[str, Any] = field(default_factory=dict, metadata=check(_check_json_object))
     expected: Any = field(default=None, metadata=check(_check_json))
     metadata: dict[str, Any] = field(default_factory=dict, metadata=check(_check_json_object))
+    #: The registered workflow the task was a run of (``inputs`` is then the workflow's input).
+    workflow: str | None = field(default=None, metadata=check(_opt_name))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -373,6 +375,8 @@ class TaskSucceeded(Event):
     inputs: dict[str, Any] = field(default_factory=dict, metadata=check(_check_json_object))
     output: Any = field(default=None, metadata=check(_check_json))
     metadata: dict[str, Any] = field(default_factory=dict, metadata=check(_check_json_object))
+    #: The registered workflow the task was a run of (``inputs`` is then the workflow's input).
+    workflow: str | None = field(default=None, metadata=check(_opt_name))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -384,6 +388,28 @@ class SkillExecuted(Event):
     success: bool = field(metadata=check(_check_bool))
     execution_seconds: float = field(metadata=check(non_negative))
     tool_version_id: str | None = field(default=None, metadata=check(_opt_id))
+    metadata: dict[str, Any] = field(default_factory=dict, metadata=check(_check_json_object))
+
+
+def _target_kind(name: str, value: Any) -> str:
+    if value not in ("tool", "workflow"):
+        _fail(name, f"must be 'tool' or 'workflow', got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalRecorded(Event):
+    """A signal (``kind``: business value, feedback, or a name of the user's own) was recorded
+    against version ``version`` of a tool or workflow."""
+
+    signal_id: str = field(metadata=check(identifier(32)))
+    target_kind: str = field(metadata=check(_target_kind))
+    target: str = field(metadata=check(_name))
+    version_id: str = field(metadata=check(identifier(32)))
+    version: int = field(metadata=check(_check_int))
+    kind: str = field(metadata=check(_name))
+    value: float = field(metadata=check(_check_float))
+    agent_id: str | None = field(default=None, metadata=check(_opt_name))
     metadata: dict[str, Any] = field(default_factory=dict, metadata=check(_check_json_object))
 
 

@@ -33,22 +33,23 @@ from auto_dev.engines.base import EngineContext
 from auto_dev.engines.pipeline import CyclePipeline
 from auto_dev.engines.registry import EngineRegistry
 from auto_dev.engines.worker import CycleWorker
-from auto_dev.events import Event, EventBus, SkillExecuted, TaskFailed, TaskSucceeded
+from auto_dev.events import Event, EventBus, SkillExecuted
 from auto_dev.gates.capability import Gatekeeper
 from auto_dev.gates.settings import TenantSettings
 from auto_dev.gates.usage import UsageRecorder
 from auto_dev.models import (
     CycleJob,
-    Episode,
-    EpisodeSegment,
     TestCase,
     Tool,
     ToolVersion,
     new_id,
 )
 from auto_dev.queries.jobs import CycleJobQueue
+from auto_dev.queries.tools import test_case_row
 from auto_dev.sandbox.base import Case, SandboxJob, SandboxResult
 from auto_dev.types import CycleRequest, EvolutionRunResult
+from auto_dev.workflows._facade import WorkflowMethods
+from auto_dev.workflows.registry import WorkflowRegistry
 
 if TYPE_CHECKING:
     from auto_dev.candidates.manual import ManualChange
@@ -62,7 +63,7 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[Any], Awaitable[None] | None]
 
 
-class AutoDev:
+class AutoDev(WorkflowMethods):
     """One auto-dev instance over one database, serving every tenant in it.
 
     ``tenant_id`` (default ``settings.tenant``) is only the default of the methods that take a
@@ -111,6 +112,8 @@ class AutoDev:
         self.gates = Gatekeeper()
         self.store = CandidateStore(self.database, self.gates, bus=self.events)
         self.review = ReviewService(self.database, self.store)
+        self.workflows = WorkflowRegistry(self.database, self.store, bus=self.events,
+                                          tenant_id=self.tenant_id, limits=_limits(self.settings))
         # Versions auto-dev promoted by itself are watched and rolled back on regression.
         self.watch = PromotionWatch(self.database, self.store)
         self.watch.attach(self.events)
@@ -301,7 +304,7 @@ class AutoDev:
                 key = _case_key(list(case.args), case.kwargs, case.expected, case.has_expected)
                 if key not in stored:
                     stored.add(key)
-                    session.add(_test_row(tid, tool.id, case, source="user"))
+                    session.add(test_case_row(tid, tool.id, case, source="user"))
             return tool.id
 
     async def propose_tool_change(
@@ -339,7 +342,7 @@ class AutoDev:
         parsed = case if isinstance(case, Case) else Case.from_dict(case, where="case")
         with self.database.session() as session:
             tool = _tool(session, tid, tool_name)
-            row = _test_row(tid, tool.id, parsed, source=source)
+            row = test_case_row(tid, tool.id, parsed, source=source)
             session.add(row)
             session.flush()
             return row.id
@@ -369,65 +372,29 @@ class AutoDev:
         error_trace: str | None = None,
         segments: Iterable[dict[str, Any]] = (),
         metadata: dict[str, Any] | None = None,
+        workflow: str | None = None,
         tenant_id: str | None = None,
     ) -> str:
         """Store one episode and emit ``TaskFailed``/``TaskSucceeded`` in the same transaction.
 
         ``inputs`` is ``{"args": [...], "kwargs": {...}}`` for the tool call. When ``expected``
         is given and the tool exists, the episode also becomes a regression test of the tool.
+        With ``workflow`` (a registered workflow's name) the episode is a run of it: ``inputs``
+        is the workflow's input, the events carry ``workflow``, and with ``expected`` the run
+        becomes a task of the workflow (stored once).
         """
+        from auto_dev._recording import store_episode
         from auto_dev.payloads import PayloadLimits, check_episode
 
         # Everything is checked (and copied) before a session opens: bad input writes nothing.
         report = check_episode(
             PayloadLimits.from_settings(self.settings), agent=agent, task=task, success=success,
             tool_name=tool_name, inputs=inputs, expected=expected, output=output,
-            error_trace=error_trace, segments=segments, metadata=metadata, tenant_id=tenant_id)
-        tid = report.tenant_id or self.tenant_id
-        agent, task, tool_name, call, case = (report.agent, report.task, report.tool_name,
-                                              report.inputs, report.case)
-        expected, output, error_trace = report.expected, report.output, report.error_trace
-        segments, metadata = report.segments, report.metadata
+            error_trace=error_trace, segments=segments, metadata=metadata, tenant_id=tenant_id,
+            workflow=workflow)
         with self.database.session() as session:
-            agent_row = self.database.ensure_agent(session, tid, agent)
-            episode = Episode(
-                tenant_id=tid, agent_id=agent_row.id, task_description=task, success=success,
-                error_trace=error_trace, tool_name=tool_name,
-                details={"inputs": call, "output": output, "metadata": metadata or {},
-                         **({"expected": expected} if expected is not ... else {})},
-            )
-            session.add(episode)
-            session.flush()
-            for seq, seg in enumerate(segments):
-                session.add(EpisodeSegment(
-                    tenant_id=tid, episode_id=episode.id, seq=seq,
-                    kind=str(seg.get("kind", "tool_call")), tool_name=seg.get("tool_name"),
-                    inputs=seg.get("inputs") or {}, output=seg.get("output"),
-                    error=seg.get("error"), duration_s=seg.get("duration_s"),
-                ))
-            if case is not None and tool_name:
-                tool = session.scalars(
-                    select(Tool).where(Tool.tenant_id == tid, Tool.name == tool_name)
-                ).one_or_none()
-                if tool is not None:
-                    session.add(_test_row(tid, tool.id, case, source="episode",
-                                          episode_id=episode.id))
-            event: Event
-            if success:
-                event = TaskSucceeded(
-                    tenant_id=tid, agent_id=agent, task_description=task, tool_name=tool_name,
-                    episode_id=episode.id, inputs=call, output=output,
-                    metadata=metadata or {},
-                )
-            else:
-                event = TaskFailed(
-                    tenant_id=tid, agent_id=agent, task_description=task,
-                    error_trace=error_trace or "", tool_name=tool_name, episode_id=episode.id,
-                    inputs=call, expected=None if expected is ... else expected,
-                    metadata=metadata or {},
-                )
-            self.events.emit(session, event)
-            return episode.id
+            return store_episode(self.database, self.events, session,
+                                 report.tenant_id or self.tenant_id, report)
 
     async def record_skill_execution(
         self, *, agent: str, skill_name: str, success: bool, execution_seconds: float,
@@ -584,13 +551,10 @@ def _case_key(args: Any, kwargs: Any, expected: Any, has_expected: bool) -> str:
                        bool(has_expected)], sort_keys=True, default=repr)
 
 
-def _test_row(tenant_id: str, tool_id: str, case: Case, *, source: str,
-              episode_id: str | None = None) -> TestCase:
-    return TestCase(
-        tenant_id=tenant_id, tool_id=tool_id, args=list(case.args), kwargs=dict(case.kwargs),
-        expected=case.expected, has_expected=case.has_expected, source=source,
-        episode_id=episode_id,
-    )
+def _limits(settings: Settings) -> Any:
+    from auto_dev.payloads import PayloadLimits
+
+    return PayloadLimits.from_settings(settings)
 
 
 def _llm_from_settings(settings: Settings, database: Database, tenant_id: str) -> Any:

@@ -17,6 +17,7 @@ from auto_dev.payloads import (
     PayloadLimits,
     check_episode,
     check_json,
+    check_signal,
     check_skill_execution,
     parse_json_text,
 )
@@ -281,3 +282,46 @@ class TestLimits:
     def test_limits_refuse_non_positive_values(self) -> None:
         """PayloadLimits built by hand are checked too."""
         assert refusal(PayloadLimits, max_json_depth=0).field == "max_json_depth"
+
+
+class TestWorkflowEpisodesAndSignals:
+    """``workflow`` on episodes and the arguments of ``record_signal``."""
+
+    def test_a_workflow_run_takes_any_input_object(self) -> None:
+        """With ``workflow`` the inputs are the workflow's input, not a tool call: no case."""
+        report = check_episode(LIMITS, **EPISODE, workflow="refund", inputs={"order_id": 7},
+                               expected="ok")
+        assert report.workflow == "refund" and report.case is None
+        assert report.inputs == {"order_id": 7}
+
+    @pytest.mark.parametrize(("kwargs", "field"), [
+        ({"workflow": ""}, "workflow"),
+        ({"workflow": 3}, "workflow"),
+        ({"workflow": "w\x00"}, "workflow"),
+        ({"workflow": "w", "tool_name": "t"}, "workflow"),
+        ({"workflow": "w", "inputs": [1]}, "inputs"),
+    ])
+    def test_bad_workflow_fields(self, kwargs: dict[str, Any], field: str) -> None:
+        """Each problem names its field."""
+        assert refusal(check_episode, LIMITS, **{**EPISODE, **kwargs}).field == field
+
+    def test_a_signal_is_copied(self) -> None:
+        """A valid signal comes back as plain values; the metadata is a copy."""
+        meta = {"order": [1, 2]}
+        report = check_signal(LIMITS, kind="feedback", value=1, workflow="w", agent="a",
+                              metadata=meta, version=2)
+        meta["order"].append(3)
+        assert (report.kind, report.value, report.workflow, report.version) == (
+            "feedback", 1.0, "w", 2)
+        assert report.metadata == {"order": [1, 2]} and isinstance(report.value, float)
+
+    @given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(),
+                     st.booleans(), st.text(max_size=3), st.none()))
+    def test_values_are_finite_numbers(self, value: Any) -> None:
+        """Any finite int or float is a value; anything else is refused naming ``value``."""
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)
+              and math.isfinite(float(value)))
+        if ok:
+            assert check_signal(LIMITS, kind="k", value=value, tool="t").value == float(value)
+        else:
+            assert refusal(check_signal, LIMITS, kind="k", value=value, tool="t").field == "value"

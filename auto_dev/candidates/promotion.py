@@ -58,7 +58,9 @@ from auto_dev.models import (
     Tool,
     ToolMutation,
     ToolVersion,
+    Workflow,
     WorkflowVariant,
+    WorkflowVersion,
     transition,
 )
 
@@ -76,13 +78,15 @@ SOURCE_MODELS: dict[str, Any] = {
 
 @dataclass(frozen=True, slots=True)
 class PromotionResult:
-    """What a promotion did. ``version`` is ``None`` for a workflow variant."""
+    """What a promotion did: the new active version of the tool, or (``workflow_name`` set)
+    of the workflow."""
 
     candidate_id: str
     kind: str
     auto: bool
     tool_id: str | None = None
     tool_name: str | None = None
+    workflow_name: str | None = None
     version_id: str | None = None
     version: int | None = None
     previous_version: int | None = None
@@ -344,9 +348,10 @@ def promote(
         if candidate.status == CandidateStatus.PASSED.value:
             transition(candidate, CandidateStatus.APPROVED)
             record_decision(store, session, candidate, ckind.value, "approved", actor, reason)
-        version: ToolVersion | None = None
-        previous: ToolVersion | None = None
+        version: ToolVersion | WorkflowVersion | None = None
+        previous: ToolVersion | WorkflowVersion | None = None
         tool: Tool | None = None
+        workflow: Workflow | None = None
         if isinstance(candidate, ToolMutation):
             tool = session.get(Tool, candidate.tool_id)
             assert tool is not None  # foreign key
@@ -358,18 +363,25 @@ def promote(
             version, previous = activate_new_version(
                 store, session, tool, code=candidate.code, entrypoint=candidate.entrypoint,
                 source="skill", source_id=candidate.id, actor=actor)
+        else:
+            from auto_dev.candidates.workflow_versions import promote_variant
+
+            workflow, version, previous = promote_variant(store, session, candidate, actor=actor)
         transition(candidate, CandidateStatus.PROMOTED)
         details = {"auto": auto, "version": version.version if version else None,
-                   "previous_version": previous.version if previous else None}
+                   "previous_version": previous.version if previous else None,
+                   **({"workflow_version_id": version.id} if workflow and version else {})}
         record_decision(store, session, candidate, ckind.value, "promoted", actor, reason, details)
         session.flush()
         emit(store.bus, session, CandidatePromoted(tenant_id=tenant_id,
              candidate_kind=ckind.value, candidate_id=candidate.id,
              tool_name=tool.name if tool else getattr(candidate, "name", None), actor=actor,
-             reason=reason, tool_version_id=version.id if version else None, metadata=details))
+             reason=reason, tool_version_id=version.id if tool and version else None,
+             metadata=details))
     return PromotionResult(
         candidate_id=candidate.id, kind=ckind.value, auto=auto,
         tool_id=tool.id if tool else None, tool_name=tool.name if tool else None,
+        workflow_name=workflow.name if workflow else None,
         version_id=version.id if version else None, version=version.version if version else None,
         previous_version=previous.version if previous else None,
     )

@@ -173,18 +173,24 @@ def remember_candidate(store: CandidateStore, session: Session, candidate: Candi
 def lift(session: Session, *, tenant_id: str, tool_name: str, code: str, actor: str,
          reason: str) -> int:
     """Forget the rejection of ``code`` for ``tool_name`` (a human put it back live)."""
+    return lift_fingerprint(session, tenant_id=tenant_id, target=(TOOL, tool_name),
+                            code_hash=code_fingerprint(code), actor=actor, reason=reason)
+
+
+def lift_fingerprint(session: Session, *, tenant_id: str, target: tuple[str, str],
+                     code_hash: str, actor: str, reason: str) -> int:
+    """Forget the rejection of ``code_hash`` for ``target`` (a human put it back live)."""
     if actor == AUTO_ACTOR:
         return 0  # auto-dev never overrides a human's "no"
-    code_hash = code_fingerprint(code)
     rows = list(session.scalars(select(RejectedChange).where(
-        RejectedChange.tenant_id == tenant_id, RejectedChange.target_kind == TOOL,
-        RejectedChange.target == tool_name, RejectedChange.code_hash == code_hash)))
+        RejectedChange.tenant_id == tenant_id, RejectedChange.target_kind == target[0],
+        RejectedChange.target == target[1], RejectedChange.code_hash == code_hash)))
     for row in rows:
         session.delete(row)
     lifted = len(rows)
     if lifted:
         write_audit(session, tenant_id=tenant_id, actor=actor, action="candidate.rejection_lifted",
-                    subject_kind="tool", subject_id=None, reason=reason,
-                    details={"tool": tool_name, "code_hash": code_hash})
-        log.info("rejection_lifted", tenant_id=tenant_id, tool=tool_name, actor=actor)
+                    subject_kind=target[0], subject_id=None, reason=reason,
+                    details={target[0]: target[1], "code_hash": code_hash})
+        log.info("rejection_lifted", tenant_id=tenant_id, target=target[1], actor=actor)
     return lifted

@@ -436,16 +436,11 @@ def _code_and_diff(session: Session, candidate: Candidate
                    ) -> tuple[str, str, str, str, ToolVersion | None]:
     """The candidate's text, its diff, what the diff is against (label and text) and the
     active version of its tool."""
-    import json
+    if isinstance(candidate, WorkflowVariant):  # a structural diff, not a text diff of JSON
+        from auto_dev.candidates.workflow_versions import variant_code_and_diff
 
-    if isinstance(candidate, WorkflowVariant):
-        code = json.dumps(candidate.definition, indent=2, sort_keys=True) + "\n"
-        parent = session.get(WorkflowVariant, candidate.parent_id) if candidate.parent_id else None
-        base_code = (json.dumps(parent.definition, indent=2, sort_keys=True) + "\n"
-                     if parent is not None and parent.tenant_id == candidate.tenant_id else "")
-        return code, render_diff(base_code, code, candidate.name), (
-            f"parent variant {parent.id[:12]}" if parent is not None
-            else "nothing (new workflow)"), base_code, None
+        code, diff, label, base_code = variant_code_and_diff(session, candidate)
+        return code, diff, label, base_code, None
     tool_id = candidate.tool_id
     if tool_id is None and isinstance(candidate, SkillCandidate):
         tool = session.scalars(select(Tool).where(Tool.tenant_id == candidate.tenant_id,

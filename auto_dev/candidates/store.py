@@ -1,5 +1,5 @@
 """The choke point: every candidate created, evaluated, decided on, promoted or rolled back, and
-every tool version activated, goes through :class:`CandidateStore`.
+every tool or workflow version activated, goes through :class:`CandidateStore`.
 
 Each write consults the :class:`~auto_dev.gates.capability.Gatekeeper` first and raises
 :class:`~auto_dev.GateDeniedError` when it says no:
@@ -64,6 +64,7 @@ from auto_dev.models import (
 
 if TYPE_CHECKING:
     from auto_dev.candidates.retention import PruneResult
+    from auto_dev.candidates.workflow_versions import WorkflowRegistration, WorkflowRollbackResult
     from auto_dev.db import Database
     from auto_dev.sandbox.base import SandboxResult
 
@@ -373,7 +374,9 @@ class CandidateStore(CreationMixin):
     ) -> _promotion.PromotionResult:
         """Promote a candidate: a human's approved candidate, or (``auto=True``) a passed one
         when auto-promotion is allowed. Tool mutations and skills become the tool's new active
-        version (a skill without a tool creates it). All or nothing: runs in a savepoint."""
+        version (a skill without a tool creates it), a workflow variant its workflow's (checked
+        against the schema and the tenant's tools first). All or nothing: runs in a
+        savepoint."""
         return _promotion.promote(self, session, tenant_id=tenant_id, candidate_id=candidate_id,
                                   actor=actor, reason=reason, kind=kind, auto=auto)
 
@@ -392,6 +395,29 @@ class CandidateStore(CreationMixin):
         version being replaced becomes ``rolled_back``."""
         return _promotion.rollback_tool(self, session, tenant_id=tenant_id, tool_name=tool_name,
                                         actor=actor, reason=reason, to_version=to_version)
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    def register_workflow(self, session: Session, *, tenant_id: str, definition: Any,
+                          actor: str, kinds: Iterable[str] = ()) -> WorkflowRegistration:
+        """Validate ``definition`` (its tools must be the tenant's) and make it the active
+        version of the workflow it names, creating the workflow the first time; an identical
+        definition changes nothing. Not capability-gated (a person registering their own
+        workflow is not auto-dev acting) but audited."""
+        from auto_dev.candidates.workflow_versions import register_workflow
+
+        return register_workflow(self, session, tenant_id=tenant_id, definition=definition,
+                                 actor=_promotion._require_text("actor", actor),
+                                 kinds=frozenset(kinds))
+
+    def rollback_workflow(self, session: Session, *, tenant_id: str, name: str, actor: str,
+                          reason: str, to_version: int | None = None) -> WorkflowRollbackResult:
+        """Re-activate an earlier version of workflow ``name`` (default: the newest older one
+        not itself rolled back); audited, the variant it replaces becomes ``rolled_back``."""
+        from auto_dev.candidates.workflow_versions import rollback_workflow_version
+
+        return rollback_workflow_version(self, session, tenant_id=tenant_id, name=name,
+                                         to_version=to_version, actor=actor, reason=reason)
 
     # -- rejected changes and retention ------------------------------------------------------------
 

@@ -12,6 +12,10 @@ considered stable and no longer watched.
 Counts live in memory, per version, over the last ``window`` runs. When a tool is first seen,
 they are rebuilt from the ``SkillExecuted`` events kept in the outbox, so a restart does not
 forget a probation half-way; event ids are remembered so that an event is never counted twice.
+
+Business-value and feedback signals of freshly promoted versions (tools and workflows) are judged
+by :attr:`PromotionWatch.signals` (:mod:`auto_dev.candidates.signal_watch`) with the same margin
+and probation length.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sqlalchemy.orm import Session
 from auto_dev._exceptions import ValidationError
 from auto_dev.candidates._kinds import AUTO_ACTOR
 from auto_dev.candidates.promotion import SOURCE_MODELS, was_rolled_back
+from auto_dev.candidates.signal_watch import SignalWatch
 from auto_dev.models import EventRecord, Tool, ToolVersion
 
 if TYPE_CHECKING:
@@ -127,13 +132,18 @@ class PromotionWatch:
         self._loaded: set[tuple[str, str]] = set()
         self._stable: set[str] = set()
         self._lock = threading.Lock()
+        #: Business value and feedback of freshly promoted versions, judged alike.
+        self.signals = SignalWatch(database, store, min_signals=min_executions, margin=margin,
+                                   watch_signals=watch_executions, actor=actor)
 
     def attach(self, bus: Any) -> None:
-        """Subscribe to every tenant's ``SkillExecuted`` on ``bus``."""
+        """Subscribe to every tenant's ``SkillExecuted`` (and, for :attr:`signals`,
+        ``SignalRecorded``) on ``bus``."""
         from auto_dev.events import ALL_TENANTS, SkillExecuted
 
         bus.subscribe(SkillExecuted, self.handle, name="auto_dev.candidates.watch.PromotionWatch",
                       tenant=ALL_TENANTS)
+        self.signals.attach(bus)
 
     async def handle(self, event: Any) -> None:
         """Bus handler (async): see :meth:`observe`."""

@@ -72,7 +72,7 @@ app.add_typer(agents_app, name="agents", help="Agents' maturity per capability: 
 app.add_typer(tenants_app, name="tenants", help="Tenant settings: toggles, limits, budgets.")
 app.command("serve", help="Run the HTTP service (API, events, cycles, scheduler).")(serve)
 app.add_typer(tokens_app, name="tokens", help="API tokens of the service: create, list, revoke.")
-app.add_typer(workflows_app, name="workflows", help="Workflows: validate and run a document.")
+app.add_typer(workflows_app, name="workflows", help="Workflows: validate, run, register, versions.")
 
 
 def main() -> None:

@@ -263,7 +263,8 @@ def promote(
         console.print(f"candidate [bold]{result.candidate_id[:12]}[/] {result.reevaluated}")
     if result.version is not None:
         before = f"v{result.previous_version}" if result.previous_version else "nothing"
-        console.print(f"promoted [bold]{result.candidate_id[:12]}[/]: {result.tool_name} "
+        console.print(f"promoted [bold]{result.candidate_id[:12]}[/]: "
+                      f"{result.tool_name or result.workflow_name} "
                       f"v{result.version} is active (was {before}), by {who}")
     else:
         console.print(f"promoted [bold]{result.candidate_id[:12]}[/] ({result.kind}) by {who}")

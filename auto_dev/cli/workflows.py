@@ -325,3 +325,14 @@ def _fail(message: str, code: int, json_output: bool, field: str | None) -> NoRe
     if json_output:
         print(json.dumps({"error": message, "field": field, "exit_code": code}))
     raise typer.Exit(code)
+
+
+def _add_registry_commands() -> None:
+    # The stored-workflow commands (register, list, show, versions, rollback, signals) live in
+    # their own module; they join this app here.
+    from auto_dev.cli.workflows_registry import add_registry_commands
+
+    add_registry_commands(app)
+
+
+_add_registry_commands()

@@ -80,8 +80,8 @@ class Memento(BaseLearningEngine):
     def cycle_target(self, event: Event, tenant: TenantView) -> str | None:
         """Once a failure pattern repeats often enough (and has no open candidate), learn:
         the target is the failing tool, or ``task:<signature>`` for tasks that used none."""
-        if not isinstance(event, TaskFailed):
-            return None
+        if not isinstance(event, TaskFailed) or event.workflow:
+            return None  # a registered workflow's failures are the workflow engine's to learn
         if event.tool_name and not self.learn_from_tool_failures and \
                 tenant.tools.tool_id(event.tool_name) is not None:
             return None

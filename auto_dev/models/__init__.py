@@ -20,6 +20,12 @@ from auto_dev.models.runs import CycleJob, Evaluation, EvolutionRun
 from auto_dev.models.scheduling import APSCHEDULER_TABLE, Schedule, apscheduler_jobs
 from auto_dev.models.tenancy import Agent, Tenant
 from auto_dev.models.tools import TestCase, Tool, ToolVersion
+from auto_dev.models.workflows import (
+    VersionSignal,
+    Workflow,
+    WorkflowTaskRecord,
+    WorkflowVersion,
+)
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -50,7 +56,11 @@ __all__ = [
     "ToolMutation",
     "ToolVersion",
     "UsageRecord",
+    "VersionSignal",
+    "Workflow",
+    "WorkflowTaskRecord",
     "WorkflowVariant",
+    "WorkflowVersion",
     "apscheduler_jobs",
     "new_id",
     "transition",

@@ -16,6 +16,8 @@ class Episode(Base):
     __table_args__ = (
         Index("ix_episodes_tenant_agent_created", "tenant_id", "agent_id", "created_at"),
         Index("ix_episodes_tenant_tool_success", "tenant_id", "tool_name", "success", "created_at"),
+        Index("ix_episodes_tenant_workflow_success", "tenant_id", "workflow_id", "success",
+              "created_at"),
     )
 
     id: Mapped[str] = id_column()
@@ -25,6 +27,9 @@ class Episode(Base):
     success: Mapped[bool] = mapped_column(Boolean, nullable=False)
     error_trace: Mapped[str | None] = mapped_column(Text)
     tool_name: Mapped[str | None] = mapped_column(String(200))
+    #: The workflow the episode was a run of (``None``: a tool call or a task of no workflow).
+    workflow_id: Mapped[str | None] = mapped_column(
+        ForeignKey("workflows.id", ondelete="SET NULL"))
     duration_s: Mapped[float | None] = mapped_column(Float)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     created_at: Mapped[datetime] = created_column()

@@ -7,18 +7,20 @@ from typing import TYPE_CHECKING
 
 from auto_dev.queries.episodes import EpisodeQueries, FailedEpisode
 from auto_dev.queries.tools import ToolQueries, ToolSnapshot, load_tool
+from auto_dev.queries.workflows import WorkflowQueries
 
 if TYPE_CHECKING:
     from auto_dev.db import Database
 
 
 class TenantView:
-    """What one tenant's data looks like to an engine: its tools and its episodes."""
+    """What one tenant's data looks like to an engine: its tools, workflows and episodes."""
 
     def __init__(self, database: Database, tenant_id: str) -> None:
         self.tenant_id = tenant_id
         self.tools = ToolQueries(database, tenant_id)
         self.episodes = EpisodeQueries(database, tenant_id)
+        self.workflows = WorkflowQueries(database, tenant_id)
         self._database = database
 
     def open_skill_candidate(self, signature: str) -> bool:
@@ -35,5 +37,6 @@ __all__ = [
     "TenantView",
     "ToolQueries",
     "ToolSnapshot",
+    "WorkflowQueries",
     "load_tool",
 ]

@@ -10,7 +10,17 @@ from auto_dev.models import AuditEntry
 from auto_dev.queries.paging import Page, check_window, count_of
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from auto_dev.db import Database
+
+
+def audit_subjects(session: Session, tenant_id: str, action: str,
+                   subject_id: str) -> list[AuditEntry]:
+    """The tenant's audit entries of ``action`` about ``subject_id``, oldest first."""
+    return list(session.scalars(select(AuditEntry).where(
+        AuditEntry.tenant_id == tenant_id, AuditEntry.action == action,
+        AuditEntry.subject_id == subject_id).order_by(AuditEntry.created_at, AuditEntry.id)))
 
 
 class AuditLog:

@@ -10,11 +10,37 @@ from sqlalchemy import desc, func, select
 
 from auto_dev._exceptions import NotFoundError
 from auto_dev.failures import describe_signature, exception_of, failure_signature
-from auto_dev.models import Agent, Episode, Tool
+from auto_dev.models import Agent, Episode, EpisodeSegment, Tool
 from auto_dev.queries.paging import Page, check_window, count_of
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from auto_dev.db import Database
+    from auto_dev.payloads import EpisodeReport
+
+
+def insert_episode(session: Session, tenant_id: str, agent_id: str, report: EpisodeReport, *,
+                   workflow_id: str | None = None) -> Episode:
+    """Store a checked episode and its segments in ``session``."""
+    episode = Episode(
+        tenant_id=tenant_id, agent_id=agent_id, task_description=report.task,
+        success=report.success, error_trace=report.error_trace, tool_name=report.tool_name,
+        workflow_id=workflow_id,
+        details={"inputs": report.inputs, "output": report.output,
+                 "metadata": report.metadata or {},
+                 **({"expected": report.expected} if report.expected is not ... else {})},
+    )
+    session.add(episode)
+    session.flush()
+    for seq, seg in enumerate(report.segments):
+        session.add(EpisodeSegment(
+            tenant_id=tenant_id, episode_id=episode.id, seq=seq,
+            kind=str(seg.get("kind", "tool_call")), tool_name=seg.get("tool_name"),
+            inputs=seg.get("inputs") or {}, output=seg.get("output"),
+            error=seg.get("error"), duration_s=seg.get("duration_s"),
+        ))
+    return episode
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +120,10 @@ class EpisodeQueries:
                        Episode.created_at >= since)
                 .order_by(desc(Episode.created_at)).limit(limit)
             )
+            # Without a tool: tasks that used none, not runs of a registered workflow (those
+            # are the workflow engine's to learn from).
             query = (query.where(Episode.tool_name == tool_name) if tool_name
-                     else query.where(Episode.tool_name.is_(None)))
+                     else query.where(Episode.tool_name.is_(None), Episode.workflow_id.is_(None)))
             return [
                 FailedEpisode(id=e.id, agent_key=key, tool_name=e.tool_name,
                               task_description=e.task_description, error_trace=e.error_trace,

@@ -65,6 +65,28 @@ def load_tool(session: Session, tenant_id: str, name: str) -> ToolSnapshot:
     )
 
 
+def test_case_row(tenant_id: str, tool_id: str, case: Case, *, source: str,
+                  episode_id: str | None = None) -> TestCase:
+    """A new :class:`TestCase` row of ``case`` (the caller adds it to its session)."""
+    return TestCase(
+        tenant_id=tenant_id, tool_id=tool_id, args=list(case.args), kwargs=dict(case.kwargs),
+        expected=case.expected, has_expected=case.has_expected, source=source,
+        episode_id=episode_id,
+    )
+
+
+def find_tool(session: Session, tenant_id: str, name: str) -> Tool | None:
+    return session.scalars(select(Tool).where(Tool.tenant_id == tenant_id,
+                                              Tool.name == name)).one_or_none()
+
+
+def older_versions(session: Session, version: ToolVersion) -> list[ToolVersion]:
+    """The versions of ``version``'s tool older than it, newest first."""
+    return list(session.scalars(select(ToolVersion).where(
+        ToolVersion.tenant_id == version.tenant_id, ToolVersion.tool_id == version.tool_id,
+        ToolVersion.version < version.version).order_by(ToolVersion.version.desc())))
+
+
 class ToolQueries:
     """The tools of one tenant, as engines and the facade read them."""
 

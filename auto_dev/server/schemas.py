@@ -39,7 +39,8 @@ class SegmentIn(BaseModel):
 class EpisodeIn(BaseModel):
     """One task an agent ran. ``inputs`` is ``{"args": [...], "kwargs": {...}}`` of the tool
     call; with ``expected`` (any JSON, ``null`` included) the episode also becomes a regression
-    test of the tool."""
+    test of the tool. With ``workflow`` (a registered workflow's name) it is a run of that
+    workflow: ``inputs`` is the workflow's input and ``expected`` makes it a task of it."""
 
     model_config = _STRICT
 
@@ -53,6 +54,7 @@ class EpisodeIn(BaseModel):
     error_trace: str | None = None
     segments: list[SegmentIn] = Field(default_factory=list)
     metadata: dict[str, Any] | None = None
+    workflow: str | None = Field(None, min_length=1, max_length=200)
 
     def facade_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``record_episode``: only what was sent (an absent

@@ -180,18 +180,29 @@ class TestPromotion:
                 s.scalars(select(Tool.id).where(Tool.name == "dec")).one()}
 
     def test_workflow_promotion(self, world: World) -> None:
-        """A workflow variant is promoted by status alone (no tool version)."""
+        """A workflow variant becomes its workflow's active version (the workflow is created
+        when it was never registered); an invalid definition is refused, naming the field."""
         world.maturity("supervised", "auto_dev.workflows")
+        flow = {"name": "flow", "steps": [{"id": "a", "set": {"x": 1}}]}
+        ids = []
+        for definition in (flow, {"steps": [1]}):
+            with world.database.session() as s:
+                row = world.store.create_workflow_variant(s, tenant_id=TENANT, name="flow",
+                                                          definition=definition,
+                                                          agent_id=AGENT)
+                world.store.set_status(s, tenant_id=TENANT, candidate_id=row.id,
+                                       status="passed")
+            world.review.approve(TENANT, row.id, "alice", "ok")
+            ids.append(row.id)
+        result = world.review.promote(TENANT, ids[0], "alice", "go")
+        assert (result.kind, result.workflow_name, result.version) == (
+            "workflow_variant", "flow", 1)
+        with pytest.raises(ValidationError) as info:
+            world.review.promote(TENANT, ids[1], "alice", "go")
+        assert info.value.field.startswith("workflow")
         with world.database.session() as s:
-            row = world.store.create_workflow_variant(s, tenant_id=TENANT, name="flow",
-                                                      definition={"steps": [1]},
-                                                      agent_id=AGENT)
-            world.store.set_status(s, tenant_id=TENANT, candidate_id=row.id, status="passed")
-        world.review.approve(TENANT, row.id, "alice", "ok")
-        result = world.review.promote(TENANT, row.id, "alice", "go")
-        assert result.version is None and result.kind == "workflow_variant"
-        with world.database.session() as s:
-            assert s.get(WorkflowVariant, row.id).status == "promoted"  # type: ignore[union-attr]
+            assert s.get(WorkflowVariant, ids[0]).status == "promoted"  # type: ignore[union-attr]
+            assert s.get(WorkflowVariant, ids[1]).status == "approved"  # type: ignore[union-attr]
 
     @pytest.mark.parametrize("where", ["after_new_version", "bus", "decision"])
     def test_failure_mid_promotion_changes_nothing(self, world: World, where: str,

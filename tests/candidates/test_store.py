@@ -305,12 +305,14 @@ class _DenyAll(Gatekeeper):
         return GateDecision(False, "deny-all", kw["capability"], kw["action"], kw["tenant_id"])
 
 
-_CANDIDATE_MODELS = {"ToolMutation", "SkillCandidate", "WorkflowVariant", "ToolVersion"}
+_CANDIDATE_MODELS = {"ToolMutation", "SkillCandidate", "WorkflowVariant", "ToolVersion",
+                     "WorkflowVersion"}
 _GUARDED_ATTRS = {"is_active", "status", "tool_id", "evaluation_id"}
 _CANDIDATE_STATUS_WORDS = {"evaluating", "passed", "approved", "rejected", "promoted",
                            "rolled_back"}
 _RAW_SQL = re.compile(r"\b(insert\s+into|update|delete\s+from)\s+\"?(tool_versions|"
-                      r"tool_mutations|skill_candidates|workflow_variants)\b", re.IGNORECASE)
+                      r"tool_mutations|skill_candidates|workflow_variants|workflow_versions)\b",
+                      re.IGNORECASE)
 
 
 def _writes(tree: ast.AST, text: str) -> list[str]:
@@ -414,6 +416,10 @@ class TestChokePoint:
             "promotion.human_decision", "promotion.activate_new_version",
             "promotion.promote", "promotion.rollback_tool",
             "_bulk.record_rejected_mutations",
+            # Workflow versions: activated by registration and promotion, re-activated by a
+            # rollback (never refused, always audited), like tool versions.
+            "workflow_versions.activate_workflow_version",
+            "workflow_versions.rollback_workflow_version",
             # Rejecting the identical candidates of a rejected change: like rejecting and
             # rolling back, never refused (it only makes things safer), always recorded.
             "rejections._close_identical",

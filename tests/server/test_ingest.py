@@ -96,6 +96,22 @@ class TestEpisodes:
                                                            TestCase.source == "episode")).all()
             assert [(t.args, t.expected) for t in tests] == [([1], 2)]
 
+    def test_a_run_of_a_registered_workflow(self, fresh: Service) -> None:
+        """A workflow run is linked to the tenant's workflow; an unknown one is 422 naming
+        ``workflow`` and writes nothing."""
+        fresh.autodev.register_workflow(
+            {"name": "greet", "steps": [{"id": "s", "set": {"x": 1}}]}, actor="alice",
+            tenant_id="acme")
+        run = {"agent": "a", "task": "t", "success": False, "workflow": "greet",
+               "inputs": {"who": "bob"}, "expected": "hi bob"}
+        with fresh.client("acme", Role.INGEST) as client:
+            assert client.post("/v1/episodes", json=run).status_code == 201
+            _problem(client.post("/v1/episodes", json={**run, "workflow": "nope"}), 422,
+                     "workflow")
+        assert fresh.counts("acme")["episodes"] == 1
+        assert [t.expected for t in fresh.autodev.workflows.tasks("greet",
+                                                                  tenant_id="acme")] == ["hi bob"]
+
     def test_a_batch_is_recorded_whole(self, fresh: Service) -> None:
         batch = [{**EPISODE, "task": f"task {i}"} for i in range(5)]
         with fresh.client("acme", Role.INGEST) as client:
