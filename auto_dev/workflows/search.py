@@ -76,6 +76,7 @@ __all__ = [
     "WorkflowSearchProgress",
     "WorkflowSearchResult",
     "WorkflowTask",
+    "default_operators",
     "evolve_workflow",
     "load_tasks_file",
     "tasks_from_data",
@@ -177,7 +178,8 @@ async def evolve_workflow(
     """Evolve ``doc`` until it solves every task in ``tasks`` or ``budget`` evaluations are
     spent (see the module docstring).
 
-    ``operators`` default to every offline workflow operator; ``model_operators`` (e.g. the
+    ``operators`` default to every offline workflow operator (:func:`default_operators`);
+    ``model_operators`` (e.g. the
     reflective prompt rewrite) are asked too, once per round of proposals for a parent.
     ``objectives`` replace the default secondary objectives (cost, steps, latency): a mapping
     of name to a callable over a variant's task results (lower is better), or
@@ -192,10 +194,13 @@ async def evolve_workflow(
     return await search.run()
 
 
-def _default_operators() -> list[Any]:
+def default_operators() -> list[Any]:
+    """Every offline workflow operator, and the search's own :class:`RepointReference` (a map's
+    list, the workflow's output)."""
+    from auto_dev.workflows._search_operators import RepointReference
     from auto_dev.workflows.operators import OFFLINE_OPERATORS
 
-    return [op() if isinstance(op, type) else op for op in OFFLINE_OPERATORS]
+    return [*OFFLINE_OPERATORS, RepointReference()]
 
 
 class _WorkflowSearch:
@@ -225,7 +230,7 @@ class _WorkflowSearch:
         self.interpreter = interpreter
         self.budget = budget
         self.seed = seed
-        self.operators = list(operators) if operators is not None else _default_operators()
+        self.operators = list(operators) if operators is not None else default_operators()
         self.model_operators = list(model_operators)
         if not self.operators and not self.model_operators:
             raise ValidationError("operators", "must list at least one operator")

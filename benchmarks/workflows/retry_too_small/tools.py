@@ -1,8 +1,8 @@
 def get_exchange_rate(base, quote):
-    """The rate from the rates provider (a rate-limited API that refuses half the calls)."""
+    """The rate from the rates provider (a rate-limited API that refuses most calls)."""
     import random
 
-    if random.random() < 0.5:
+    if random.random() < 0.6:
         raise RuntimeError("429 Too Many Requests")
     rates = {"USD": 1.08, "GBP": 0.86, "JPY": 161.2, "CHF": 0.95, "SEK": 11.4, "EUR": 1.0}
     if base != "EUR":
