@@ -37,6 +37,8 @@ from auto_dev._exceptions import (
     SchedulerError,
     StaleCandidateError,
     StorageError,
+    ToolCallError,
+    ToolTimeoutError,
     ValidationError,
 )
 
@@ -90,6 +92,7 @@ _LAZY: dict[str, str] = {
     "TaskSucceeded": "auto_dev.events",
     "TenantSettings": "auto_dev.gates.settings",
     "TenantView": "auto_dev.queries",
+    "ToolInvoker": "auto_dev.abc",
     "ValidationResult": "auto_dev.engines.base",
     "configure_logging": "auto_dev.logging",
     "create_sandbox": "auto_dev.sandbox.factory",
@@ -170,6 +173,9 @@ __all__ = [
     "TaskSucceeded",
     "TenantSettings",
     "TenantView",
+    "ToolCallError",
+    "ToolInvoker",
+    "ToolTimeoutError",
     "ValidationError",
     "ValidationResult",
     "__version__",

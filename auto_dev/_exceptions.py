@@ -21,6 +21,8 @@ docker, litellm) are caught at the module that talks to them and re-raised as on
     │   └── SandboxProtocolError      the harness answered something that is not the protocol
     ├── EngineError                   a learning engine failed or is misregistered
     ├── SchedulerError                scheduling failed (bad interval, unknown job)
+    ├── ToolCallError                 a workflow's tool call failed (raised, crashed, broke a limit)
+    │   └── ToolTimeoutError          the tool call ran past its time limit
     └── LLMError                      a model call failed
         ├── LLMNotConfiguredError     no model configured: offline mode
         ├── LLMRateLimitedError       the provider said 429
@@ -109,6 +111,19 @@ class EngineError(AutoDevError):
 
 class SchedulerError(AutoDevError):
     """Scheduling failed."""
+
+
+class ToolCallError(AutoDevError):
+    """A tool called by a workflow step failed: it raised, crashed, broke a resource limit or
+    returned something unusable. ``tool`` names it; the message carries the tool's error text."""
+
+    def __init__(self, tool: str, message: str) -> None:
+        self.tool = tool
+        super().__init__(message)
+
+
+class ToolTimeoutError(ToolCallError):
+    """A tool called by a workflow step ran past its time limit."""
 
 
 class LLMError(AutoDevError):

@@ -55,6 +55,33 @@ class Sandbox(ABC):
         await self.aclose()
 
 
+class ToolInvoker(ABC):
+    """Calls the tools a workflow's ``tool`` steps name (see :mod:`auto_dev.workflows`).
+
+    Contract:
+
+    * :meth:`names` is the set of tools :meth:`invoke` can call; a workflow that names any other
+      tool is refused before it runs.
+    * :meth:`invoke` calls ``tool`` with ``args`` as keyword arguments and returns its JSON
+      result. Tool code never runs in the caller's process (the sandbox backends run it).
+    * A tool that raises, crashes, breaks a resource limit or is unknown raises
+      :class:`~auto_dev.ToolCallError`; one that runs past ``timeout_s`` raises
+      :class:`~auto_dev.ToolTimeoutError`. Nothing else escapes for what a tool does.
+    * ``seed`` seeds the tool's randomness (Python's ``random`` inside the call), so a call with
+      the same tool, args and seed behaves the same: a flaky tool is reproducible.
+    * :meth:`invoke` may be called concurrently.
+    """
+
+    @abstractmethod
+    async def invoke(self, tool: str, args: dict[str, Any], *, timeout_s: float | None,
+                     seed: int) -> Any:
+        """Call ``tool(**args)`` and return its result."""
+
+    @abstractmethod
+    def names(self) -> frozenset[str]:
+        """The tools this invoker can call."""
+
+
 class Mutator(ABC):
     """Proposes new programs from a parent.
 

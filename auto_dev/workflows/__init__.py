@@ -2,6 +2,12 @@
 
 Nothing in a workflow is ever executed as code by auto-dev: steps are data, expressions are JMESPath
 and only the tools a step names run, in the sandbox.
+
+* :func:`validate_workflow` checks a document against :data:`WORKFLOW_SCHEMA` and the rules a
+  schema cannot say (unique ids, expressions, known tools and kinds, nesting);
+* :class:`WorkflowInterpreter` runs one, bounded by :class:`RunLimits`, calling tools through a
+  :class:`~auto_dev.ToolInvoker` (:class:`SandboxToolInvoker`) and returning a
+  :class:`WorkflowRun` with a :class:`StepTrace` per step.
 """
 
 from auto_dev.workflows._document import (
@@ -14,14 +20,39 @@ from auto_dev.workflows._document import (
     walk_steps,
     workflow_hash,
 )
+from auto_dev.workflows._trace import StepTrace, WorkflowRun
+from auto_dev.workflows.interpreter import (
+    RunLimits,
+    StepContext,
+    StepKinds,
+    WorkflowHooks,
+    WorkflowInterpreter,
+    check_input,
+    derive_seed,
+)
+from auto_dev.workflows.schema import WORKFLOW_SCHEMA, validate_workflow
+from auto_dev.workflows.tools import SandboxToolInvoker, load_tools_file
 
 __all__ = [
     "BUILTIN_STEP_KINDS",
+    "WORKFLOW_SCHEMA",
+    "RunLimits",
+    "SandboxToolInvoker",
+    "StepContext",
+    "StepKinds",
     "StepLocation",
+    "StepTrace",
+    "WorkflowHooks",
+    "WorkflowInterpreter",
+    "WorkflowRun",
     "canonical_json",
+    "check_input",
+    "derive_seed",
     "find_step",
     "format_path",
+    "load_tools_file",
     "step_kind",
+    "validate_workflow",
     "walk_steps",
     "workflow_hash",
 ]
