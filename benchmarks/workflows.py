@@ -115,17 +115,6 @@ async def repair(case: Path, budget: int, seed: int) -> Repair:
                   stop=result.stop_reason, edits=list(result.lineage))
 
 
-class _InMemoryTools:
-    """The tool ``bump`` called in this process: the interpreter's cost without a sandbox."""
-
-    def names(self) -> frozenset[str]:
-        return frozenset({"bump"})
-
-    async def invoke(self, tool: str, args: dict[str, Any], *, timeout_s: float | None,
-                     seed: int) -> Any:
-        return {"n": args["x"]["n"] + 1}
-
-
 def chain_workflow(steps: int) -> dict[str, Any]:
     """``steps`` tool steps, each passing the previous step's output on."""
     chain = [{"id": "s0", "tool": "bump", "args": {"x": "${input.start}"}}]
@@ -144,7 +133,16 @@ async def overhead(steps: int, rounds: int) -> dict[str, float]:
     from auto_dev.workflows.interpreter import WorkflowInterpreter, derive_seed
     from auto_dev.workflows.tools import DEFAULT_TOOL_TIMEOUT_S, SandboxToolInvoker, seeded_source
 
-    ToolInvoker.register(_InMemoryTools)
+    class InMemoryTools(ToolInvoker):
+        """The tool ``bump`` called in this process: the interpreter's cost without a sandbox."""
+
+        def names(self) -> frozenset[str]:
+            return frozenset({"bump"})
+
+        async def invoke(self, tool: str, args: dict[str, Any], *, timeout_s: float | None,
+                         seed: int) -> Any:
+            return {"n": args["x"]["n"] + 1}
+
     doc = chain_workflow(steps)
     sandbox = ProcessSandbox(workers=2)
     direct: list[float] = []
@@ -152,7 +150,7 @@ async def overhead(steps: int, rounds: int) -> dict[str, float]:
     alone: list[float] = []
     try:
         interpreter = WorkflowInterpreter(SandboxToolInvoker(sandbox, {"bump": ECHO_TOOL}))
-        in_memory = WorkflowInterpreter(_InMemoryTools())  # type: ignore[arg-type]
+        in_memory = WorkflowInterpreter(InMemoryTools())
         limits = Limits(timeout_s=DEFAULT_TOOL_TIMEOUT_S)
 
         async def run_direct() -> None:

@@ -93,8 +93,7 @@ class WorkflowTask:
         name = data.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ValidationError(f"{where}.name", "must be a non-empty string")
-        return cls(input=dict(inputs), expected=data["expected"] if "expected" in data
-                   else NO_EXPECTED, name=name)
+        return cls(input=dict(inputs), expected=data.get("expected", NO_EXPECTED), name=name)
 
 
 def load_tasks_file(path: str | Path, limits: PayloadLimits | None = None) -> list[WorkflowTask]:

@@ -149,7 +149,7 @@ class CountingInterpreter(WorkflowInterpreter):
         super().__init__(tools)
         self.runs: Counter[str] = Counter()
 
-    async def run(self, doc: Any, input: Any, *, seed: int = 0) -> Any:  # noqa: A002
+    async def run(self, doc: Any, input: Any, *, seed: int = 0) -> Any:
         self.runs[workflow_hash(doc)] += 1
         return await super().run(doc, input, seed=seed)
 
@@ -236,7 +236,7 @@ class TestSelection:
         """Two variants solving different tasks are both on the front, however costly."""
         tools = dict(TOOLS, only_a1=lambda rng, order_id: get_order(rng, "A1"),
                      only_a2=lambda rng, order_id: get_order(rng, "A2"))
-        tasks = summary_tasks()[:2] + [WorkflowTask({"order_id": "A3"}, "impossible")]
+        tasks = [*summary_tasks()[:2], WorkflowTask({"order_id": "A3"}, "impossible")]
         solves_a1 = summary_workflow("only_a1")
         solves_a2 = summary_workflow("only_a2")
         solves_a2["steps"].insert(0, {"id": "pad", "set": {"x": 1}})  # more steps: costlier
