@@ -114,7 +114,11 @@ class RunState:
                 node.finish()
                 await self._hook("after_step", step_id, ctx, node.freeze())
                 raise
-            output = await self._catch(step, failure, state, node, item_path, depth)
+            try:
+                output = await self._catch(step, failure, state, node, item_path, depth)
+            except StepFailure:
+                await self._hook("after_step", step_id, ctx, node.freeze())
+                raise
         state["steps"][step_id] = output
         node.output = output
         node.finish()
@@ -208,8 +212,8 @@ class RunState:
         step_id, spec = step["id"], step["llm"]
         llm = self.interpreter.llm
         if llm is None:
-            raise StepFailure("no LLM client: llm steps need WorkflowInterpreter(llm=...)",
-                              step_id)
+            raise StepFailure("no LLM is configured (offline): an llm step needs a model "
+                              "client, WorkflowInterpreter(llm=...)", step_id)
         messages = []
         if "system" in spec:
             messages.append({"role": "system",

@@ -8,6 +8,7 @@ file (:func:`load_tools_file` reads it with :mod:`ast`).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,38 @@ class SandboxToolInvoker(ToolInvoker):
         case = result.cases[0]
         if case.status is CaseStatus.OK:
             return case.output
-        detail = (case.error or case.status.value).strip()
         if case.status is CaseStatus.TIMEOUT:
             raise ToolTimeoutError(tool, f"{tool!r} timed out after {limit:g}s")
-        raise ToolCallError(tool, f"{tool!r} failed ({case.status.value}): {detail}")
+        raise ToolCallError(tool, f"{tool!r} failed ({case.status.value}): "
+                                  f"{error_summary(case.error or case.status.value)}")
+
+
+_FRAME = re.compile(r'File "<candidate>", line (\d+), in (\S+)')
+
+
+def error_summary(text: str) -> str:
+    """A tool's error in one line: the exception line of its traceback, and where in the tool
+    it was raised (``ConnectionError: down (line 11, in get_order)``)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "no error text"
+    summary = lines[-1]
+    frames = _FRAME.findall(text)
+    if frames:
+        line, function = frames[-1]
+        summary += f" (line {line}, in {function})"
+    return summary
+
+
+def tool_source(name: str, code: str, entrypoint: str) -> str:
+    """The source of a registered tool whose entrypoint has another name than the tool: its
+    code plus ``name = entrypoint``, so the tool's name is what the sandbox calls."""
+    if name == entrypoint:
+        return code
+    if not name.isidentifier() or not entrypoint.isidentifier():
+        raise ValidationError("tools", f"tool {name!r} (entrypoint {entrypoint!r}) cannot be "
+                                       "called by name: both must be Python identifiers")
+    return f"{code.rstrip()}\n\n\n{name} = {entrypoint}\n"
 
 
 def load_tools_file(path: str | Path) -> dict[str, str]:
