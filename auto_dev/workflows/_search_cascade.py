@@ -1,10 +1,12 @@
 """Evaluating one workflow variant in a cascade over the tasks, and what operators are shown.
 
-The quick stage runs the tasks the parent failed that the edit can affect (those whose failing
-run went through the edited step; every failing task when the edit is not about one step, or
-the step never ran) and one task the parent passed (the one that caught most regressions so
-far). A variant that breaks a task its parent passed, or fixes none of the quick ones, stops
-there: most variants do, and cost a few runs instead of one per task. Survivors run the rest.
+The quick stage runs a few of the tasks the parent failed that the edit can affect (those whose
+failing run went through the edited step; every failing task when the edit is not about one
+step, or the step never ran) and one task the parent passed (the one that caught most
+regressions so far). A variant that breaks a task its parent passed stops there. One that fixes
+none of the quick tasks runs the parent's other failing tasks, and stops when it fixes none of
+those either (a fix is never lost to the sample: an edit is evaluated only once). Most variants
+stop early and cost a few runs instead of one per task; survivors run the rest.
 """
 
 from __future__ import annotations
@@ -106,24 +108,40 @@ async def cascade(
     run_task: RunTask, definition: dict[str, Any], parent_results: Sequence[TaskResult],
     quick: tuple[int, ...], stats: TaskStats, concurrency: int,
 ) -> CascadeVerdict:
-    """Evaluate ``definition`` against its parent's results (see the module docstring)."""
+    """Evaluate ``definition`` against its parent's results (see the module docstring).
+
+    A variant is called ``no_gain`` only once every task its parent failed has run: the quick
+    stage samples them, and an edit that fixes a task left out of the sample must not be lost
+    (it would never be evaluated again).
+    """
     parent_passed = {r.index for r in parent_results if r.passed}
     total = len(parent_results)
-    first: list[TaskResult] = []
+    ran: list[TaskResult] = []
+    stages: list[tuple[str, list[int]]] = []
     if quick:
-        first = await run_tasks(run_task, definition, quick, concurrency)
-        broken = [r.index for r in first if r.index in parent_passed and not r.passed]
+        stages.append(("quick", list(quick)))
+        failing_rest = [r.index for r in parent_results
+                        if not r.passed and r.index not in quick]
+        if failing_rest:
+            stages.append(("failing", failing_rest))
+    gained = False
+    for stage, indices in stages:
+        ran += await run_tasks(run_task, definition, indices, concurrency)
+        broken = [r.index for r in ran if r.index in parent_passed and not r.passed]
         if broken:
             stats.caught(broken)
-            return CascadeVerdict("regressed", "quick", tuple(first),
+            return CascadeVerdict("regressed", stage, tuple(ran),
                                   f"breaks task(s) {broken} its parent solved")
-        if not any(r.passed and r.index not in parent_passed for r in first):
-            return CascadeVerdict("no_gain", "quick", tuple(first),
-                                  "solves none of the parent's failing tasks it was tried on")
-    done = {r.index for r in first}
+        gained = any(r.passed and r.index not in parent_passed for r in ran)
+        if gained:
+            break  # the remaining tasks decide
+    if stages and not gained:  # every failing task ran: the rest were solved already
+        return CascadeVerdict("no_gain", stages[-1][0], tuple(ran),
+                              "solves none of the tasks its parent failed")
+    done = {r.index for r in ran}
     rest = await run_tasks(run_task, definition, [i for i in range(total) if i not in done],
                            concurrency)
-    results = tuple(sorted([*first, *rest], key=lambda r: r.index))
+    results = tuple(sorted([*ran, *rest], key=lambda r: r.index))
     passed = {r.index for r in results if r.passed}
     broken = sorted(parent_passed - passed)
     if broken:

@@ -4,17 +4,19 @@
 passes or the budget is spent:
 
 1. picks a parent on the per-task Pareto front (:mod:`._search_front`): a tournament on tasks
-   solved, then the objectives (LLM cost first). A variant that fixes one task without breaking
-   any is kept and can be a parent, so a workflow with two faults is repaired in two steps;
+   solved, then the objectives (LLM cost first); one time in five, any kept variant (a first
+   fix can lead nowhere; its parent's other edits are still queued). A variant that fixes one
+   task without breaking any is kept and can be a parent, so a workflow with two faults is
+   repaired in two steps;
 2. asks the operators for edits of the parent (offline operators always, model operators when
    given), shown the parent's failing runs (traces with the task's input and expected output)
    and the state paths seen in its traces. Edits already seen (same ``workflow_hash``) are
    dropped, so no definition is ever evaluated twice; edits that do not validate are counted
    and dropped;
-3. evaluates the edit in a cascade (:mod:`._search_cascade`): the failing tasks it can affect
-   and one passing task first, stopping a variant that breaks a task its parent solved or
-   fixes none of them. Only a variant that solves more tasks than its parent and breaks none
-   is kept (success is the hard objective).
+3. evaluates the edit in a cascade (:mod:`._search_cascade`): some failing tasks it can affect
+   and one passing task first, stopping a variant that breaks a task its parent solved, then
+   the other failing tasks, stopping a variant that fixes none. Only a variant that solves
+   more tasks than its parent and breaks none is kept (success is the hard objective).
 
 ``budget`` counts *evaluations*: variants sent to the interpreter, however many of the tasks
 the cascade ran for each (the original's own evaluation is not counted), as ``auto-dev evolve``
@@ -88,6 +90,8 @@ log = structlog.get_logger(__name__)
 _DRY_ROUNDS = 3
 #: Failing tasks run in the quick stage at most.
 _QUICK_FAILING = 3
+#: How often the parent is any kept variant rather than a tournament winner on the front.
+_EXPLORE_RATE = 0.2
 
 
 @dataclass(frozen=True)
@@ -279,9 +283,12 @@ class _WorkflowSearch:
         return any(v.solved == len(self.tasks) for v in self._archive)
 
     def _pick_parent(self) -> Variant | None:
+        kept = [v for v in self._archive if not v.exhausted]
         front = [v for v in pareto_front(self._archive, self.objectives) if not v.exhausted]
-        if not front:  # the front's neighbourhoods are used up: try the other kept variants
-            front = [v for v in self._archive if not v.exhausted]
+        if not front or self._rng_select.random() < _EXPLORE_RATE:
+            # Now and then (and when the front's neighbourhoods are used up) any kept variant:
+            # the first fix found is not always on the way to the full repair.
+            return self._rng_select.choice(kept) if kept else None
         return tournament(front, self._rng_select, self.objectives)
 
     async def _next_proposal(self, parent: Variant) -> Any | None:
