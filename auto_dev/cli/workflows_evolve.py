@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from auto_dev.abc import Sandbox
     from auto_dev.config import Settings
     from auto_dev.workflows.search import (
+        TaskResult,
         WorkflowSearchProgress,
         WorkflowSearchResult,
         WorkflowTask,
@@ -110,6 +111,9 @@ def workflows_evolve(
         _fail(str(exc), EXIT_FAILED, json_output, None)
     except CommandInterrupted as exc:
         _fail(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
+    from auto_dev.cli.evolve import _named_by_flag
+
+    reason = _named_by_flag(reason, sandbox)
     if output is not None:
         try:
             output.write_text(json.dumps(result.best, indent=2) + "\n", encoding="utf-8")
@@ -263,11 +267,12 @@ def _render(console: Console, result: WorkflowSearchResult, diff: list[str], bac
     table.add_row("sandbox", escape(f"{backend} ({reason})"))
     console.print(table)
     tasks = Table(title="tasks", title_justify="left")
-    for column in ("task", "before", "after", "error"):
+    for column in ("task", "before", "after", "why it failed"):
         tasks.add_column(column)
     for before, after in zip(result.original_tasks, result.tasks, strict=True):
+        failed = after if not after.passed else before if not before.passed else None
         tasks.add_row(escape(after.task.label(after.index)), _mark(before.passed),
-                      _mark(after.passed), escape(_first_line(after.error or "")))
+                      _mark(after.passed), escape(_why(failed)) if failed else "")
     console.print(tasks)
     if diff:
         console.print("[bold]changes[/]")
@@ -279,9 +284,16 @@ def _mark(passed: bool) -> str:
     return "[green]pass[/]" if passed else "[red]fail[/]"
 
 
-def _first_line(text: str, limit: int = 80) -> str:
-    line = text.strip().splitlines()[-1] if text.strip() else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+def _why(result: TaskResult, limit: int = 90) -> str:
+    """One line on why a task failed: the run's error, or the output against the expected."""
+    if result.error:
+        text = result.error.strip().splitlines()[-1]
+        if result.run.error_step:
+            text = f"step {result.run.error_step}: {text}"
+    else:
+        text = (f"got {json.dumps(result.output, default=str)}, expected "
+                f"{json.dumps(result.task.expected, default=str)}")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fail(message: str, code: int, json_output: bool, field: str | None) -> NoReturn:
