@@ -27,17 +27,23 @@ Path = tuple[str | int, ...]
 class WorkflowProposal:
     """A variant of a workflow: the operator that made it, the new definition, and why.
 
-    ``step_id`` names the step the edit is about (``None`` for a whole-document edit).
+    ``step_id`` names the step the edit is about (``None`` for a whole-document edit);
+    ``meta`` says what a model call cost (``llm_cost_usd``, ``llm_call_id``...; empty offline).
     """
 
     operator: str
     definition: Doc
     note: str
     step_id: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cost_usd(self) -> float:
+        return float(self.meta.get("llm_cost_usd", 0.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"operator": self.operator, "definition": self.definition, "note": self.note,
-                "step_id": self.step_id}
+                "step_id": self.step_id, "meta": dict(self.meta)}
 
 
 @dataclass(frozen=True)
@@ -96,11 +102,20 @@ class FailureEvidence:
                     self.outputs.setdefault(step_id, []).append(entry["output"])
         self.failing: list[str] = [step_id for step_id, _ in failing.most_common()]
         # A failure inside a block is often caused by the step holding it (a switch on the
-        # wrong field, a map over the wrong list): those steps are in focus too.
-        self.focus: set[str] = set(self.failing)
+        # wrong field, a map over the wrong list): those steps are in focus too, after the
+        # innermost failing steps (a failure propagates to every step holding it).
+        holders: set[str] = set()
         for step_id, ancestors in ancestor_ids(doc).items():
-            if step_id in self.failing:
-                self.focus.update(ancestors)
+            if step_id in failing:
+                holders.update(ancestors)
+        self.culprits: set[str] = {s for s in self.failing if s not in holders}
+        self.focus: set[str] = set(self.failing) | holders
+
+    def tier(self, step_id: str | None) -> int:
+        """0 for a step that failed itself, 1 for one holding a failure, 2 for the rest."""
+        if step_id in self.culprits:
+            return 0
+        return 1 if step_id in self.focus else 2
 
     def samples(self) -> list[dict[str, Any]]:
         """Partial run states built from the traces, to look up what a path held."""
@@ -154,8 +169,7 @@ def select(
     """Up to ``limit`` proposals: focus steps first, then by rank, shuffled within a tier."""
     tiers: dict[tuple[int, int], list[Candidate]] = {}
     for candidate in candidates:
-        focus = 0 if candidate.step_id in evidence.focus else 1
-        tiers.setdefault((focus, candidate.rank), []).append(candidate)
+        tiers.setdefault((evidence.tier(candidate.step_id), candidate.rank), []).append(candidate)
     seen = {canonical_json(doc)}
     out: list[WorkflowProposal] = []
     for key in sorted(tiers):

@@ -21,6 +21,14 @@ from auto_dev.workflows._ops_base import (
     WorkflowOperator,
     WorkflowProposal,
 )
+from auto_dev.workflows._ops_model import (
+    LLMWorkflowEdit,
+    ReflectivePromptRewrite,
+    WorkflowModelOperator,
+    format_failures,
+    pretty_json,
+    structural_check,
+)
 from auto_dev.workflows._ops_structure import (
     AddRetry,
     DeleteStep,
@@ -46,18 +54,24 @@ __all__ = [
     "DeleteStep",
     "DuplicateStep",
     "FlipComparison",
+    "LLMWorkflowEdit",
     "MoveStep",
+    "ReflectivePromptRewrite",
     "RemoveRetry",
     "RepointArgument",
     "RewriteComparisonField",
     "SwapBranches",
     "SwitchTool",
     "WidenRetry",
+    "WorkflowModelOperator",
     "WorkflowMutationContext",
     "WorkflowOperator",
     "WorkflowProposal",
     "WrapInCatch",
+    "format_failures",
+    "pretty_json",
     "propose_offline",
+    "structural_check",
 ]
 
 #: One instance of every offline operator, in a stable order (most often useful repairs first).
@@ -88,20 +102,21 @@ def propose_offline(
     """Up to ``limit`` distinct proposals mixed from ``operators``.
 
     Operators take turns (in an order shuffled with ``context.rng``), first handing out their
-    proposals about failing steps, then the others, so that one prolific operator cannot crowd
-    out the rest. No two proposals are the same document, and none equals ``doc``.
+    proposals about steps that failed, then about steps holding a failure, then the others,
+    so that one prolific operator cannot crowd out the rest. No two proposals are the same
+    document, and none equals ``doc``.
     """
     if limit <= 0:
         return []
-    focus = FailureEvidence(doc, context).focus
+    evidence = FailureEvidence(doc, context)
     order = list(operators)
     context.rng.shuffle(order)
     batches = [op.propose(doc, context) for op in order]
-    focused = [[p for p in batch if p.step_id in focus] for batch in batches]
-    others = [[p for p in batch if p.step_id not in focus] for batch in batches]
+    tiers = [[[p for p in batch if evidence.tier(p.step_id) == tier] for batch in batches]
+             for tier in (0, 1, 2)]
     seen = {canonical_json(doc)}
     out: list[WorkflowProposal] = []
-    for queues in (focused, others):
+    for queues in tiers:
         while any(queues) and len(out) < limit:
             for queue in queues:
                 if not queue or len(out) >= limit:
