@@ -172,7 +172,8 @@ async def _evolve(
                                     workers=settings.sandbox_workers)
             owned = box = choice.sandbox
             backend, reason = choice.backend, choice.reason
-        model_operators = _model_operators(llm) if llm is not None and not offline else []
+        model_operators = (_model_operators(llm, tenant_id) if llm is not None and not offline
+                           else [])
         strategy = ("offline operators + " + ", ".join(type(o).__name__ for o in model_operators)
                     if model_operators else "offline operators")
         from auto_dev.workflows import SandboxToolInvoker, WorkflowInterpreter
@@ -205,12 +206,11 @@ def _has_llm_steps(doc: dict[str, Any]) -> bool:
     return any("llm" in location.step for location in walk_steps(doc))
 
 
-def _model_operators(llm: Any) -> list[Any]:
-    from auto_dev.workflows import operators
+def _model_operators(llm: Any, tenant_id: str) -> list[Any]:
+    from auto_dev.workflows.operators import LLMWorkflowEdit, ReflectivePromptRewrite
 
-    found = [getattr(operators, name, None) for name in
-             ("ReflectivePromptRewrite", "LLMWorkflowEdit")]
-    return [cls(llm) for cls in found if cls is not None]
+    return [ReflectivePromptRewrite(llm, tenant_id=tenant_id),
+            LLMWorkflowEdit(llm, tenant_id=tenant_id)]
 
 
 @contextlib.contextmanager

@@ -125,7 +125,8 @@ class FrontMember:
 
 @dataclass(frozen=True)
 class WorkflowSearchResult:
-    """What :func:`evolve_workflow` found. ``tasks`` are the best definition's results."""
+    """What :func:`evolve_workflow` found. ``tasks`` are the best definition's results;
+    ``cost_usd`` is the LLM cost of every run the search made plus the model operators' calls."""
 
     best: dict[str, Any]
     original: dict[str, Any]
@@ -252,11 +253,13 @@ class _WorkflowSearch:
         self._cost = 0.0
         self._counts: dict[str, int] = {}
         self._started = 0.0
+        self._model_cost_at_start = 0.0
 
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> WorkflowSearchResult:
         self._started = time.perf_counter()
+        self._model_cost_at_start = self._model_cost()
         results = await run_tasks(self._run_task, self.doc, range(len(self.tasks)),
                                   self.concurrency)
         original = self._variant("original", self.doc, tuple(results), None, "original", "")
@@ -394,6 +397,10 @@ class _WorkflowSearch:
                        results=results, scores=score(results, self.objectives), parent=parent,
                        operator=operator, note=note, evaluation=self._evaluations)
 
+    def _model_cost(self) -> float:
+        """What the model operators' own calls have cost so far (they keep the sum)."""
+        return sum(float(getattr(op, "cost_usd", 0.0) or 0.0) for op in self.model_operators)
+
     def _count(self, key: str, n: int = 1) -> None:
         self._counts[key] = self._counts.get(key, 0) + n
 
@@ -416,7 +423,8 @@ class _WorkflowSearch:
             best=copy.deepcopy(best.definition), original=copy.deepcopy(self.doc),
             passed=best.solved, total=len(self.tasks), original_passed=original.solved,
             evaluations=self._evaluations, improved=best.solved > original.solved,
-            seconds=seconds, cost_usd=self._cost, stop_reason=stop, tasks=best.results,
+            seconds=seconds, cost_usd=self._cost + self._model_cost() - self._model_cost_at_start,
+            stop_reason=stop, tasks=best.results,
             original_tasks=original.results,
             front=tuple(FrontMember(v.id, v.digest, tuple(sorted(v.passed)), dict(v.scores),
                                     v.operator, v.note, copy.deepcopy(v.definition))

@@ -278,6 +278,40 @@ class TestSelection:
         assert seen and all(isinstance(r, TaskResult) for r in seen[0])
 
 
+class TestModelOperators:
+    """Model operators are asked when given, their answers evaluated like any other edit."""
+
+    async def test_reflective_prompt_rewrite_repairs_a_prompt(self) -> None:
+        """A prompt missing an instruction is rewritten from the failing traces; the cost of
+        the steps and of the operator's call is reported."""
+        from auto_dev.testing import FakeLLM
+        from auto_dev.workflows.operators import ReflectivePromptRewrite
+
+        def step_model(messages: list[dict[str, str]]) -> str:
+            prompt = messages[-1]["content"]
+            topic = prompt.split("about ")[1].split(".")[0]
+            return topic.upper() if "capitals" in prompt else topic
+
+        doc = {"name": "shout", "input": {"required": ["topic"]},
+               "steps": [{"id": "say", "llm": {"prompt": "Write about ${input.topic}.",
+                                               "output": "text"}}],
+               "output": "steps.say"}
+        tasks = [WorkflowTask({"topic": t}, t.upper()) for t in ("refunds", "delivery")]
+        steps_llm = FakeLLM(default=step_model, cost_per_call=0.001)
+        operator_llm = FakeLLM(["The prompt never asks for capitals.\n```prompt\n"
+                                "Write about ${input.topic}. Use capitals only.\n```"],
+                               cost_per_call=0.01)
+        rewrite = ReflectivePromptRewrite(operator_llm)
+        result = await evolve_workflow(
+            doc, tasks, interpreter=WorkflowInterpreter(FakeTools({}), llm=steps_llm),
+            operators=[], model_operators=[rewrite], budget=5)
+        assert result.solved and result.lineage[0].startswith("reflective_prompt_rewrite")
+        assert "capitals" in result.best["steps"][0]["llm"]["prompt"]
+        assert len(operator_llm.calls) == 1
+        assert "refunds" in operator_llm.prompts[0]  # the failing runs were shown
+        assert result.cost_usd == pytest.approx(0.01 + 0.001 * len(steps_llm.calls))
+
+
 class TestBudgetAndDedup:
     """Evaluations never exceed the budget and no definition is evaluated twice."""
 
