@@ -68,7 +68,7 @@ from auto_dev.workflows._search_tasks import (
 )
 
 if TYPE_CHECKING:
-    from auto_dev.workflows.interpreter import WorkflowInterpreter
+    from auto_dev.workflows.interpreter import WorkflowInterpreter, WorkflowRun
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
@@ -199,6 +199,13 @@ async def evolve_workflow(
     return await search.run()
 
 
+def _refused_run(error: str) -> WorkflowRun:
+    from auto_dev.workflows.interpreter import WorkflowRun
+
+    return WorkflowRun(ok=False, output=None, error=error, error_step=None, trace=(),
+                       steps_executed=0, seconds=0.0, cost_usd=0.0, tokens=0)
+
+
 def default_operators() -> list[Any]:
     """Every offline workflow operator, and the search's own :class:`RepointReference` (a map's
     list, the workflow's output)."""
@@ -229,7 +236,9 @@ class _WorkflowSearch:
             names = getattr(getattr(interpreter, "tools", None), "names", None)
             tools = names() if callable(names) else ()
         self.tools = sorted(tools)
-        self.doc = validate_workflow(doc, tools=self.tools or None)
+        kind_names = getattr(getattr(interpreter, "kinds", None), "names", None)
+        self.kinds = frozenset(kind_names()) if callable(kind_names) else None
+        self.doc = validate_workflow(doc, tools=self.tools or None, kinds=self.kinds)
         self.tasks = tuple(tasks)
         check_task_inputs(self.doc, self.tasks)
         self.interpreter = interpreter
@@ -260,7 +269,7 @@ class _WorkflowSearch:
     async def run(self) -> WorkflowSearchResult:
         self._started = time.perf_counter()
         self._model_cost_at_start = self._model_cost()
-        results = await run_tasks(self._run_task, self.doc, range(len(self.tasks)),
+        results = await run_tasks(self._run_original, self.doc, range(len(self.tasks)),
                                   self.concurrency)
         original = self._variant("original", self.doc, tuple(results), None, "original", "")
         self._seen.add(original.digest)
@@ -354,7 +363,7 @@ class _WorkflowSearch:
             return False
         self._seen.add(digest)
         try:
-            self._validate(definition, tools=self.tools or None)
+            self._validate(definition, tools=self.tools or None, kinds=self.kinds)
         except ValidationError as exc:
             log.debug("workflow_search.invalid_proposal", operator=proposal.operator,
                       field=exc.field, problem=exc.problem)
@@ -383,11 +392,26 @@ class _WorkflowSearch:
         log.info("workflow_search.improved", id=child.id, operator=child.operator,
                  note=child.note, passed=child.solved, total=len(self.tasks))
 
-    async def _run_task(self, definition: dict[str, Any], index: int) -> TaskResult:
+    async def _run_original(self, definition: dict[str, Any], index: int) -> TaskResult:
+        """A task of the original: an input the interpreter refuses is the caller's error."""
+        try:
+            return await self._run_task(definition, index, strict=True)
+        except ValidationError as exc:
+            raise ValidationError(f"tasks[{index}].{exc.field}", exc.problem) from None
+
+    async def _run_task(self, definition: dict[str, Any], index: int, *,
+                        strict: bool = False) -> TaskResult:
         task = self.tasks[index]
-        # The same seed for a task whatever the variant: a flaky tool fails the same calls.
-        run = await self.interpreter.run(definition, dict(task.input),
-                                         seed=(self.seed * 1_000_003 + index) % 2**31)
+        try:
+            # The same seed for a task whatever the variant: a flaky tool fails the same calls.
+            run = await self.interpreter.run(definition, dict(task.input),
+                                             seed=(self.seed * 1_000_003 + index) % 2**31)
+        except ValidationError as exc:
+            if strict:
+                raise
+            # A variant the interpreter refuses for this input (a model edit changed what the
+            # workflow requires, say) fails the task; it does not stop the search.
+            run = _refused_run(f"{exc.field}: {exc.problem}")
         self._cost += float(run.cost_usd)
         return TaskResult(index, task, run, task.check(run))
 

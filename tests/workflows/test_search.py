@@ -417,6 +417,26 @@ class TestTasks:
         assert info.value.field == "tasks[4].input.order_id"
         assert tools.calls == []
 
+    async def test_input_of_the_wrong_type_names_the_task(self) -> None:
+        """An input the workflow's ``input.properties`` refuses names ``tasks[i].input...``."""
+        doc = summary_workflow()
+        doc["input"]["properties"] = {"order_id": {"type": "string"}}
+        with pytest.raises(ValidationError) as info:
+            await evolve_workflow(doc, [*summary_tasks(), WorkflowTask({"order_id": 7})],
+                                  interpreter=interpreter(), budget=5)
+        assert info.value.field == "tasks[4].input.order_id"
+
+    async def test_variant_refusing_the_inputs_fails_its_tasks(self) -> None:
+        """A variant requiring an input no task has fails those tasks; the search goes on."""
+        demanding = summary_workflow("get_order")
+        demanding["input"]["required"].append("customer_id")
+        result = await evolve_workflow(summary_workflow(), summary_tasks(),
+                                       interpreter=interpreter(),
+                                       operators=[Scripted(demanding, summary_workflow(
+                                           "get_order"))], budget=5)
+        assert result.solved and result.best == summary_workflow("get_order")
+        assert result.counts["no_gain"] == 1
+
     async def test_task_without_expected_passes_when_the_run_succeeds(self) -> None:
         """No expected output: an ok run passes, a failed run does not."""
         tasks = [WorkflowTask({"order_id": "A1"}), WorkflowTask({"order_id": "missing"})]
