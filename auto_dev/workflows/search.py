@@ -5,9 +5,10 @@ passes or the budget is spent:
 
 1. picks a parent on the per-task Pareto front (:mod:`._search_front`): a tournament on tasks
    solved, then the objectives (LLM cost first); one time in five, any kept variant (a first
-   fix can lead nowhere; its parent's other edits are still queued). A variant that fixes one
-   task without breaking any is kept and can be a parent, so a workflow with two faults is
-   repaired in two steps;
+   fix can lead nowhere; its parent's other edits are still queued) or a *neutral* one (it
+   fixed nothing and broke nothing it ran: a retry still too small, whose widening fixes the
+   task). A variant that fixes one task without breaking any is kept and can be a parent, so
+   a workflow with two faults is repaired in two steps;
 2. asks the operators for edits of the parent (offline operators always, model operators when
    given), shown the parent's failing runs (traces with the task's input and expected output)
    and the state paths seen in its traces. Edits already seen (same ``workflow_hash``) are
@@ -31,8 +32,8 @@ import copy
 import inspect
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -57,6 +58,11 @@ from auto_dev.workflows._search_front import (
     score,
     tournament,
 )
+from auto_dev.workflows._search_result import (
+    FrontMember,
+    WorkflowSearchProgress,
+    WorkflowSearchResult,
+)
 from auto_dev.workflows._search_tasks import (
     NO_EXPECTED,
     TaskResult,
@@ -73,6 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "NO_EXPECTED",
+    "FrontMember",
     "TaskResult",
     "WorkflowObjective",
     "WorkflowSearchProgress",
@@ -90,80 +97,10 @@ log = structlog.get_logger(__name__)
 _DRY_ROUNDS = 3
 #: Failing tasks run in the quick stage at most.
 _QUICK_FAILING = 3
-#: How often the parent is any kept variant rather than a tournament winner on the front.
+#: How often the parent is any kept or neutral variant rather than a tournament winner.
 _EXPLORE_RATE = 0.2
-
-
-@dataclass(frozen=True)
-class WorkflowSearchProgress:
-    """Where a running search is (for progress bars)."""
-
-    evaluations: int
-    budget: int
-    best_passed: int
-    total: int
-    elapsed_s: float
-
-
-@dataclass(frozen=True)
-class FrontMember:
-    """A variant on the final front: what it solves and its objectives."""
-
-    id: str
-    digest: str
-    passed: tuple[int, ...]
-    scores: dict[str, float]
-    operator: str
-    note: str
-    definition: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "hash": self.digest, "passed": list(self.passed),
-                "objectives": self.scores, "operator": self.operator, "note": self.note,
-                "definition": self.definition}
-
-
-@dataclass(frozen=True)
-class WorkflowSearchResult:
-    """What :func:`evolve_workflow` found. ``tasks`` are the best definition's results;
-    ``cost_usd`` is the LLM cost of every run the search made plus the model operators' calls."""
-
-    best: dict[str, Any]
-    original: dict[str, Any]
-    passed: int
-    total: int
-    original_passed: int
-    evaluations: int
-    improved: bool
-    seconds: float
-    cost_usd: float
-    stop_reason: str  # "solved", "already_passing", "budget" or "exhausted"
-    tasks: tuple[TaskResult, ...]
-    original_tasks: tuple[TaskResult, ...]
-    front: tuple[FrontMember, ...]
-    lineage: tuple[str, ...]
-    scores: dict[str, float]
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def pass_rate(self) -> float:
-        return self.passed / self.total if self.total else 0.0
-
-    @property
-    def solved(self) -> bool:
-        return self.passed == self.total
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "best_workflow": self.best, "pass_rate": self.pass_rate, "passed": self.passed,
-            "total": self.total, "original_passed": self.original_passed,
-            "evaluations": self.evaluations, "improved": self.improved,
-            "seconds": self.seconds, "cost_usd": self.cost_usd, "stop_reason": self.stop_reason,
-            "tasks": [r.summary() for r in self.tasks],
-            "original_tasks": [r.summary() for r in self.original_tasks],
-            "front": [m.to_dict() for m in self.front], "lineage": list(self.lineage),
-            "objectives": self.scores, "counts": dict(self.counts),
-        }
+#: Neutral variants remembered as possible parents (the most recent ones).
+_NEUTRALS_KEPT = 64
 
 
 async def evolve_workflow(
@@ -258,6 +195,8 @@ class _WorkflowSearch:
         self._stats = TaskStats()
         self._seen: set[str] = set()
         self._archive: list[Variant] = []
+        #: Variants that fixed nothing and broke nothing they ran (never the result).
+        self._neutrals: deque[Variant] = deque(maxlen=_NEUTRALS_KEPT)
         self._evaluations = 0
         self._cost = 0.0
         self._counts: dict[str, int] = {}
@@ -295,13 +234,17 @@ class _WorkflowSearch:
         return any(v.solved == len(self.tasks) for v in self._archive)
 
     def _pick_parent(self) -> Variant | None:
-        kept = [v for v in self._archive if not v.exhausted]
+        rng = self._rng_select
         front = [v for v in pareto_front(self._archive, self.objectives) if not v.exhausted]
-        if not front or self._rng_select.random() < _EXPLORE_RATE:
-            # Now and then (and when the front's neighbourhoods are used up) any kept variant:
-            # the first fix found is not always on the way to the full repair.
-            return self._rng_select.choice(kept) if kept else None
-        return tournament(front, self._rng_select, self.objectives)
+        if front and rng.random() >= _EXPLORE_RATE:
+            return tournament(front, rng, self.objectives)
+        # Now and then (and when the front's neighbourhoods are used up) any kept variant, or
+        # a neutral one: the first fix found is not always on the way to the full repair, and
+        # some repairs take an edit that fixes nothing yet.
+        kept = [v for v in self._archive if not v.exhausted]
+        neutral = [v for v in self._neutrals if not v.exhausted]
+        pool = neutral if neutral and (not kept or rng.random() < 0.5) else kept
+        return rng.choice(pool) if pool else None
 
     async def _next_proposal(self, parent: Variant) -> Any | None:
         """The parent's next unseen, valid proposal (asking the operators when it has none
@@ -384,6 +327,13 @@ class _WorkflowSearch:
         log.debug("workflow_search.evaluated", evaluation=self._evaluations,
                   operator=proposal.operator, note=proposal.note, status=verdict.status,
                   stage=verdict.stage, reason=verdict.reason)
+        if verdict.status == "no_gain":
+            # Breaks nothing it ran and every failing task ran: a neutral step (a retry that
+            # is still too small) can lead to a fix. Tasks it skipped keep the parent's result.
+            ran = {r.index: r for r in verdict.results}
+            merged = tuple(ran.get(r.index, r) for r in parent.results)
+            self._neutrals.append(self._variant(f"n{self._evaluations}", definition, merged,
+                                                parent, proposal.operator, proposal.note))
         if verdict.status != "improved":
             return
         child = self._variant(f"v{self._evaluations}", definition, verdict.results, parent,

@@ -8,7 +8,7 @@ def get_order(order_id):
         "R1": {"id": "R1", "status": "shipped", "payment_status": "paid"},
         "R2": {"id": "R2", "status": "processing", "payment_status": "paid"},
         "R3": {"id": "R3", "status": "shipped", "payment_status": "paid"},
-        "R4": {"id": "R4", "status": "processing", "payment_status": "pending"},
+        "R4": {"id": "R4", "status": "shipped", "payment_status": "pending"},
         "R5": {"id": "R5", "status": "shipped", "payment_status": "paid"},
         "R6": {"id": "R6", "status": "processing", "payment_status": "paid"},
         "R7": {"id": "R7", "status": "shipped", "payment_status": "pending"},
