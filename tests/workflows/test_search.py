@@ -232,6 +232,29 @@ class TestSelection:
         assert result.counts.get("regressed") == 1
         assert 0 < counting.runs[workflow_hash(breaks)] < len(tasks)
 
+    async def test_a_neutral_edit_can_lead_to_the_fix(self) -> None:
+        """A retry too small to fix anything is kept as a neutral parent; widening it fixes."""
+        from auto_dev.workflows.interpreter import derive_seed
+        from auto_dev.workflows.operators import AddRetry, WidenRetry
+
+        def slow_start(rng: random.Random, order_id: str) -> dict[str, Any]:
+            # Answers from the fourth attempt on: which attempt this is, from its seed.
+            task_seed, drawn = list(ORDERS).index(order_id), rng.random()
+            attempt = next(a for a in range(1, 11)
+                           if random.Random(derive_seed(task_seed, "order", (), a)).random()
+                           == drawn)
+            if attempt < 4:
+                raise TimeoutError(f"attempt {attempt} timed out")
+            return get_order(rng, order_id)
+
+        result = await evolve_workflow(
+            summary_workflow("slow_start"), summary_tasks()[:2],
+            interpreter=interpreter(FakeTools(dict(TOOLS, slow_start=slow_start))),
+            operators=[AddRetry(), WidenRetry()], budget=20)
+        assert result.solved
+        assert [step.split(":")[0] for step in result.lineage] == ["add_retry", "widen_retry"]
+        assert result.counts["no_gain"] >= 1
+
     async def test_each_unique_solver_stays_on_the_front(self) -> None:
         """Two variants solving different tasks are both on the front, however costly."""
         tools = dict(TOOLS, only_a1=lambda rng, order_id: get_order(rng, "A1"),
