@@ -142,3 +142,49 @@ class TestBadInput:
         assert data["exit_code"] == 2
         assert data["field"] == field, data
         assert "error:" in err
+
+
+class TestTenantTools:
+    """Without --tools, the tenant's registered tools (their active code) are evolved with."""
+
+    @pytest.fixture
+    def tenant_db(self, files: dict[str, Path], tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+        import asyncio
+
+        from auto_dev.config import load_settings
+        from auto_dev.service import AutoDev
+
+        monkeypatch.setenv("AUTO_DEV_DATABASE_URL", f"sqlite:///{tmp_path / 'evolve.db'}")
+        monkeypatch.setenv("AUTO_DEV_TENANT", "t1")
+
+        async def register() -> None:
+            autodev = AutoDev(load_settings())
+            try:
+                for name in ("get_order", "get_order_v1", "summarize"):
+                    autodev.register_tool(name, TOOLS, name)
+            finally:
+                await autodev.aclose()
+
+        asyncio.run(register())
+        return files
+
+    def test_registered_tools_are_used(self, tenant_db: dict[str, Path]) -> None:
+        """The tenant's tools run in the sandbox and the retired one is switched."""
+        args = ["workflows", "evolve", str(tenant_db["workflow"]), "--tasks",
+                str(tenant_db["tasks"]), "--budget", "40", "--json"]
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        data = _last_json(result.stdout)
+        assert data["passed"] == 2 and data["best_workflow"]["steps"][0]["tool"] == "get_order"
+
+    def test_unknown_tool_of_the_tenant(self, tenant_db: dict[str, Path]) -> None:
+        """A tool the tenant does not have is a bad workflow: exit 2, the step named."""
+        tenant_db["workflow"].write_text(json.dumps(
+            {**WORKFLOW, "steps": [WORKFLOW["steps"][0], {**WORKFLOW["steps"][1],
+                                                          "tool": "shout"}]}))
+        args = ["workflows", "evolve", str(tenant_db["workflow"]), "--tasks",
+                str(tenant_db["tasks"]), "--json"]
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        assert result.exit_code == 2
+        assert _last_json(result.stdout)["field"] == "workflow.steps[1].tool"
