@@ -28,7 +28,6 @@ from auto_dev.llm.mutator import Rejection
 from auto_dev.llm.prompts import clip, show
 from auto_dev.llm.types import ChatLLM, ChatMessage, LLMResponse
 from auto_dev.workflows._document import canonical_json, step_kind, walk_steps
-from auto_dev.workflows._expr_edits import compiles
 from auto_dev.workflows._ops_base import (
     Doc,
     FailureEvidence,
@@ -38,6 +37,7 @@ from auto_dev.workflows._ops_base import (
     step_at,
     step_id_of,
 )
+from auto_dev.workflows.schema import validate_workflow
 
 log = structlog.get_logger(__name__)
 
@@ -128,49 +128,13 @@ def _trace_lines(trace: Any, *, depth: int, only: str | None) -> list[str]:
     return lines
 
 
-def structural_check(doc: Any, *, tools: Collection[str] | None = None) -> Doc:
-    """The shape checks that apply when no schema validator is given: a document with steps,
-    each step a dict with a unique id and one kind, every condition a valid expression, and
-    only known tools (when ``tools`` is given). Raises ``ValidationError`` naming the field."""
-    if not isinstance(doc, dict):
-        raise ValidationError("workflow", "must be a JSON object")
-    if not isinstance(doc.get("name"), str) or not doc["name"]:
-        raise ValidationError("workflow.name", "must be a non-empty string")
-    if not isinstance(doc.get("steps"), list) or not doc["steps"]:
-        raise ValidationError("workflow.steps", "must be a non-empty list of steps")
-    seen: set[str] = set()
-    for loc in walk_steps(doc):
-        where = "workflow." + ".".join(str(p) for p in loc.path)
-        step_id = step_id_of(loc.step)
-        if not step_id or step_id in seen:
-            raise ValidationError(f"{where}.id", "must be a unique string")
-        seen.add(step_id)
-        if not step_kind(loc.step):
-            raise ValidationError(where, "has no step kind")
-        if tools is not None and "tool" in loc.step and loc.step["tool"] not in tools:
-            raise ValidationError(f"{where}.tool", f"unknown tool {loc.step['tool']!r}")
-        if "when" in loc.step and not (isinstance(loc.step["when"], str)
-                                       and compiles(loc.step["when"])):
-            raise ValidationError(f"{where}.when", "is not a valid expression")
-    return copy.deepcopy(doc)
-
-
-def _default_validator() -> WorkflowValidator:
-    try:  # Part A's schema validator, when this build has it
-        from auto_dev.workflows.schema import (  # type: ignore[import-not-found,unused-ignore]
-            validate_workflow,
-        )
-    except ImportError:
-        return structural_check
-    return validate_workflow  # type: ignore[no-any-return,unused-ignore]
-
-
 class WorkflowModelOperator(ABC):
     """A workflow operator that asks a chat model; ``await propose(doc, context)``.
 
     ``llm`` is an :class:`~auto_dev.llm.client.LLMClient`, a :class:`~auto_dev.testing.FakeLLM`
     or anything with the same ``complete``; ``calls`` model calls run per ``propose``.
-    ``validator(doc, tools=...)`` checks each answer (default: ``validate_workflow``).
+    ``validator(doc, tools=...)`` checks each answer (default: :func:`validate_workflow`, given
+    ``context.tools`` when there are any).
     """
 
     name: ClassVar[str]
@@ -185,7 +149,7 @@ class WorkflowModelOperator(ABC):
             raise ValidationError("calls", "must be >= 1")
         self.llm = llm
         self.calls = calls
-        self.validator = validator or _default_validator()
+        self.validator = validator or validate_workflow
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens

@@ -7,7 +7,7 @@ import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from auto_dev.workflows._document import StepLocation, step_kind, walk_steps
+from auto_dev.workflows._document import StepLocation, find_step, step_kind, walk_steps
 from auto_dev.workflows._expr_edits import (
     FLIPPED,
     compiles,
@@ -29,6 +29,7 @@ from auto_dev.workflows._ops_base import (
     Path,
     WorkflowMutationContext,
     WorkflowOperator,
+    ancestor_ids,
     edit_copy,
     step_id_of,
 )
@@ -122,7 +123,8 @@ def available_paths(doc: Doc, target: StepLocation, context: WorkflowMutationCon
                     evidence: FailureEvidence) -> list[str]:
     """State paths a value of the step at ``target`` can read: the declared input fields, the
     outputs of steps that ran before it (and their fields seen in traces), ``vars`` written
-    before it, and the paths seen in traces."""
+    before it, the item of each map holding it (and its fields seen in traces), and the paths
+    seen in traces."""
     paths: dict[str, None] = {}
     spec = doc.get("input")
     if isinstance(spec, dict):
@@ -143,6 +145,16 @@ def available_paths(doc: Doc, target: StepLocation, context: WorkflowMutationCon
                              if is_identifier(str(k)))
         if step_kind(loc.step) == "set" and isinstance(loc.step.get("set"), dict):
             paths.update((f"vars.{k}", None) for k in loc.step["set"] if is_identifier(str(k)))
+    for map_id in ancestor_ids(doc).get(step_id_of(target.step) or "", ()):
+        found = find_step(doc, map_id)
+        body = found.step.get("map") if found is not None else None
+        if not isinstance(body, dict):
+            continue
+        name = body.get("as", "item")
+        paths[name] = None
+        for item in evidence.items.get(map_id, ()):
+            if isinstance(item, dict):
+                paths.update((f"{name}.{k}", None) for k in item if is_identifier(str(k)))
     paths.update((p, None) for p in context.state_paths if compiles(p))
     return list(paths)
 

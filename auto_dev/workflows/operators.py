@@ -27,7 +27,6 @@ from auto_dev.workflows._ops_model import (
     WorkflowModelOperator,
     format_failures,
     pretty_json,
-    structural_check,
 )
 from auto_dev.workflows._ops_structure import (
     AddRetry,
@@ -71,7 +70,6 @@ __all__ = [
     "format_failures",
     "pretty_json",
     "propose_offline",
-    "structural_check",
 ]
 
 #: One instance of every offline operator, in a stable order (most often useful repairs first).

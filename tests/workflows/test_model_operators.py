@@ -11,13 +11,13 @@ import pytest
 from auto_dev._exceptions import LLMUnavailableError, ValidationError
 from auto_dev.evolution.diff import DiffBlock, render_blocks
 from auto_dev.testing import FakeLLM
+from auto_dev.workflows import validate_workflow
 from auto_dev.workflows.diff import structural_diff
 from auto_dev.workflows.operators import (
     LLMWorkflowEdit,
     ReflectivePromptRewrite,
     WorkflowMutationContext,
     pretty_json,
-    structural_check,
 )
 from tests.workflows._documents import CANCEL_FAILED, TOOLS, refund
 
@@ -80,7 +80,7 @@ class TestReflectivePromptRewrite:
                 prompt = step.get("llm", {}).get("prompt", "")
                 if prompt.count("${") != prompt.count("}"):
                     raise ValidationError("workflow.steps[3].llm.prompt", "bad ${...}")
-            return structural_check(doc, tools=tools)
+            return validate_workflow(doc, tools=tools)
 
         op = ReflectivePromptRewrite(FakeLLM([answer]), validator=validator)
         assert await op.propose(refund(), _context([REPLY_FAILED])) == []
@@ -128,7 +128,7 @@ class TestLLMWorkflowEdit:
     ])
     async def test_bad_answers_are_counted(self, answer: str) -> None:
         """Each kind of unusable answer is rejected before any run, and counted."""
-        op = LLMWorkflowEdit(FakeLLM([answer]), validator=structural_check)
+        op = LLMWorkflowEdit(FakeLLM([answer]), validator=validate_workflow)
         assert await op.propose(refund(), _context()) == []
         assert op.rejected_answers == 1
         assert len(op.rejections) == 1

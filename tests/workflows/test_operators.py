@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auto_dev.workflows import canonical_json, find_step, step_kind, walk_steps
+from auto_dev.workflows import (
+    canonical_json,
+    find_step,
+    step_kind,
+    validate_workflow,
+    walk_steps,
+)
 from auto_dev.workflows.diff import structural_diff
 from auto_dev.workflows.operators import (
     OFFLINE_OPERATORS,
@@ -63,6 +69,7 @@ def _propose(op: WorkflowOperator, doc: dict[str, Any], **kw: Any) -> list[Workf
         ids = [loc.step.get("id") for loc in walk_steps(proposal.definition)]
         assert len(ids) == len(set(ids)), f"duplicate ids in {proposal.note}"
         assert not structural_diff(doc, proposal.definition).is_empty
+        validate_workflow(proposal.definition)
         texts.add(canonical_json(proposal.definition))
     assert len(texts) == len(proposals)
     return proposals
@@ -207,6 +214,21 @@ class TestValueOperators:
         assert _propose(RepointArgument(), {"name": "w", "steps": [
             {"id": "t", "tool": "x", "args": {"a": 1}}]}) == []
 
+    def test_repoint_inside_a_map_uses_item_fields(self) -> None:
+        """A step in a map body may read the fields its items had in the trace."""
+        body = [{"id": "t", "tool": "x", "args": {"v": "${it.title}"}}]
+        doc = {"name": "w", "steps": [{"id": "m", "map": {"over": "input.items", "as": "it",
+                                                          "steps": body}}]}
+        run = {"ok": False, "error": "boom", "error_step": "t", "trace": [
+            {"id": "m", "kind": "map", "input": [], "output": None, "error": "boom",
+             "children": [{"id": "m[0]", "kind": "item", "input": {"title": "a", "name": "b"},
+                           "output": None, "error": "boom", "children": [
+                               {"id": "t", "kind": "tool", "input": None, "output": None,
+                                "error": "boom", "children": []}]}]}]}
+        values = {p.definition["steps"][0]["map"]["steps"][0]["args"]["v"]
+                  for p in _propose(_all(RepointArgument()), doc, failures=[run])}
+        assert {"${it.name}", "${it}"} <= values
+
     def test_rewrite_comparison_field_from_traces(self) -> None:
         """The switch on `status` is offered the sibling field `state` the trace showed."""
         proposals = _propose(RewriteComparisonField(), refund(), failures=[CANCEL_FAILED])
@@ -288,8 +310,10 @@ class TestOperatorProperties:
            st.integers(0, 2**16), st.lists(st.integers(0, 50), max_size=3))
     def test_proposals_are_real_edits(self, doc: dict[str, Any], op: WorkflowOperator,
                                       seed: int, picks: list[int]) -> None:
-        """The parent never changes; each proposal differs, keeps ids unique and its shape."""
+        """The parent never changes; each proposal differs, keeps ids unique and stays a valid
+        workflow."""
         before = copy.deepcopy(doc)
+        validate_workflow(doc, tools=TOOLS)
         assert structural_diff(doc, doc).is_empty
         failures = failures_for(doc, picks) if picks else []
         proposals = op.propose(doc, _context(seed=seed, failures=failures,
@@ -301,6 +325,7 @@ class TestOperatorProperties:
             ids = [loc.step["id"] for loc in walk_steps(proposal.definition)]
             assert len(ids) == len(set(ids))
             assert _well_formed(proposal.definition)
+            validate_workflow(proposal.definition, tools=TOOLS)
             proposal.definition["steps"].clear()  # no structure shared with the parent
             assert doc == before
 
