@@ -101,6 +101,12 @@ def workflows_evolve(
             doc = validate_workflow(doc, tools=sources)  # before the sandbox starts
     except ValidationError as exc:
         _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+    if sources is None:
+        from auto_dev.cli._common import existing_database
+
+        # The tenant's tools live in an existing database: never create one just to find it
+        # empty (exit 1 naming the database when it is missing), as ``workflows run`` does.
+        existing_database().dispose()
     try:
         result, backend, reason, strategy = run_stoppable(_evolve(
             doc, task_list, sources, settings=settings, tenant=tenant, budget=budget,

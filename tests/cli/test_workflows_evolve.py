@@ -178,6 +178,16 @@ class TestTenantTools:
         data = _last_json(result.stdout)
         assert data["passed"] == 2 and data["best_workflow"]["steps"][0]["tool"] == "get_order"
 
+    def test_no_database_is_never_created(self, files: dict[str, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without --tools and without a database: exit 1 naming it, nothing created."""
+        missing = tmp_path / "none.db"
+        monkeypatch.setenv("AUTO_DEV_DATABASE_URL", f"sqlite:///{missing}")
+        args = ["workflows", "evolve", str(files["workflow"]), "--tasks", str(files["tasks"])]
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        assert result.exit_code == 1 and "none.db" in result.stderr
+        assert not missing.exists()
+
     def test_unknown_tool_of_the_tenant(self, tenant_db: dict[str, Path]) -> None:
         """A tool the tenant does not have is a bad workflow: exit 2, the step named."""
         tenant_db["workflow"].write_text(json.dumps(
