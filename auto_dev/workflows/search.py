@@ -121,8 +121,8 @@ async def evolve_workflow(
     spent (see the module docstring).
 
     ``operators`` default to every offline workflow operator (:func:`default_operators`);
-    ``model_operators`` (e.g. the
-    reflective prompt rewrite) are asked too, once per round of proposals for a parent.
+    ``model_operators`` (the reflective prompt rewrite, LLM edits: anything whose ``propose``
+    may be awaited) are asked too, first, once per round of proposals for a parent.
     ``objectives`` replace the default secondary objectives (cost, steps, latency): a mapping
     of name to a callable over a variant's task results (lower is better), or
     :class:`WorkflowObjective` objects. ``tools`` are the tool names edits may use (default:
