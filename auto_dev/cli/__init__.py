@@ -25,6 +25,7 @@ from auto_dev.cli.tenants import app as tenants_app
 from auto_dev.cli.tokens import app as tokens_app
 from auto_dev.cli.tools import app as tools_app
 from auto_dev.cli.workflows import app as workflows_app
+from auto_dev.cli.workflows_evolve import register as register_workflows_evolve
 
 app = typer.Typer(
     name="auto-dev",
@@ -72,7 +73,9 @@ app.add_typer(agents_app, name="agents", help="Agents' maturity per capability: 
 app.add_typer(tenants_app, name="tenants", help="Tenant settings: toggles, limits, budgets.")
 app.command("serve", help="Run the HTTP service (API, events, cycles, scheduler).")(serve)
 app.add_typer(tokens_app, name="tokens", help="API tokens of the service: create, list, revoke.")
-app.add_typer(workflows_app, name="workflows", help="Workflows: validate, run, register, versions.")
+register_workflows_evolve(workflows_app)
+app.add_typer(workflows_app, name="workflows",
+              help="Workflows: validate, run, evolve, register, versions, rollback.")
 
 
 def main() -> None:
