@@ -186,16 +186,21 @@ class TestDurableJobs:
         finally:
             await autodev.aclose()
 
-    async def test_two_workers_never_run_one_job_twice(self, quick_autodev: AutoDev,
+    async def test_two_workers_never_run_one_job_twice(self, database: Database,
                                                        database_url: str,
                                                        sandbox: ProcessSandbox) -> None:
         """Two facades (two lease owners) claim from one queue: each job runs once."""
-        first = quick_autodev
-        settings = load_settings(database_url=database_url, tenant="t1", cycle_poll_s=0.05)
+        # Leases long enough that no live worker's lease lapses on a loaded machine: a lapsed
+        # lease is taken over by design (its owner is presumed dead), which is not this test.
+        settings = load_settings(database_url=database_url, tenant="t1", cycle_lease_s=30,
+                                 cycle_poll_s=0.05)
+        first = AutoDev(settings, database=database, sandbox=sandbox, load_plugins=False,
+                        builtin_engines=False)
         second = AutoDev(settings, database=Database(database_url), sandbox=sandbox,
                          load_plugins=False, builtin_engines=False)
         engines = [first.engines.register(SlowEngine(seconds=0.05)),
                    second.engines.register(SlowEngine(seconds=0.05))]
+        await first.start()
         _acme_on(first, "acme.slow")
         await second.start()
         try:
@@ -205,6 +210,7 @@ class TestDurableJobs:
             await second.drain(timeout_s=60)
         finally:
             await second.aclose()
+            await first.aclose()
         ran = [r.target for e in engines for r in e.cycles]  # type: ignore[attr-defined]
         assert sorted(ran) == sorted(f"target-{i}" for i in range(12))
 
