@@ -53,7 +53,8 @@ TenantOpt = Annotated[str | None, typer.Option("--tenant", help=_TENANT_HELP, sh
 def validate(path: WorkflowArg, tools: ToolsOpt = None, tenant: TenantOpt = None) -> None:
     """Check a workflow document: schema, unique ids, expressions, known tools, nesting.
 
-    Exit 0 when valid, 2 with an error naming the field otherwise.
+    Exit 0 when valid, 2 with an error naming the field otherwise. Custom step kinds are
+    registered in Python (StepKinds); here none is known, so a custom step is refused.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -103,6 +104,12 @@ def run(
         sources = load_tools_source(tools) if tools is not None else None
     except ValidationError as exc:
         _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+    if sources is None:
+        from auto_dev.cli._common import existing_database
+
+        # The tenant's tools live in an existing database: never create one just to find it
+        # empty (exit 1 naming the database when it is missing).
+        existing_database().dispose()
     try:
         result = run_stoppable(_run(doc, run_input, sources, seed, tenant))
     except ValidationError as exc:

@@ -127,17 +127,17 @@ def _end_of_quoted(text: str, start: int) -> int:
     raise ExpressionError(f"has an unterminated {quote} quote at character {start}")
 
 
-def placeholders(value: Any, path: tuple[str | int, ...] = ()
+def strings_in(value: Any, path: tuple[str | int, ...] = ()
                  ) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Every string inside ``value`` with its key path (for validating templates in place)."""
     if isinstance(value, str):
         yield path, value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from placeholders(item, (*path, str(key)))
+            yield from strings_in(item, (*path, str(key)))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from placeholders(item, (*path, index))
+            yield from strings_in(item, (*path, index))
 
 
 def render(text: str, state: dict[str, Any]) -> Any:

@@ -104,7 +104,7 @@ class RunState:
                 node.skipped = True
                 state["steps"][step_id] = None
                 node.finish()
-                await self._hook("after_step", step_id, ctx, node.freeze())
+                await self._after_step(ctx, node)
                 return False, None
             output = await self._attempts(step, kind, state, node, item_path, depth)
         except StepFailure as failure:
@@ -112,17 +112,17 @@ class RunState:
             await self._hook("on_error", step_id, ctx, failure.message)
             if "catch" not in step:
                 node.finish()
-                await self._hook("after_step", step_id, ctx, node.freeze())
+                await self._after_step(ctx, node)
                 raise
             try:
                 output = await self._catch(step, failure, state, node, item_path, depth)
             except StepFailure:
-                await self._hook("after_step", step_id, ctx, node.freeze())
+                await self._after_step(ctx, node)
                 raise
         state["steps"][step_id] = output
         node.output = output
         node.finish()
-        await self._hook("after_step", step_id, ctx, node.freeze())
+        await self._after_step(ctx, node)
         return True, output
 
     async def _attempts(self, step: dict[str, Any], kind: str, state: dict[str, Any],
@@ -137,9 +137,10 @@ class RunState:
         backoff_s = float(retry.get("backoff_s", 0.0))
         retry_on = set(retry.get("on", ("error", "timeout")))
         timeout_s = step.get("timeout_s")
+        earlier: list[TraceNode] = []  # the nested traces of failed attempts, kept in order
         for attempt in range(1, max_attempts + 1):
             node.attempts = attempt
-            node.children.clear()  # the trace keeps the last attempt's nested steps
+            node.children = [*earlier]
             work = self._execute(step, kind, state, node, item_path, depth, attempt)
             try:
                 if timeout_s is None:
@@ -154,6 +155,12 @@ class RunState:
             node.error = failure.message
             if attempt == max_attempts or failure.category not in retry_on:
                 raise failure
+            nested = node.children[len(earlier):]
+            if nested:
+                gone = TraceNode(f"{step_id}.attempt{attempt}", "attempt", attempts=attempt,
+                                 error=failure.message, children=nested, started=nested[0].started)
+                gone.finish()
+                earlier.append(gone)
             delay = backoff_s * 2 ** (attempt - 1)
             if delay:
                 await asyncio.sleep(delay)  # the run's wall-time limit still applies
@@ -191,10 +198,9 @@ class RunState:
         step_id, tool = step["id"], step["tool"]
         args = self._resolve(step.get("args", {}), state, step_id, "args")
         node.input = args
-        timeout_s = step.get("timeout_s")
+        # Without its own timeout_s a tool may use what is left of the run's wall time.
         remaining = max(self.deadline - time.monotonic(), 0.001)
-        if timeout_s is not None or remaining < 3600:
-            timeout_s = min(timeout_s if timeout_s is not None else remaining, remaining)
+        timeout_s = min(step.get("timeout_s") or remaining, remaining)
         seed = derive_seed(self.seed, step_id, item_path, attempt)
         try:
             output = await self.interpreter.tools.invoke(tool, args, timeout_s=timeout_s,
@@ -375,6 +381,10 @@ class RunState:
                            seed=derive_seed(self.seed, step["id"], item_path, attempt),
                            attempt=attempt, item_path=item_path,
                            tenant_id=self.interpreter.tenant_id)
+
+    async def _after_step(self, ctx: StepContext, node: TraceNode) -> None:
+        if self.interpreter.hooks.after_step is not None:  # freezing costs: only when observed
+            await self._hook("after_step", ctx.step_id, ctx, node.freeze())
 
     async def _hook(self, name: str, step_id: str, *args: Any) -> None:
         hook = getattr(self.interpreter.hooks, name)

@@ -19,10 +19,12 @@ class StepTrace:
     """One step as it ran.
 
     ``kind`` is the step's kind (``tool``, ``llm``, ``switch``, ``map``, ``set``, ``fail`` or a
-    custom kind's name); two kinds exist only in traces: ``item`` (one item of a map, whose id
-    is ``<map id>[<index>]``) and ``catch`` (the catch block that ran for a failed step, id
-    ``<step id>.catch``). ``input`` is what the step acted on (resolved args, the prompt, the
-    chosen branch, the items); ``attempts`` counts tries including retries (0 when skipped).
+    custom kind's name); three kinds exist only in traces: ``item`` (one item of a map, whose id
+    is ``<map id>[<index>]``), ``catch`` (the catch block that ran for a failed step, id
+    ``<step id>.catch``) and ``attempt`` (the nested steps of a failed attempt of a retried
+    switch or map, id ``<step id>.attempt<n>``, before the last attempt's).
+    ``input`` is what the step acted on (resolved args, the prompt, the chosen branch, the
+    items); ``attempts`` counts tries including retries (0 when skipped).
     ``error`` is set when the step failed, even if its ``catch`` then recovered (the step's
     ``output`` is then the catch block's). ``cost_usd`` and ``tokens`` include nested steps.
     """

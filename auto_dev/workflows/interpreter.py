@@ -19,6 +19,12 @@ What a user relies on:
   ``timeout`` with exponential backoff (``backoff_s * 2**(attempt-1)``), ``timeout_s`` bounds
   each attempt, ``catch`` recovers (its last output becomes the step's; the failure is visible
   as ``error`` in the state while it runs). A ``fail`` step is never retried.
+* A tool step's ``timeout_s`` is the sandbox's time limit for the call; without one, the call
+  may use what is left of the run's wall time.
+* Scopes: switch branches and catch blocks share their step's scope; each map item runs in a
+  child scope whose ``steps`` and ``vars`` start as copies of the outer ones and are dropped
+  after the item (items never race on them; a map's output is the list of the items' last
+  outputs).
 * Tool calls get a seed derived from ``(run seed, step id, map item indexes, attempt)`` with
   SHA-256, so a run with the same seed makes the same calls with the same seeds.
 """

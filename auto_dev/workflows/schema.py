@@ -31,7 +31,12 @@ from jsonschema.exceptions import best_match
 
 from auto_dev._exceptions import ValidationError
 from auto_dev.workflows._document import format_path, step_kind, walk_steps
-from auto_dev.workflows._expressions import ExpressionError, compile_expression, parse_template
+from auto_dev.workflows._expressions import (
+    ExpressionError,
+    compile_expression,
+    parse_template,
+    strings_in,
+)
 
 #: The workflow document's JSON Schema (draft 2020-12), as shipped in ``schema.json``.
 WORKFLOW_SCHEMA: dict[str, Any] = json.loads(
@@ -220,9 +225,7 @@ def _expression(text: str, path: Path) -> None:
 
 
 def _templates(value: Any, path: Path) -> None:
-    from auto_dev.workflows._expressions import placeholders
-
-    for where, text in placeholders(value, path):
+    for where, text in strings_in(value, path):
         try:
             parse_template(text)
         except ExpressionError as exc:

@@ -187,6 +187,14 @@ class TestTenantTools:
         assert code == 2 and "unknown tool 'start_return'" in err
 
 
+    def test_no_database_is_not_created(self, files: Path) -> None:
+        """Without --tools and without a database, run and validate exit 1 creating nothing."""
+        for command in ("run", "validate"):
+            code, _, err = _cli(command, str(files / "offline.json"))
+            assert code == 1 and "does not exist" in err
+        assert not (files / "cli.db").exists()
+
+
 class TestSubprocess:
     """The real command line: logs on stderr, the JSON object last on stdout."""
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from auto_dev._exceptions import LLMTimeoutError, ValidationError
 from auto_dev.llm.types import LLMResponse
@@ -21,7 +24,13 @@ from auto_dev.workflows import (
     WorkflowRun,
     derive_seed,
 )
-from tests.workflows._support import FakeTools, example_tools, issue_example, workflow
+from tests.workflows._support import (
+    FakeTools,
+    example_tools,
+    generated_workflow,
+    issue_example,
+    workflow,
+)
 
 
 def _interpreter(tools: FakeTools | None = None, **kwargs: Any) -> WorkflowInterpreter:
@@ -298,6 +307,27 @@ class TestRetry:
         assert trace is not None and trace.attempts == 3 and trace.error is None
         assert [c.seed for c in tools.calls] == [derive_seed(4, "f", (), a) for a in (1, 2, 3)]
         assert len({c.seed for c in tools.calls}) == 3
+
+    async def test_retried_compound_keeps_failed_attempts(self) -> None:
+        """A retried switch keeps each failed attempt's nested steps under an attempt node."""
+        outcomes: Any = iter([RuntimeError("first"), "fine"])
+
+        def once_broken() -> str:
+            outcome = next(outcomes)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        doc = workflow({"id": "sw", "retry": {"max_attempts": 2}, "switch": [
+            {"otherwise": [{"id": "t", "tool": "once_broken"}]}]}, output="steps.sw")
+        run = await _run(doc, tools=FakeTools(once_broken=once_broken))
+        assert run.ok and run.output == "fine" and run.steps_executed == 3
+        trace = run.step("sw")
+        assert trace is not None and trace.attempts == 2
+        assert [(c.id, c.kind) for c in trace.children] == [("sw.attempt1", "attempt"),
+                                                             ("t", "tool")]
+        assert "first" in (trace.children[0].error or "")
+        assert trace.children[0].children[0].error is not None
 
     async def test_attempts_exhausted(self) -> None:
         """After max_attempts the step's last error ends the run."""
@@ -607,8 +637,6 @@ class TestSeedsAndTrace:
         """WorkflowRun.from_dict(run.to_dict()) gives the same run."""
         run = await _run(issue_example(), {"order_id": "A", "items": [{"name": "x"}]},
                          tools=example_tools(), llm=FakeLLM(default='{"r": 1}'))
-        import json
-
         data = json.loads(json.dumps(run.to_dict()))
         again = WorkflowRun.from_dict(data)
         assert again.to_dict() == run.to_dict()
@@ -622,3 +650,49 @@ class TestSeedsAndTrace:
         run = await _run(workflow({"id": "a", "llm": {"prompt": "x"}}),
                          llm=FakeLLM([response]))
         assert run.tokens == 7 and run.cost_usd == 0.5
+
+
+def _generated_tools() -> FakeTools:
+    def flaky(rng: Any, **args: Any) -> dict[str, Any]:
+        if rng.random() < 0.5:
+            raise ConnectionError("flaky")
+        return args
+
+    def boom(**args: Any) -> None:
+        raise RuntimeError("boom")
+
+    return FakeTools(echo=lambda **args: args, boom=boom, flaky=flaky)
+
+
+PROPERTY_LIMITS = RunLimits(max_steps=25, max_map_items=4, wall_time_s=5.0, max_tokens=400)
+
+
+class TestRunProperties:
+    """Runs of generated workflows are bounded, never raise, and repeat under one seed."""
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(doc=generated_workflow(), xs=st.lists(st.integers(0, 9), max_size=5),
+           flag=st.booleans(), seed=st.integers(0, 2**32))
+    def test_bounded_and_reproducible(self, doc: dict[str, Any], xs: list[int], flag: bool,
+                                      seed: int) -> None:
+        """steps_executed <= max_steps, within the wall limit, JSON trace, same seed same run."""
+        kinds = StepKinds({"upper": lambda args, ctx: str(args.get("text")).upper()})
+
+        async def once() -> WorkflowRun:
+            interpreter = WorkflowInterpreter(
+                _generated_tools(), llm=FakeLLM(default='{"a": "x"}'), kinds=kinds,
+                limits=PROPERTY_LIMITS)
+            return await interpreter.run(doc, {"x": "a", "flag": flag, "xs": xs}, seed=seed)
+
+        first, second = asyncio.run(once()), asyncio.run(once())
+        for run in (first, second):
+            assert run.steps_executed <= PROPERTY_LIMITS.max_steps
+            assert run.seconds < PROPERTY_LIMITS.wall_time_s + 1.0
+            assert run.tokens <= PROPERTY_LIMITS.max_tokens + 50  # one answer may overshoot
+            assert run.ok == (run.error is None)
+            json.dumps(run.to_dict(), allow_nan=False)
+            executed = [t for t in run.walk()
+                        if t.kind not in ("item", "catch", "attempt") and not t.skipped]
+            assert len(executed) >= run.steps_executed  # every counted step is traced
+        assert (first.ok, first.output, first.error, first.error_step, first.steps_executed) == (
+            second.ok, second.output, second.error, second.error_step, second.steps_executed)

@@ -9,11 +9,18 @@ from importlib import resources
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from auto_dev._exceptions import ValidationError
 from auto_dev.workflows import WORKFLOW_SCHEMA, validate_workflow
-from tests.workflows._support import issue_example, workflow
+from tests.workflows._support import (
+    generated_workflow,
+    issue_example,
+    mangled_workflow,
+    workflow,
+)
 
 TOOLS = {"get_order", "start_return", "cancel_order"}
 
@@ -290,3 +297,39 @@ class TestNamesAndDepth:
         before = copy.deepcopy(doc)
         _error(doc)
         assert doc == before
+
+
+class TestValidationProperties:
+    """Validation never crashes: any input gives a copy or a ValidationError naming a field."""
+
+    @settings(max_examples=60, deadline=None)
+    @given(generated_workflow())
+    def test_generated_documents_are_valid(self, doc: dict[str, Any]) -> None:
+        """Every generated document validates, and the copy equals it."""
+        assert validate_workflow(doc, tools={"echo", "boom", "flaky"}, kinds={"upper"}) == doc
+
+    @settings(max_examples=100, deadline=None)
+    @given(mangled_workflow())
+    def test_mangled_documents(self, doc: Any) -> None:
+        """A mangled document is valid or refused with a workflow field; never another error."""
+        before = json.dumps(doc, sort_keys=True, default=repr, allow_nan=True)
+        try:
+            validate_workflow(doc, tools={"echo", "boom", "flaky"}, kinds={"upper"})
+        except ValidationError as exc:
+            assert exc.field.startswith("workflow"), exc.field
+            assert exc.problem
+        assert json.dumps(doc, sort_keys=True, default=repr, allow_nan=True) == before
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+            st.sampled_from(["name", "steps", "id", "tool", "set", "map", "switch", "when",
+                             "over", "output", "limits", "input", "x"]), inner, max_size=5),
+        max_leaves=20))
+    def test_arbitrary_json(self, doc: Any) -> None:
+        """Arbitrary JSON-like values never make validation raise anything else."""
+        try:
+            validate_workflow(doc)
+        except ValidationError as exc:
+            assert exc.field.startswith("workflow")

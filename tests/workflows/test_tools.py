@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,12 @@ from auto_dev._exceptions import SandboxError, ToolCallError, ToolTimeoutError, 
 from auto_dev._testing_sandbox import ScriptedSandbox
 from auto_dev.sandbox.base import Case
 from auto_dev.sandbox.process import ProcessSandbox
-from auto_dev.workflows import SandboxToolInvoker, WorkflowInterpreter, load_tools_file
+from auto_dev.workflows import (
+    RunLimits,
+    SandboxToolInvoker,
+    WorkflowInterpreter,
+    load_tools_file,
+)
 from auto_dev.workflows.tools import seeded_source
 from tests.workflows._support import workflow
 
@@ -210,3 +216,28 @@ class TestProcessSandboxTools:
         assert runs[0].output == runs[1].output
         assert runs[0].step("look").attempts == runs[1].step("look").attempts  # type: ignore[union-attr]
         assert len({r.output["roll"] for r in runs if r.ok}) >= 2
+
+    async def test_wall_time_stops_a_running_tool(self, sandbox: ProcessSandbox,
+                                                  tools_file: Path) -> None:
+        """A tool still running at the wall-time limit is stopped; the sandbox stays usable."""
+        limits = RunLimits(wall_time_s=0.5)
+        invoker = SandboxToolInvoker(sandbox, load_tools_file(tools_file))
+        interpreter = WorkflowInterpreter(invoker, limits=limits)
+        started = time.perf_counter()
+        run = await interpreter.run(workflow({"id": "z", "tool": "sleepy",
+                                              "args": {"seconds": 20}}), {})
+        assert time.perf_counter() - started < 5
+        assert not run.ok and "wall_time_s" in (run.error or "") and run.error_step == "z"
+        assert await invoker.invoke("get_order", {"order_id": "S"}, timeout_s=5, seed=0)
+
+    async def test_map_of_tools(self, sandbox: ProcessSandbox, tools_file: Path) -> None:
+        """A map calls the tool once per item in the sandbox, results in item order."""
+        interpreter = WorkflowInterpreter(SandboxToolInvoker(sandbox, load_tools_file(tools_file)))
+        doc = workflow({"id": "m", "map": {"over": "input.ids", "as": "oid", "max_concurrency": 3,
+                                           "steps": [{"id": "g", "tool": "get_order",
+                                                      "args": {"order_id": "${oid}"},
+                                                      "timeout_s": 10}]}},
+                       output="steps.m[].status")
+        run = await interpreter.run(doc, {"ids": ["S1", "A2", "S3", "B4"]})
+        assert run.ok, run.error
+        assert run.output == ["shipped", "open", "shipped", "open"]
