@@ -15,8 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jmespath
-from jmespath.exceptions import JMESPathError
+from auto_dev.workflows._expressions import ExpressionError, compile_expression
 
 _TOKEN = re.compile(
     r"""
@@ -69,9 +68,10 @@ def replace_token(tokens: Sequence[ExprToken], index: int, text: str) -> str:
 
 
 def compiles(expr: str) -> bool:
+    """Whether ``expr`` is an expression the interpreter accepts."""
     try:
-        jmespath.compile(expr)
-    except (JMESPathError, ValueError, TypeError, KeyError, IndexError, RecursionError):
+        compile_expression(expr)
+    except (ExpressionError, KeyError, IndexError):
         return False
     return True
 

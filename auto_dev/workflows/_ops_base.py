@@ -9,7 +9,6 @@ proposal is built on a fresh deep copy.
 
 from __future__ import annotations
 
-import copy
 import random
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -27,17 +26,23 @@ Path = tuple[str | int, ...]
 class WorkflowProposal:
     """A variant of a workflow: the operator that made it, the new definition, and why.
 
-    ``step_id`` names the step the edit is about (``None`` for a whole-document edit).
+    ``step_id`` names the step the edit is about (``None`` for a whole-document edit);
+    ``meta`` says what a model call cost (``llm_cost_usd``, ``llm_call_id``...; empty offline).
     """
 
     operator: str
     definition: Doc
     note: str
     step_id: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cost_usd(self) -> float:
+        return float(self.meta.get("llm_cost_usd", 0.0))
 
     def to_dict(self) -> dict[str, Any]:
         return {"operator": self.operator, "definition": self.definition, "note": self.note,
-                "step_id": self.step_id}
+                "step_id": self.step_id, "meta": dict(self.meta)}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class FailureEvidence:
         self.outputs: dict[str, list[Any]] = {}
         self.errors: dict[str, list[str]] = {}
         self.inputs: list[Any] = []
+        self.items: dict[str, list[Any]] = {}
         for run in context.failures:
             if not isinstance(run, Mapping):
                 continue
@@ -89,6 +95,9 @@ class FailureEvidence:
                 step_id = entry.get("id")
                 if not isinstance(step_id, str):
                     continue
+                if entry.get("kind") == "item":  # one item of a map: "<map id>[<index>]"
+                    self.items.setdefault(step_id.split("[")[0], []).append(entry.get("input"))
+                    continue
                 if entry.get("error"):
                     failing[step_id] += 1
                     self.errors.setdefault(step_id, []).append(str(entry["error"]))
@@ -96,11 +105,20 @@ class FailureEvidence:
                     self.outputs.setdefault(step_id, []).append(entry["output"])
         self.failing: list[str] = [step_id for step_id, _ in failing.most_common()]
         # A failure inside a block is often caused by the step holding it (a switch on the
-        # wrong field, a map over the wrong list): those steps are in focus too.
-        self.focus: set[str] = set(self.failing)
+        # wrong field, a map over the wrong list): those steps are in focus too, after the
+        # innermost failing steps (a failure propagates to every step holding it).
+        holders: set[str] = set()
         for step_id, ancestors in ancestor_ids(doc).items():
-            if step_id in self.failing:
-                self.focus.update(ancestors)
+            if step_id in failing:
+                holders.update(ancestors)
+        self.culprits: set[str] = {s for s in self.failing if s not in holders}
+        self.focus: set[str] = set(self.failing) | holders
+
+    def tier(self, step_id: str | None) -> int:
+        """0 for a step that failed itself, 1 for one holding a failure, 2 for the rest."""
+        if step_id in self.culprits:
+            return 0
+        return 1 if step_id in self.focus else 2
 
     def samples(self) -> list[dict[str, Any]]:
         """Partial run states built from the traces, to look up what a path held."""
@@ -154,8 +172,7 @@ def select(
     """Up to ``limit`` proposals: focus steps first, then by rank, shuffled within a tier."""
     tiers: dict[tuple[int, int], list[Candidate]] = {}
     for candidate in candidates:
-        focus = 0 if candidate.step_id in evidence.focus else 1
-        tiers.setdefault((focus, candidate.rank), []).append(candidate)
+        tiers.setdefault((evidence.tier(candidate.step_id), candidate.rank), []).append(candidate)
     seen = {canonical_json(doc)}
     out: list[WorkflowProposal] = []
     for key in sorted(tiers):
@@ -200,11 +217,21 @@ def fresh_id(taken: set[str], base: str) -> str:
 
 def renumber(step: dict[str, Any], taken: set[str]) -> dict[str, Any]:
     """A deep copy of ``step`` whose id and nested ids are fresh against ``taken``."""
-    clone = copy.deepcopy(step)
+    clone: dict[str, Any] = clone_json(step)
     for loc in walk_steps({"steps": [clone]}):
         raw = loc.step.get("id")
         loc.step["id"] = fresh_id(taken, raw if isinstance(raw, str) and raw else "step")
     return clone
+
+
+def clone_json(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists, scalars): several times faster than
+    ``copy.deepcopy``, which matters because every candidate edit starts from one."""
+    if isinstance(value, dict):
+        return {key: clone_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [clone_json(item) for item in value]
+    return value
 
 
 def step_at(doc: Doc, path: Path) -> dict[str, Any]:
@@ -217,7 +244,7 @@ def edit_copy(doc: Doc, path: Path, edit: Callable[[Doc, dict[str, Any]], bool |
     """A builder: deep-copy ``doc`` and apply ``edit(copy, step at path)``; ``False`` = no-op."""
 
     def build() -> Doc | None:
-        clone = copy.deepcopy(doc)
+        clone: Doc = clone_json(doc)
         if edit(clone, step_at(clone, path)) is False:
             return None
         return clone

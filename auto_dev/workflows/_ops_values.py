@@ -4,12 +4,13 @@ and constants."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from auto_dev.workflows._document import StepLocation, step_kind, walk_steps
+from auto_dev.workflows._document import StepLocation, find_step, step_kind, walk_steps
 from auto_dev.workflows._expr_edits import (
     FLIPPED,
+    ExprToken,
     compiles,
     expression_tokens,
     is_identifier,
@@ -29,6 +30,7 @@ from auto_dev.workflows._ops_base import (
     Path,
     WorkflowMutationContext,
     WorkflowOperator,
+    ancestor_ids,
     edit_copy,
     step_id_of,
 )
@@ -122,7 +124,8 @@ def available_paths(doc: Doc, target: StepLocation, context: WorkflowMutationCon
                     evidence: FailureEvidence) -> list[str]:
     """State paths a value of the step at ``target`` can read: the declared input fields, the
     outputs of steps that ran before it (and their fields seen in traces), ``vars`` written
-    before it, and the paths seen in traces."""
+    before it, the item of each map holding it (and its fields seen in traces), and the paths
+    seen in traces."""
     paths: dict[str, None] = {}
     spec = doc.get("input")
     if isinstance(spec, dict):
@@ -143,6 +146,16 @@ def available_paths(doc: Doc, target: StepLocation, context: WorkflowMutationCon
                              if is_identifier(str(k)))
         if step_kind(loc.step) == "set" and isinstance(loc.step.get("set"), dict):
             paths.update((f"vars.{k}", None) for k in loc.step["set"] if is_identifier(str(k)))
+    for map_id in ancestor_ids(doc).get(step_id_of(target.step) or "", ()):
+        found = find_step(doc, map_id)
+        body = found.step.get("map") if found is not None else None
+        if not isinstance(body, dict):
+            continue
+        name = body.get("as", "item")
+        paths[name] = None
+        for item in evidence.items.get(map_id, ()):
+            if isinstance(item, dict):
+                paths.update((f"{name}.{k}", None) for k in item if is_identifier(str(k)))
     paths.update((p, None) for p in context.state_paths if compiles(p))
     return list(paths)
 
@@ -241,6 +254,7 @@ class RewriteComparisonField(WorkflowOperator):
             step_id = step_id_of(loc.step)
             for keys, expr in _condition_sites(loc.step):
                 tokens = expression_tokens(expr)
+                literals = _literals(tokens)
                 for i, token in enumerate(tokens):
                     parts = token.text.split(".")
                     if token.kind != "path" or len(parts) < 2:
@@ -250,9 +264,24 @@ class RewriteComparisonField(WorkflowOperator):
                         if sibling == parts[-1]:
                             continue
                         new = replace_token(tokens, i, f"{parent}.{sibling}")
+                        # A sibling that held a value the condition compares with is the
+                        # likeliest field meant (status vs state == 'shipped').
+                        held = [lookup(state, f"{parent}.{sibling}") for state in samples]
+                        rank = 0 if any(ok and value in literals for ok, value in held) else 1
                         yield Candidate(step_id, f"step {step_id}: {_key(keys)} tests "
                                         f"{parent}.{sibling} instead of {token.text}",
-                                        _setter(doc, loc.path, keys, new, expression=True))
+                                        _setter(doc, loc.path, keys, new, expression=True), rank)
+
+
+def _literals(tokens: Sequence[ExprToken]) -> list[Any]:
+    """The constant values an expression compares with."""
+    out: list[Any] = []
+    for token in tokens:
+        if token.kind == "raw":
+            out.append(raw_value(token))
+        elif token.kind == "lit":
+            out.append(literal_value(token))
+    return out
 
 
 class ChangeConstant(WorkflowOperator):

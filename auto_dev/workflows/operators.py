@@ -21,6 +21,13 @@ from auto_dev.workflows._ops_base import (
     WorkflowOperator,
     WorkflowProposal,
 )
+from auto_dev.workflows._ops_model import (
+    LLMWorkflowEdit,
+    ReflectivePromptRewrite,
+    WorkflowModelOperator,
+    format_failures,
+    pretty_json,
+)
 from auto_dev.workflows._ops_structure import (
     AddRetry,
     DeleteStep,
@@ -46,17 +53,22 @@ __all__ = [
     "DeleteStep",
     "DuplicateStep",
     "FlipComparison",
+    "LLMWorkflowEdit",
     "MoveStep",
+    "ReflectivePromptRewrite",
     "RemoveRetry",
     "RepointArgument",
     "RewriteComparisonField",
     "SwapBranches",
     "SwitchTool",
     "WidenRetry",
+    "WorkflowModelOperator",
     "WorkflowMutationContext",
     "WorkflowOperator",
     "WorkflowProposal",
     "WrapInCatch",
+    "format_failures",
+    "pretty_json",
     "propose_offline",
 ]
 
@@ -88,20 +100,23 @@ def propose_offline(
     """Up to ``limit`` distinct proposals mixed from ``operators``.
 
     Operators take turns (in an order shuffled with ``context.rng``), first handing out their
-    proposals about failing steps, then the others, so that one prolific operator cannot crowd
-    out the rest. No two proposals are the same document, and none equals ``doc``.
+    proposals about steps that failed or hold a failure, then the others, so that one
+    prolific operator cannot crowd out the rest. No two proposals are the same
+    document, and none equals ``doc``.
     """
     if limit <= 0:
         return []
-    focus = FailureEvidence(doc, context).focus
+    evidence = FailureEvidence(doc, context)
     order = list(operators)
     context.rng.shuffle(order)
     batches = [op.propose(doc, context) for op in order]
-    focused = [[p for p in batch if p.step_id in focus] for batch in batches]
-    others = [[p for p in batch if p.step_id not in focus] for batch in batches]
+    # Steps that failed and the steps holding them share the first turn: the cause of a
+    # failure in a branch is as often the switch choosing it as the branch's own step.
+    tiers = [[[p for p in batch if (p.step_id in evidence.focus) == focused] for batch in batches]
+             for focused in (True, False)]
     seen = {canonical_json(doc)}
     out: list[WorkflowProposal] = []
-    for queues in (focused, others):
+    for queues in tiers:
         while any(queues) and len(out) < limit:
             for queue in queues:
                 if not queue or len(out) >= limit:
