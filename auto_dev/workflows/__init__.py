@@ -21,6 +21,7 @@ from auto_dev.workflows._document import (
     workflow_hash,
 )
 from auto_dev.workflows._trace import StepTrace, WorkflowRun
+from auto_dev.workflows.diff import WorkflowDiff, structural_diff
 from auto_dev.workflows.interpreter import (
     RunLimits,
     StepContext,
@@ -30,20 +31,38 @@ from auto_dev.workflows.interpreter import (
     check_input,
     derive_seed,
 )
+from auto_dev.workflows.operators import (
+    OFFLINE_OPERATORS,
+    LLMWorkflowEdit,
+    ReflectivePromptRewrite,
+    WorkflowModelOperator,
+    WorkflowMutationContext,
+    WorkflowOperator,
+    WorkflowProposal,
+    propose_offline,
+)
 from auto_dev.workflows.schema import WORKFLOW_SCHEMA, validate_workflow
 from auto_dev.workflows.tools import SandboxToolInvoker, load_tools_file
 
 __all__ = [
     "BUILTIN_STEP_KINDS",
+    "OFFLINE_OPERATORS",
     "WORKFLOW_SCHEMA",
+    "LLMWorkflowEdit",
+    "ReflectivePromptRewrite",
     "RunLimits",
     "SandboxToolInvoker",
     "StepContext",
     "StepKinds",
     "StepLocation",
     "StepTrace",
+    "WorkflowDiff",
     "WorkflowHooks",
     "WorkflowInterpreter",
+    "WorkflowModelOperator",
+    "WorkflowMutationContext",
+    "WorkflowOperator",
+    "WorkflowProposal",
     "WorkflowRun",
     "canonical_json",
     "check_input",
@@ -51,7 +70,9 @@ __all__ = [
     "find_step",
     "format_path",
     "load_tools_file",
+    "propose_offline",
     "step_kind",
+    "structural_diff",
     "validate_workflow",
     "walk_steps",
     "workflow_hash",

@@ -4,12 +4,13 @@ and constants."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from auto_dev.workflows._document import StepLocation, find_step, step_kind, walk_steps
 from auto_dev.workflows._expr_edits import (
     FLIPPED,
+    ExprToken,
     compiles,
     expression_tokens,
     is_identifier,
@@ -253,6 +254,7 @@ class RewriteComparisonField(WorkflowOperator):
             step_id = step_id_of(loc.step)
             for keys, expr in _condition_sites(loc.step):
                 tokens = expression_tokens(expr)
+                literals = _literals(tokens)
                 for i, token in enumerate(tokens):
                     parts = token.text.split(".")
                     if token.kind != "path" or len(parts) < 2:
@@ -262,9 +264,24 @@ class RewriteComparisonField(WorkflowOperator):
                         if sibling == parts[-1]:
                             continue
                         new = replace_token(tokens, i, f"{parent}.{sibling}")
+                        # A sibling that held a value the condition compares with is the
+                        # likeliest field meant (status vs state == 'shipped').
+                        held = [lookup(state, f"{parent}.{sibling}") for state in samples]
+                        rank = 0 if any(ok and value in literals for ok, value in held) else 1
                         yield Candidate(step_id, f"step {step_id}: {_key(keys)} tests "
                                         f"{parent}.{sibling} instead of {token.text}",
-                                        _setter(doc, loc.path, keys, new, expression=True))
+                                        _setter(doc, loc.path, keys, new, expression=True), rank)
+
+
+def _literals(tokens: Sequence[ExprToken]) -> list[Any]:
+    """The constant values an expression compares with."""
+    out: list[Any] = []
+    for token in tokens:
+        if token.kind == "raw":
+            out.append(raw_value(token))
+        elif token.kind == "lit":
+            out.append(literal_value(token))
+    return out
 
 
 class ChangeConstant(WorkflowOperator):

@@ -100,8 +100,8 @@ def propose_offline(
     """Up to ``limit`` distinct proposals mixed from ``operators``.
 
     Operators take turns (in an order shuffled with ``context.rng``), first handing out their
-    proposals about steps that failed, then about steps holding a failure, then the others,
-    so that one prolific operator cannot crowd out the rest. No two proposals are the same
+    proposals about steps that failed or hold a failure, then the others, so that one
+    prolific operator cannot crowd out the rest. No two proposals are the same
     document, and none equals ``doc``.
     """
     if limit <= 0:
@@ -110,8 +110,10 @@ def propose_offline(
     order = list(operators)
     context.rng.shuffle(order)
     batches = [op.propose(doc, context) for op in order]
-    tiers = [[[p for p in batch if evidence.tier(p.step_id) == tier] for batch in batches]
-             for tier in (0, 1, 2)]
+    # Steps that failed and the steps holding them share the first turn: the cause of a
+    # failure in a branch is as often the switch choosing it as the branch's own step.
+    tiers = [[[p for p in batch if (p.step_id in evidence.focus) == focused] for batch in batches]
+             for focused in (True, False)]
     seen = {canonical_json(doc)}
     out: list[WorkflowProposal] = []
     for queues in tiers:

@@ -282,9 +282,8 @@ class TestDeterminismAndMixing:
         assert len(proposals) == 15
         assert len({canonical_json(p.definition) for p in proposals}) == 15
         assert len({p.operator for p in proposals}) >= 8
-        tiers = [0 if p.step_id == "cancel" else 1 if p.step_id == "route" else 2
-                 for p in proposals]
-        assert tiers == sorted(tiers) and tiers[0] == 0
+        focused = [p.step_id in ("cancel", "route") for p in proposals]
+        assert focused == sorted(focused, reverse=True) and focused[0]
         assert doc == refund()
         assert propose_offline(doc, _context(), limit=0) == []
 
@@ -337,3 +336,55 @@ class TestOperatorProperties:
         b = propose_offline(doc, _context(seed=seed), limit=8)
         assert [p.definition for p in a] == [p.definition for p in b]
         assert canonical_json(doc) not in {canonical_json(p.definition) for p in a}
+
+
+def _support_tools() -> Any:
+    from tests.workflows._support import FakeTools
+
+    def get_order(order_id: int) -> dict[str, Any]:
+        return {"id": order_id, "status": "open", "state": "shipped"}
+
+    def start_return(order: dict[str, Any]) -> str:
+        return f"return {order['id']}"
+
+    def cancel_order(order_id: int) -> str:
+        raise ValueError("cannot cancel a shipped order")
+
+    def flaky(order_id: int, rng: random.Random) -> str:
+        if rng.random() < 0.5:
+            raise RuntimeError("flaky failure")
+        return "ok"
+
+    return FakeTools(get_order=get_order, get_order_v2=get_order, start_return=start_return,
+                     cancel_order=cancel_order, flaky=flaky)
+
+
+class TestRepairsRealRuns:
+    """Fed a real failed run, the offline operators propose a variant that runs successfully."""
+
+    @pytest.mark.parametrize("broken, repair", [
+        ({"name": "w", "input": {"required": ["order_id"]}, "steps": [
+            {"id": "order", "tool": "get_order", "args": {"order_id": "${input.order_id}"}},
+            {"id": "route", "switch": [
+                {"when": "steps.order.status == 'shipped'", "steps": [
+                    {"id": "ret", "tool": "start_return", "args": {"order": "${steps.order}"}}]},
+                {"otherwise": [{"id": "cancel", "tool": "cancel_order",
+                                "args": {"order_id": "${input.order_id}"}}]}]}],
+          "output": "steps.route"}, "rewrite_comparison_field"),
+        ({"name": "w", "input": {"required": ["order_id"]}, "steps": [
+            {"id": "call", "tool": "flaky", "args": {"order_id": "${input.order_id}"}}],
+          "output": "steps.call"}, "add_retry"),
+    ], ids=["wrong_field", "missing_retry"])
+    async def test_a_proposal_fixes_the_run(self, broken: dict[str, Any], repair: str) -> None:
+        """The failing run's trace leads the mix to a variant that succeeds on the same seed."""
+        from auto_dev.workflows import WorkflowInterpreter
+
+        interpreter = WorkflowInterpreter(_support_tools())
+        failed = await interpreter.run(broken, {"order_id": 7}, seed=1)
+        assert not failed.ok
+        context = WorkflowMutationContext(tools=[*TOOLS, "flaky"], failures=[failed.to_dict()],
+                                          rng=random.Random(0))
+        proposals = propose_offline(broken, context, limit=12)
+        fixed = [p for p in proposals
+                 if (await interpreter.run(p.definition, {"order_id": 7}, seed=1)).ok]
+        assert repair in {p.operator for p in fixed}
