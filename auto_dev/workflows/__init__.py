@@ -42,6 +42,12 @@ from auto_dev.workflows.operators import (
     propose_offline,
 )
 from auto_dev.workflows.schema import WORKFLOW_SCHEMA, validate_workflow
+from auto_dev.workflows.search import (
+    WorkflowSearchResult,
+    WorkflowTask,
+    evolve_workflow,
+    load_tasks_file,
+)
 from auto_dev.workflows.tools import SandboxToolInvoker, load_tools_file
 
 __all__ = [
@@ -64,11 +70,15 @@ __all__ = [
     "WorkflowOperator",
     "WorkflowProposal",
     "WorkflowRun",
+    "WorkflowSearchResult",
+    "WorkflowTask",
     "canonical_json",
     "check_input",
     "derive_seed",
+    "evolve_workflow",
     "find_step",
     "format_path",
+    "load_tasks_file",
     "load_tools_file",
     "propose_offline",
     "step_kind",

@@ -28,6 +28,7 @@ from auto_dev.workflows._ops_model import (
     format_failures,
     pretty_json,
 )
+from auto_dev.workflows._ops_references import RepointReference
 from auto_dev.workflows._ops_structure import (
     AddRetry,
     DeleteStep,
@@ -58,6 +59,7 @@ __all__ = [
     "ReflectivePromptRewrite",
     "RemoveRetry",
     "RepointArgument",
+    "RepointReference",
     "RewriteComparisonField",
     "SwapBranches",
     "SwitchTool",
@@ -87,6 +89,7 @@ OFFLINE_OPERATORS: tuple[WorkflowOperator, ...] = (
     DuplicateStep(),
     DeleteStep(),
     RemoveRetry(),
+    RepointReference(),
 )
 
 

@@ -144,12 +144,10 @@ def _refused_run(error: str) -> WorkflowRun:
 
 
 def default_operators() -> list[Any]:
-    """Every offline workflow operator, and the search's own :class:`RepointReference` (a map's
-    list, the workflow's output)."""
-    from auto_dev.workflows._search_operators import RepointReference
+    """Every offline workflow operator (a fresh list the caller may extend)."""
     from auto_dev.workflows.operators import OFFLINE_OPERATORS
 
-    return [*OFFLINE_OPERATORS, RepointReference()]
+    return list(OFFLINE_OPERATORS)
 
 
 class _WorkflowSearch:

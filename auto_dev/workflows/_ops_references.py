@@ -1,5 +1,5 @@
-"""An offline operator the search adds to the workflow operators: re-point a reference that is
-not a step argument (a map's ``over`` list, the workflow's ``output``).
+"""The offline operator that re-points a reference that is not a step argument (a map's
+``over`` list, the workflow's ``output``).
 
 :class:`~auto_dev.workflows.operators.RepointArgument` re-points ``${path}`` values in a step's
 ``args`` and ``set``. Two other places read the state by path and go wrong the same way in real

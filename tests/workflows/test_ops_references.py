@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from auto_dev.workflows._search_operators import RepointReference
+from auto_dev.workflows._ops_references import RepointReference
 from auto_dev.workflows.operators import WorkflowMutationContext
 
 
