@@ -22,7 +22,18 @@ from fastapi.openapi.utils import get_openapi
 from auto_dev._exceptions import AutoDevError
 from auto_dev.queries.idempotency import IdempotencyRecords
 from auto_dev.queries.tokens import TokenQueries
-from auto_dev.server import browse, health, ingest, metrics, otlp, pages, problems, review
+from auto_dev.server import (
+    browse,
+    health,
+    ingest,
+    metrics,
+    otlp,
+    pages,
+    problems,
+    review,
+    signals,
+    workflows_api,
+)
 from auto_dev.server.bodies import BodyLimit
 from auto_dev.server.schemas import COMPONENTS
 
@@ -88,7 +99,7 @@ def create_app(settings: Settings | None = None, *, autodev: AutoDev | None = No
     app.add_middleware(BodyLimit, max_bytes=current.server_max_body_bytes)
     app.add_middleware(metrics.RequestMetrics)
     for router in (health.router, metrics.router, ingest.router, otlp.router, review.router,
-                   browse.router, browse.admin_router):
+                   browse.router, browse.admin_router, workflows_api.router, signals.router):
         app.include_router(router)
     pages.install_pages(app)  # the review web page at /
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
