@@ -48,9 +48,10 @@ _CLEANUP_EVERY_S = 3600.0
 
 API_DESCRIPTION = """\
 auto-dev as a service: agent platforms report episodes and skill executions (`/v1/episodes`,
-`/v1/skill-executions`, or OpenTelemetry traces over OTLP/HTTP at `/v1/traces`), reviewers
-decide on the candidates auto-dev evolves (`/v1/candidates`),
-operators watch `/healthz`, `/readyz` and `/metrics`.
+`/v1/skill-executions`, or OpenTelemetry traces over OTLP/HTTP at `/v1/traces`) and signals
+on tool and workflow versions (`/v1/signals`), reviewers decide on the candidates auto-dev
+evolves (`/v1/candidates`) and manage workflows (`/v1/workflows`), operators watch
+`/healthz`, `/readyz` and `/metrics`.
 
 Authenticate with `Authorization: Bearer <token>` (`auto-dev tokens create`). The tenant is the
 token's. Roles: `ingest` < `reviewer` < `admin`. Errors are RFC 7807 problem JSON naming the
