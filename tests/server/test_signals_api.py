@@ -4,6 +4,7 @@ workflows and tools."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from sqlalchemy import func, select
 
 from auto_dev.models import EventRecord, VersionSignal
 from auto_dev.queries.tokens import Role
+from auto_dev.server.schemas import SignalIn
+from auto_dev.service import AutoDev
 from tests.server._support import Service, seed_workflow, service, snapshot
 
 
@@ -179,3 +182,22 @@ class TestBadInput:
             assert answer.status_code == 422, answer.text
             assert answer.json()["field"] == "value"
             assert _signals(world) == before
+
+
+class TestContract:
+    """The body mirrors ``AutoDev.record_signal`` and is documented in the OpenAPI schema."""
+
+    def test_body_mirrors_the_facade_and_is_documented(self, world: Service) -> None:
+        params = set(inspect.signature(AutoDev.record_signal).parameters) - {"self",
+                                                                             "tenant_id"}
+        assert set(SignalIn.model_fields) == params
+        with world.client() as client:
+            schema = client.get("/openapi.json").json()
+        body = schema["paths"]["/v1/signals"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]
+        assert body["oneOf"][0] == {"$ref": "#/components/schemas/SignalIn"}
+        assert set(schema["components"]["schemas"]["SignalIn"]["required"]) == {"kind",
+                                                                                 "value"}
+        for path in ("/v1/workflows", "/v1/workflows/{name}/rollback",
+                     "/v1/workflows/{name}/versions/{version}", "/v1/tools/{name}/signals"):
+            assert path in schema["paths"]
