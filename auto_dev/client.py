@@ -6,6 +6,7 @@
     autodev = AutoDevClient("http://auto-dev:8080", token="adt_...")
     autodev.record_episode(agent="a1", task="slugify the title", success=False,
                            tool_name="slugify", inputs={"args": ["A B"]}, error_trace=tb)
+    autodev.record_signal(kind="business_value", value=12.5, workflow="refund_request")
 
 :class:`AsyncAutoDevClient` is the same for asyncio. Both retry what is safe to retry: a
 connection that failed before the request was sent, and (for reads and for the ingest POSTs,
@@ -25,13 +26,14 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from auto_dev._exceptions import AutoDevError, NotFoundError, ValidationError
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-_INGEST_PATHS = ("/v1/episodes", "/v1/skill-executions")
+_INGEST_PATHS = ("/v1/episodes", "/v1/skill-executions", "/v1/signals")
 
 
 class ServiceError(AutoDevError):
@@ -132,6 +134,16 @@ class AutoDevClient:
         ``AutoDev.record_skill_execution``)."""
         self.request("POST", "/v1/skill-executions", json=execution)
 
+    def record_signal(self, **signal: Any) -> str:
+        """Report a signal on a tool or workflow version (the keyword arguments of
+        ``AutoDev.record_signal``: ``kind``, ``value``, ``tool`` or ``workflow``, and
+        optionally ``version``, ``agent``, ``metadata``); returns its id."""
+        return str(self.request("POST", "/v1/signals", json=signal)["signal_id"])
+
+    def record_signals(self, signals: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Report a batch of signals, recorded all or nothing; returns their ids."""
+        return list(self.request("POST", "/v1/signals", json=list(signals))["signal_ids"])
+
     # -- review ---------------------------------------------------------------------------------
 
     def candidates(self, **filters: Any) -> dict[str, Any]:
@@ -144,6 +156,19 @@ class AutoDevClient:
             raise ValidationError("decision", "must be approve, reject or promote")
         return dict(self.request("POST", f"/v1/candidates/{candidate_id}/{decision}",
                                  json={"reason": reason}))
+
+    def workflows(self, **paging: Any) -> dict[str, Any]:
+        """A page of the tenant's workflows (``limit``, ``offset``)."""
+        return dict(self.request("GET", "/v1/workflows", params=paging))
+
+    def workflow(self, name: str) -> dict[str, Any]:
+        """Workflow ``name``: its counts, active version and that version's definition."""
+        return dict(self.request("GET", _workflow_path(name)))
+
+    def workflow_signals(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Per kind of signal: count, mean, min, max of the active version (or ``version``)."""
+        params = {} if version is None else {"version": version}
+        return dict(self.request("GET", _workflow_path(name) + "/signals", params=params))
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -202,6 +227,13 @@ class AsyncAutoDevClient:
     async def record_skill_execution(self, **execution: Any) -> None:
         await self.request("POST", "/v1/skill-executions", json=execution)
 
+    async def record_signal(self, **signal: Any) -> str:
+        return str((await self.request("POST", "/v1/signals", json=signal))["signal_id"])
+
+    async def record_signals(self, signals: Iterable[Mapping[str, Any]]) -> list[str]:
+        answer = await self.request("POST", "/v1/signals", json=list(signals))
+        return list(answer["signal_ids"])
+
     async def candidates(self, **filters: Any) -> dict[str, Any]:
         return dict(await self.request("GET", "/v1/candidates", params=filters))
 
@@ -211,6 +243,17 @@ class AsyncAutoDevClient:
             raise ValidationError("decision", "must be approve, reject or promote")
         return dict(await self.request("POST", f"/v1/candidates/{candidate_id}/{decision}",
                                        json={"reason": reason}))
+
+    async def workflows(self, **paging: Any) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/workflows", params=paging))
+
+    async def workflow(self, name: str) -> dict[str, Any]:
+        return dict(await self.request("GET", _workflow_path(name)))
+
+    async def workflow_signals(self, name: str, version: int | None = None) -> dict[str, Any]:
+        params = {} if version is None else {"version": version}
+        return dict(await self.request("GET", _workflow_path(name) + "/signals",
+                                       params=params))
 
     async def request(self, method: str, path: str, *, json: Any = None,
                       params: Mapping[str, Any] | None = None,
@@ -250,6 +293,12 @@ def _may_repeat(exc: httpx.TransportError, method: str, headers: Mapping[str, st
     requests."""
     return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) \
         or _Requests.retryable(method, headers)
+
+
+def _workflow_path(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("name", "must be a workflow's name")
+    return "/v1/workflows/" + quote(name, safe="")
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:

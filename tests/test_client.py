@@ -11,7 +11,7 @@ import pytest
 from auto_dev._exceptions import NotFoundError, ValidationError
 from auto_dev.client import AsyncAutoDevClient, AutoDevClient, RetryPolicy, ServiceError
 from auto_dev.queries.tokens import Role
-from tests.server._support import Service, service
+from tests.server._support import Service, seed_workflow, service
 
 FAST = RetryPolicy(attempts=4, backoff_s=0.001, max_backoff_s=0.01)
 
@@ -95,6 +95,52 @@ class TestAgainstTheService:
                 await client.record_episodes([])
         assert len(episode) == 32
         assert running.counts("beta")["episodes"] == 1
+
+
+class TestSignalsAndWorkflows:
+    """Signals on a workflow version, retried without being recorded twice; workflow reads."""
+
+    def test_sync_signals_survive_lost_answers(self, running: Service) -> None:
+        seed_workflow(running.autodev, "acme")
+        transport = _LoseFirstAnswers(1)
+        with AutoDevClient(running.url, token=running.tokens[("acme", Role.INGEST)],
+                           retry=FAST, transport=transport) as client:
+            first = client.record_signal(kind="feedback", value=1, workflow="triage",
+                                         agent="a1", metadata={"user": "u1"})
+            batch = client.record_signals([{"kind": "business_value", "value": 3.0,
+                                            "workflow": "triage", "version": 1}] * 2)
+            with pytest.raises(ValidationError) as bad:
+                client.record_signal(kind="feedback", value="good", workflow="triage")
+            with pytest.raises(NotFoundError):
+                client.record_signal(kind="feedback", value=1.0, workflow="nope")
+        assert bad.value.field == "value"
+        assert len(transport.keys) >= 2 and transport.keys[0] == transport.keys[1]
+        assert len({first, *batch}) == 3
+        with AutoDevClient(running.url, token=running.tokens[("acme", Role.REVIEWER)]
+                           ) as reader:
+            active = reader.workflow_signals("triage")
+            old = reader.workflow_signals("triage", version=1)
+            listed = reader.workflows(limit=10)
+            shown = reader.workflow("triage")
+        assert active["kinds"]["feedback"]["count"] == 1  # once, although sent twice
+        assert old["kinds"]["business_value"]["count"] == 2
+        assert [w["name"] for w in listed["items"]] == ["triage"]
+        assert shown["active_version"] == 2 and shown["definition"]["name"] == "triage"
+
+    async def test_async_signals(self, running: Service) -> None:
+        seed_workflow(running.autodev, "beta", "flow")
+        async with AsyncAutoDevClient(running.url,
+                                      token=running.tokens[("beta", Role.ADMIN)]) as client:
+            one = await client.record_signal(kind="csat", value=4.5, workflow="flow")
+            two = await client.record_signals([{"kind": "csat", "value": 3.5,
+                                                "tool": "inc"}])
+            summary = await client.workflow_signals("flow")
+            listed = await client.workflows()
+            shown = await client.workflow("flow")
+            with pytest.raises(NotFoundError):
+                await client.workflow("acme-only")
+        assert one not in two and summary["kinds"]["csat"]["mean"] == 4.5
+        assert listed["total"] == 1 and shown["versions"] == 2
 
 
 class TestRetries:

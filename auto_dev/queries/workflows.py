@@ -274,6 +274,18 @@ def version_info(row: WorkflowVersion) -> WorkflowVersionInfo:
                                row.created_by, row.created_at, row.definition_hash)
 
 
+def _workflow_info(session: Session, workflow: Workflow) -> WorkflowInfo:
+    active = active_workflow_version(session, workflow)
+    versions = session.scalar(select(func.count()).select_from(WorkflowVersion).where(
+        WorkflowVersion.tenant_id == workflow.tenant_id,
+        WorkflowVersion.workflow_id == workflow.id)) or 0
+    tasks = session.scalar(select(func.count()).select_from(WorkflowTaskRecord).where(
+        WorkflowTaskRecord.tenant_id == workflow.tenant_id,
+        WorkflowTaskRecord.workflow_id == workflow.id)) or 0
+    return WorkflowInfo(workflow.id, workflow.name, workflow.description,
+                        active.version if active else None, int(versions), int(tasks))
+
+
 # -- the tenant's view ----------------------------------------------------------------------------
 
 
@@ -307,33 +319,41 @@ class WorkflowQueries:
             workflow = get_workflow(session, self.tenant_id, name)
             return [version_info(v) for v in versions_of(session, workflow)]
 
-    def summaries(self) -> list[WorkflowInfo]:
-        """Every workflow of the tenant, by name."""
+    def summaries(self, *, limit: int | None = None, offset: int = 0) -> list[WorkflowInfo]:
+        """The tenant's workflows by name (``limit`` of them after ``offset``: all by
+        default)."""
         with self.database.session(readonly=True) as session:
-            workflows = session.scalars(select(Workflow).where(
-                Workflow.tenant_id == self.tenant_id).order_by(Workflow.name))
-            out = []
-            for workflow in workflows:
-                active = active_workflow_version(session, workflow)
-                count = session.scalar(select(func.count()).select_from(WorkflowVersion).where(
-                    WorkflowVersion.workflow_id == workflow.id)) or 0
-                tasks = session.scalar(select(func.count()).select_from(WorkflowTaskRecord)
-                                       .where(WorkflowTaskRecord.workflow_id == workflow.id)) or 0
-                out.append(WorkflowInfo(workflow.id, workflow.name, workflow.description,
-                                        active.version if active else None, int(count),
-                                        int(tasks)))
-            return out
+            query = (select(Workflow).where(Workflow.tenant_id == self.tenant_id)
+                     .order_by(Workflow.name).offset(offset))
+            if limit is not None:
+                query = query.limit(limit)
+            return [_workflow_info(session, w) for w in session.scalars(query)]
 
-    def tasks(self, name: str) -> list[StoredWorkflowTask]:
-        """The workflow's tasks, oldest first."""
+    def count(self) -> int:
+        """How many workflows the tenant has."""
+        with self.database.session(readonly=True) as session:
+            return int(session.scalar(select(func.count()).select_from(Workflow).where(
+                Workflow.tenant_id == self.tenant_id)) or 0)
+
+    def summary(self, name: str) -> WorkflowInfo:
+        """Workflow ``name`` with its active version and counts, or NotFoundError."""
+        with self.database.session(readonly=True) as session:
+            return _workflow_info(session, get_workflow(session, self.tenant_id, name))
+
+    def tasks(self, name: str, *, limit: int | None = None, offset: int = 0
+              ) -> list[StoredWorkflowTask]:
+        """The workflow's tasks, oldest first (``limit`` of them after ``offset``: all by
+        default)."""
         with self.database.session(readonly=True) as session:
             workflow = get_workflow(session, self.tenant_id, name)
-            rows = session.scalars(select(WorkflowTaskRecord).where(
+            query = (select(WorkflowTaskRecord).where(
                 WorkflowTaskRecord.tenant_id == self.tenant_id,
                 WorkflowTaskRecord.workflow_id == workflow.id)
-                .order_by(WorkflowTaskRecord.created_at, WorkflowTaskRecord.id))
+                .order_by(WorkflowTaskRecord.created_at, WorkflowTaskRecord.id).offset(offset))
+            if limit is not None:
+                query = query.limit(limit)
             return [StoredWorkflowTask(r.id, dict(r.input or {}), r.expected, r.has_expected,
-                                       r.source, r.episode_id) for r in rows]
+                                       r.source, r.episode_id) for r in session.scalars(query)]
 
     def signal_summary(self, *, tool: str | None = None, workflow: str | None = None,
                        version: int | None = None) -> SignalSummary:

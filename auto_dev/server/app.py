@@ -22,7 +22,18 @@ from fastapi.openapi.utils import get_openapi
 from auto_dev._exceptions import AutoDevError
 from auto_dev.queries.idempotency import IdempotencyRecords
 from auto_dev.queries.tokens import TokenQueries
-from auto_dev.server import browse, health, ingest, metrics, otlp, pages, problems, review
+from auto_dev.server import (
+    browse,
+    health,
+    ingest,
+    metrics,
+    otlp,
+    pages,
+    problems,
+    review,
+    signals,
+    workflows_api,
+)
 from auto_dev.server.bodies import BodyLimit
 from auto_dev.server.schemas import COMPONENTS
 
@@ -37,9 +48,10 @@ _CLEANUP_EVERY_S = 3600.0
 
 API_DESCRIPTION = """\
 auto-dev as a service: agent platforms report episodes and skill executions (`/v1/episodes`,
-`/v1/skill-executions`, or OpenTelemetry traces over OTLP/HTTP at `/v1/traces`), reviewers
-decide on the candidates auto-dev evolves (`/v1/candidates`),
-operators watch `/healthz`, `/readyz` and `/metrics`.
+`/v1/skill-executions`, or OpenTelemetry traces over OTLP/HTTP at `/v1/traces`) and signals
+on tool and workflow versions (`/v1/signals`), reviewers decide on the candidates auto-dev
+evolves (`/v1/candidates`) and manage workflows (`/v1/workflows`), operators watch
+`/healthz`, `/readyz` and `/metrics`.
 
 Authenticate with `Authorization: Bearer <token>` (`auto-dev tokens create`). The tenant is the
 token's. Roles: `ingest` < `reviewer` < `admin`. Errors are RFC 7807 problem JSON naming the
@@ -88,7 +100,7 @@ def create_app(settings: Settings | None = None, *, autodev: AutoDev | None = No
     app.add_middleware(BodyLimit, max_bytes=current.server_max_body_bytes)
     app.add_middleware(metrics.RequestMetrics)
     for router in (health.router, metrics.router, ingest.router, otlp.router, review.router,
-                   browse.router, browse.admin_router):
+                   browse.router, browse.admin_router, workflows_api.router, signals.router):
         app.include_router(router)
     pages.install_pages(app)  # the review web page at /
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -28,11 +28,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from auto_dev._exceptions import StorageError, ValidationError
+from auto_dev._exceptions import NotFoundError, StorageError, ValidationError
 from auto_dev.queries.idempotency import IdempotencyRecords, check_key, request_digest
 from auto_dev.server import auth
 from auto_dev.server.bodies import read_json
-from auto_dev.server.problems import Problem, from_error, loc_to_field
+from auto_dev.server.problems import Problem, from_error, join_field, loc_to_field
 from auto_dev.server.schemas import EpisodeIn, SkillExecutionIn, json_body
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ async def post_episodes(request: Request,
     def respond(ids: list[Any], batch: bool) -> dict[str, Any]:
         return {"episode_ids": ids} if batch else {"episode_id": ids[0]}
 
-    return await _ingest(request, principal, EpisodeIn, call, respond, kind="episode")
+    return await ingest_items(request, principal, EpisodeIn, call, respond, kind="episode")
 
 
 @router.post(
@@ -94,14 +94,17 @@ async def post_skill_executions(request: Request,
     def respond(results: list[Any], batch: bool) -> dict[str, Any]:
         return {"recorded": len(results)}
 
-    return await _ingest(request, principal, SkillExecutionIn, call, respond,
+    return await ingest_items(request, principal, SkillExecutionIn, call, respond,
                          kind="skill_execution")
 
 
-async def _ingest(request: Request, principal: Principal, model: type[Any],
-                  call: Callable[[Any], Coroutine[Any, Any, Any]],
-                  respond: Callable[[list[Any], bool], dict[str, Any]], *, kind: str
-                  ) -> JSONResponse:
+async def ingest_items(request: Request, principal: Principal, model: type[Any],
+                       call: Callable[[Any], Coroutine[Any, Any, Any]],
+                       respond: Callable[[list[Any], bool], dict[str, Any]], *, kind: str
+                       ) -> JSONResponse:
+    """Read a body of ``model`` items (one or a batch), ``call`` the facade for each in one
+    transaction with the request's idempotent response, and answer ``respond(results,
+    batch)`` (201). Counts ``kind`` in the ingest metrics."""
     autodev: AutoDev = request.app.state.autodev
     settings = autodev.settings
     key = _idempotency_key(request)
@@ -196,6 +199,14 @@ def _write(autodev: AutoDev, tenant_id: str, key: str | None, digest: str, ttl: 
             except ValidationError as exc:
                 prefix = f"[{index}]" if batch else ""
                 raise from_error(exc, field_prefix=prefix) from None
+            except NotFoundError as exc:
+                # A named row (a workflow, a tool, a version) this tenant does not have: 404,
+                # as for any other tenant's row, naming the field when the caller knows it.
+                prefix = f"[{index}]" if batch else ""
+                field = getattr(exc, "field", None)
+                raise Problem(404, "not-found", str(exc),
+                              field=join_field(prefix, field) if field else prefix or None
+                              ) from None
         body = respond(results)
         if key is not None:
             IdempotencyRecords.save(session, tenant_id, key, request_hash=digest,

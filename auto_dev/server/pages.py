@@ -24,7 +24,9 @@ from auto_dev.candidates.review import PENDING_REVIEW, CandidateDetail, Candidat
 from auto_dev.candidates.risk import RiskReport, assess_code, assess_workflow
 from auto_dev.models import CandidateStatus
 from auto_dev.queries.tokens import Role
-from auto_dev.server import pages_browse
+from auto_dev.server import pages_browse, pages_workflows
+from auto_dev.server.pages_workflows import workflow_url
+from auto_dev.server.review import structural_lines
 from auto_dev.server.sidediff import changed_lines, side_by_side
 from auto_dev.server.templating import render_page
 from auto_dev.server.web_session import (
@@ -189,23 +191,6 @@ async def queue(request: Request, kind: str = "", status: str = "review") -> Res
 # -- one candidate --------------------------------------------------------------------------------
 
 
-def _structural_diff(detail: CandidateDetail) -> list[str] | None:
-    """The workflow structural diff's lines, when that module is installed."""
-    try:
-        from auto_dev.workflows.diff import structural_diff
-    except ImportError:
-        return None
-    before, after = _json(detail.base_code), _json(detail.code)
-    if before is None or after is None:  # a new workflow: the definition says it all
-        return None
-    try:
-        result = structural_diff(before, after)
-        return [str(line) for line in result.render_lines()]
-    except Exception as exc:  # a helper's failure must not take the review page down
-        log.warning("structural_diff_failed", error=str(exc))
-        return None
-
-
 @router.get("/candidates/{candidate_id}")
 async def candidate_page(request: Request, candidate_id: str, done: str = "") -> Response:
     session = await current_session(request)
@@ -213,13 +198,19 @@ async def candidate_page(request: Request, candidate_id: str, done: str = "") ->
         return login_redirect(request)
     autodev, tenant = _autodev(request), session.principal.tenant_id
 
-    def read() -> tuple[CandidateDetail, RiskReport]:
+    def read() -> tuple[CandidateDetail, RiskReport, str]:
         detail = autodev.review.show(tenant, candidate_id)
+        target, kind = detail.summary.target, detail.summary.kind
+        if kind != "workflow_variant":
+            url = "/tools/" + quote(target, safe="")
+        else:  # the workflow's page, once the workflow exists (a variant may precede it)
+            known = autodev.workflows.queries(tenant).workflow_id(target) is not None
+            url = workflow_url(target) if known else ""
         return detail, assess(detail.summary, detail.code, detail.base_code,
-                              _tool_names(autodev, tenant))
+                              _tool_names(autodev, tenant)), url
 
     try:
-        detail, risk = await asyncio.to_thread(read)
+        detail, risk, target_url = await asyncio.to_thread(read)
     except AutoDevError as exc:
         raise page_error(exc) from exc
     rows = side_by_side(detail.base_code, detail.code)
@@ -235,10 +226,10 @@ async def candidate_page(request: Request, candidate_id: str, done: str = "") ->
     return render_page(request, "candidate.html", session, d=detail, s=detail.summary, risk=risk,
                        rows=rows, changed=changed_lines(rows), objectives=objectives,
                        definition=definition,
-                       structural=_structural_diff(detail) if definition is not None else None,
+                       structural=structural_lines(detail) if definition is not None
+                       else None,
                        done=done if done in {"approved", "rejected", "promoted"} else "",
-                       tool_url="/tools/" + quote(detail.summary.target, safe="")
-                       if detail.summary.kind != "workflow_variant" else "")
+                       tool_url=target_url)
 
 
 @router.post("/candidates/{candidate_id}/{decision}")
@@ -277,6 +268,7 @@ def install_pages(app: FastAPI) -> None:
     """Add the pages, their static files and their error page to ``app``."""
     app.include_router(router)
     app.include_router(pages_browse.router)
+    app.include_router(pages_workflows.router)
     static = Path(__file__).with_name("static")
     app.mount("/static", StaticFiles(directory=static), name="static")
 

@@ -17,6 +17,7 @@ from auto_dev.server.bodies import parse_body
 from auto_dev.server.schemas import DecisionIn, RollbackIn, json_body
 
 if TYPE_CHECKING:
+    from auto_dev.candidates.review import CandidateDetail
     from auto_dev.server.auth import Principal
     from auto_dev.service import AutoDev
 
@@ -65,10 +66,22 @@ async def list_candidates(
 async def show_candidate(request: Request, candidate_id: str,
                          principal: Principal = Depends(auth.reviewer)) -> Any:
     """The diff against the active version, objectives against the parent's, per-case results,
-    lineage and the decisions so far. ``candidate_id`` may be a unique prefix (4+ chars)."""
+    lineage and the decisions so far. ``candidate_id`` may be a unique prefix (4+ chars). A
+    workflow variant's ``diff`` is structural, also given as ``structural_diff`` (one change
+    per line: steps added, removed, changed, moved)."""
     detail = await asyncio.to_thread(_autodev(request).review.show, principal.tenant_id,
                                      candidate_id)
-    return jsonable_encoder(detail)
+    body = jsonable_encoder(detail)
+    if detail.summary.kind == "workflow_variant":
+        body["structural_diff"] = structural_lines(detail)
+    return body
+
+
+def structural_lines(detail: CandidateDetail) -> list[str]:
+    """A workflow variant's structural diff, one change per line (the review service computes
+    it with :func:`auto_dev.workflows.diff.structural_diff` against what the variant
+    replaces)."""
+    return detail.diff.splitlines()
 
 
 @router.post("/candidates/{candidate_id}/approve", summary="Approve a candidate",

@@ -103,6 +103,47 @@ class RollbackIn(BaseModel):
     to_version: int | None = Field(None, ge=1)
 
 
+class WorkflowRollbackIn(BaseModel):
+    """Roll a workflow back: why, and optionally to which version (default: the newest older
+    one not itself rolled back)."""
+
+    model_config = _STRICT
+
+    reason: str = Field(min_length=1, max_length=10_000)
+    version: int | None = Field(None, ge=1)
+
+
+class SignalIn(BaseModel):
+    """A signal about the active version (or ``version``) of a tool or a workflow: its
+    business value, a user's feedback, or a kind of your own (any name). Name exactly one of
+    ``tool`` and ``workflow`` (the facade checks that). Mirrors the keyword arguments of
+    ``AutoDev.record_signal``."""
+
+    model_config = _STRICT
+
+    kind: str = Field(min_length=1, max_length=200)
+    value: float
+    tool: str | None = Field(None, min_length=1, max_length=200)
+    workflow: str | None = Field(None, min_length=1, max_length=200)
+    version: int | None = Field(None, ge=1)
+    agent: str | None = Field(None, min_length=1, max_length=200)
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @property
+    def target_field(self) -> str:
+        return "tool" if self.tool is not None else "workflow"
+
+    def facade_kwargs(self) -> dict[str, Any]:
+        return self.model_dump(include=self.model_fields_set)
+
+
 class MaturityIn(BaseModel):
     """Set an agent's maturity for a capability (an admin's decision, audited)."""
 

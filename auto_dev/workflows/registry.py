@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from auto_dev.candidates.store import CandidateStore
-    from auto_dev.candidates.workflow_versions import WorkflowRollbackResult
+    from auto_dev.candidates.workflow_versions import (
+        WorkflowRegistration,
+        WorkflowRollbackResult,
+    )
     from auto_dev.db import Database
     from auto_dev.events import EventBus
     from auto_dev.models import Workflow
@@ -77,12 +80,18 @@ class WorkflowRegistry:
         workflow, the same number for an identical definition, the next one for a changed
         definition. Raises :class:`~auto_dev.ValidationError` naming the field for a bad
         document (schema, unknown tools, expressions) and writes nothing then."""
+        return self.registration(doc, actor=actor, tenant_id=tenant_id).version
+
+    def registration(self, doc: Any, *, actor: str, tenant_id: str | None = None
+                     ) -> WorkflowRegistration:
+        """:meth:`register`, telling also the workflow's name and whether a version was
+        created (``False`` for a definition identical to the active one)."""
         plain = check_json("workflow", doc, self.limits)
         tid = self._tid(tenant_id)
         with self.database.session() as session:
             self.database.ensure_tenant(session, tid)
             return self.store.register_workflow(session, tenant_id=tid, definition=plain,
-                                                actor=actor, kinds=self.custom_kinds).version
+                                                actor=actor, kinds=self.custom_kinds)
 
     def definition(self, name: str, *, version: int | None = None,
                    tenant_id: str | None = None) -> dict[str, Any]:
@@ -93,9 +102,15 @@ class WorkflowRegistry:
         """Every version of workflow ``name``, oldest first (exactly one is active)."""
         return self.queries(tenant_id).versions(name)
 
-    def summaries(self, *, tenant_id: str | None = None) -> list[WorkflowInfo]:
-        """The tenant's workflows by name, with their active version and counts."""
-        return self.queries(tenant_id).summaries()
+    def summaries(self, *, limit: int | None = None, offset: int = 0,
+                  tenant_id: str | None = None) -> list[WorkflowInfo]:
+        """The tenant's workflows by name, with their active version and counts (``limit``
+        of them after ``offset``: all by default)."""
+        return self.queries(tenant_id).summaries(limit=limit, offset=offset)
+
+    def summary(self, name: str, *, tenant_id: str | None = None) -> WorkflowInfo:
+        """Workflow ``name`` with its active version and counts."""
+        return self.queries(tenant_id).summary(name)
 
     def rollback(self, name: str, version: int | None, *, actor: str, reason: str,
                  tenant_id: str | None = None) -> WorkflowRollbackResult:
@@ -125,9 +140,11 @@ class WorkflowRegistry:
                               has_expected=has_expected, source=source)
             return row.id
 
-    def tasks(self, name: str, *, tenant_id: str | None = None) -> list[StoredWorkflowTask]:
-        """The tasks of workflow ``name``, oldest first."""
-        return self.queries(tenant_id).tasks(name)
+    def tasks(self, name: str, *, limit: int | None = None, offset: int = 0,
+              tenant_id: str | None = None) -> list[StoredWorkflowTask]:
+        """The tasks of workflow ``name``, oldest first (``limit`` of them after ``offset``:
+        all by default)."""
+        return self.queries(tenant_id).tasks(name, limit=limit, offset=offset)
 
     # -- what record_episode needs -----------------------------------------------------------------
 

@@ -157,17 +157,63 @@ def seed_review_world(autodev: AutoDev, tenant: str) -> dict[str, str]:
     return ids
 
 
+def seed_workflow(autodev: AutoDev, tenant: str, name: str = "triage") -> list[dict[str, Any]]:
+    """Workflow ``name`` of ``tenant`` calling its tool ``inc`` (registered here when missing):
+    v1, then v2 (active) with a retry. Returns both definitions."""
+    from auto_dev._exceptions import NotFoundError
+
+    try:
+        autodev.review.show_tool(tenant, "inc")
+    except NotFoundError:
+        autodev.register_tool("inc", TOOL_CODE, "inc", tenant_id=tenant)
+    first = workflow_doc(name)
+    second = workflow_doc(name, retry={"max_attempts": 3, "backoff_s": 0.0, "on": ["error"]})
+    for doc in (first, second):
+        autodev.register_workflow(doc, actor="setup", tenant_id=tenant)
+    return [first, second]
+
+
+def workflow_doc(name: str, **step: Any) -> dict[str, Any]:
+    """A one-step workflow calling tool ``inc`` on its input ``x`` (``step``: more step
+    fields)."""
+    return {"name": name, "description": f"{name} for tests", "input": {"required": ["x"]},
+            "steps": [{"id": "add", "tool": "inc", "args": {"x": "${input.x}"}, **step}],
+            "output": "steps.add"}
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """One route of the API: the least role it needs and a request that passes its checks."""
 
     method: str
-    path: str  # may hold {candidate}, {tool}, {episode}, {agent}, {token}
+    path: str  # may hold {candidate}, {tool}, {episode}, {agent}, {token}, {workflow}
     role: Role
-    body: Any = None
+    body: Any = None  # its strings may hold the same names
 
     def url(self, **names: str) -> str:
         return self.path.format(**names)
+
+    @property
+    def named(self) -> bool:
+        """Whether the request names a row (in its path or its body)."""
+        return "{" in self.path or self.payload(**_PROBE) != self.body
+
+    def payload(self, **names: str) -> Any:
+        return _fill(self.body, names)
+
+
+#: Fills every placeholder: a body that changes under it names a row.
+_PROBE = {name: "?" for name in ("candidate", "tool", "episode", "agent", "token", "workflow")}
+
+
+def _fill(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, str) and "{" in value:
+        return value.format(**names)
+    if isinstance(value, dict):
+        return {k: _fill(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, names) for v in value]
+    return value
 
 
 ENDPOINTS = (
@@ -201,11 +247,25 @@ ENDPOINTS = (
     Endpoint("GET", "/v1/tokens", Role.ADMIN),
     Endpoint("POST", "/v1/tokens", Role.ADMIN, {"role": "ingest"}),
     Endpoint("DELETE", "/v1/tokens/{token}", Role.ADMIN),
+    Endpoint("GET", "/v1/workflows", Role.REVIEWER),
+    Endpoint("POST", "/v1/workflows", Role.REVIEWER,
+             {"name": "matrix_flow", "steps": [{"id": "s", "set": {"a": 1}}]}),
+    Endpoint("GET", "/v1/workflows/{workflow}", Role.REVIEWER),
+    Endpoint("GET", "/v1/workflows/{workflow}/versions", Role.REVIEWER),
+    Endpoint("GET", "/v1/workflows/{workflow}/versions/1", Role.REVIEWER),
+    Endpoint("GET", "/v1/workflows/{workflow}/tasks", Role.REVIEWER),
+    Endpoint("GET", "/v1/workflows/{workflow}/signals", Role.REVIEWER),
+    Endpoint("POST", "/v1/workflows/{workflow}/rollback", Role.REVIEWER,
+             {"version": 1, "reason": "back"}),
+    Endpoint("GET", "/v1/tools/{tool}/signals", Role.REVIEWER),
+    Endpoint("POST", "/v1/signals", Role.INGEST,
+             {"kind": "feedback", "value": 1.0, "workflow": "{workflow}"}),
 )
 
 
 def send(client: httpx.Client, endpoint: Endpoint, **names: str) -> httpx.Response:
-    kwargs: dict[str, Any] = {} if endpoint.body is None else {"json": endpoint.body}
+    kwargs: dict[str, Any] = ({} if endpoint.body is None
+                              else {"json": endpoint.payload(**names)})
     return client.request(endpoint.method, endpoint.url(**names), **kwargs)
 
 
@@ -219,6 +279,11 @@ def snapshot(autodev: AutoDev, tenant: str) -> dict[str, Any]:
         ReviewDecision,
         ToolMutation,
         ToolVersion,
+        VersionSignal,
+        Workflow,
+        WorkflowTaskRecord,
+        WorkflowVariant,
+        WorkflowVersion,
     )
 
     with autodev.database.session(readonly=True) as session:
@@ -237,4 +302,9 @@ def snapshot(autodev: AutoDev, tenant: str) -> dict[str, Any]:
             "events": rows(EventRecord.id),
             "decisions": rows(ReviewDecision.id),
             "audit": rows(AuditEntry.id),
+            "workflows": rows(Workflow.id, Workflow.description),
+            "workflow_versions": rows(WorkflowVersion.id, WorkflowVersion.is_active),
+            "variants": rows(WorkflowVariant.id, WorkflowVariant.status),
+            "workflow_tasks": rows(WorkflowTaskRecord.id),
+            "signals": rows(VersionSignal.id),
         }

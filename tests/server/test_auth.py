@@ -24,7 +24,7 @@ from tests.server._support import (
 )
 
 NAMES = {"candidate": "ffffffffffff", "tool": "no-such-tool", "episode": "no-such-episode",
-         "agent": "no-such-agent", "token": "no-such-token"}
+         "agent": "no-such-agent", "token": "no-such-token", "workflow": "no-such-workflow"}
 
 
 @pytest.fixture(scope="module")

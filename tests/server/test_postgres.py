@@ -7,7 +7,7 @@ import concurrent.futures
 import pytest
 
 from auto_dev.queries.tokens import Role
-from tests.server._support import seed_review_world, service
+from tests.server._support import seed_review_world, seed_workflow, service
 
 EPISODE = {"agent": "agent-1", "task": "t", "success": False, "error_trace": "boom",
            "tool_name": "inc", "inputs": {"args": [1]}, "expected": 2}
@@ -43,3 +43,27 @@ class TestOnPostgres:
             with svc.client("beta", Role.ADMIN) as client:
                 assert client.get(f"/v1/candidates/{ids['passed']}").status_code == 404
                 assert client.get("/v1/episodes").json()["total"] == 0
+
+    def test_workflows_and_signals(self, postgres_url: str) -> None:
+        """Register, signal (racing retries of one key), summarise and roll back."""
+        with service(postgres_url) as svc:
+            seed_workflow(svc.autodev, "acme")
+            signal = [{"kind": "feedback", "value": 1.0, "workflow": "triage"},
+                      {"kind": "feedback", "value": 0.0, "workflow": "triage"}]
+
+            def post(n: int) -> int:
+                with svc.client("acme", Role.INGEST) as client:
+                    return client.post("/v1/signals", json=signal,
+                                       headers={"Idempotency-Key": f"sig-{n % 3}"}).status_code
+
+            with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                assert set(pool.map(post, range(12))) == {201}
+            with svc.client("acme", Role.REVIEWER) as client:
+                kinds = client.get("/v1/workflows/triage/signals").json()["kinds"]
+                assert (kinds["feedback"]["count"], kinds["feedback"]["mean"]) == (6, 0.5)
+                back = client.post("/v1/workflows/triage/rollback",
+                                   json={"version": 1, "reason": "regressed"})
+                assert back.status_code == 200
+                assert client.get("/v1/workflows/triage").json()["active_version"] == 1
+            with svc.client("beta", Role.ADMIN) as client:
+                assert client.get("/v1/workflows/triage").status_code == 404

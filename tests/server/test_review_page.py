@@ -13,7 +13,7 @@ import pytest
 
 from auto_dev.queries.tokens import Role
 from tests.server._pages import FIXED, page_service, seed, state
-from tests.server._support import Service
+from tests.server._support import Service, seed_workflow
 
 pytestmark = pytest.mark.browser
 
@@ -35,10 +35,12 @@ def page(chromium: str) -> Iterator[Any]:
 
 @pytest.fixture
 def reviewed(database_url: str) -> Iterator[tuple[Service, dict[str, str]]]:
-    """A service whose tenant acme has two passed candidates for tool inc (beta has its own)."""
+    """A service whose tenant acme has two passed candidates for tool inc (beta has its own)
+    and workflow triage at v2."""
     with page_service(database_url) as svc:
         ids = seed(svc.autodev, "acme")
         seed(svc.autodev, "beta")
+        seed_workflow(svc.autodev, "acme")
         yield svc, ids
 
 
@@ -127,6 +129,19 @@ class TestReviewInTheBrowser:
         assert "agent-1" in page.inner_text("#agents")
         assert "Set maturity" not in page.content()  # a reviewer has no admin form
         shot("10-agents")
+
+        # Workflows: the list, then triage rolled back from v2 to v1.
+        page.click("text=Workflows")
+        page.click("#workflows a")
+        page.wait_for_selector("#versions")
+        assert page.inner_text("#active-version") == "v2"
+        assert '"max_attempts": 3' in page.inner_text("#definition")
+        shot("11-workflow")
+        page.fill("#reason-v1", "the retry hides a bug")
+        page.click("#activate-v1")
+        page.wait_for_selector("#done")
+        assert page.inner_text("#active-version") == "v1"
+        shot("12-workflow-rolled-back")
         page.click("#logout")
         page.wait_for_selector("#token")
         page.goto(svc.url + "/")
@@ -140,5 +155,7 @@ class TestReviewInTheBrowser:
         assert (ids["hostile"], "rejected", actor, "calls a subprocess") in held["decisions"]
         assert (ids["fixed"], "approved", actor, "fixes the off-by-one") in held["decisions"]
         assert held["active"] == (2, FIXED, ids["fixed"])
+        assert svc.autodev.workflow_definition("triage", tenant_id="acme")["steps"][0].get(
+            "retry") is None  # v1 is active again
         untouched = state(svc.autodev, "beta")
         assert set(untouched["statuses"].values()) == {"passed"} and untouched["active"][0] == 1

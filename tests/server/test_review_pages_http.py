@@ -4,6 +4,7 @@ of hostile candidate code, decisions, and tenants that never see each other."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from auto_dev.queries.audit import AuditLog
 from auto_dev.queries.tokens import Role, TokenQueries
+from auto_dev.workflows.diff import structural_diff
 from tests.server._pages import csrf_of, login, page_service, seed, state
-from tests.server._support import Service, snapshot
+from tests.server._support import Service, seed_workflow, snapshot, workflow_doc
 
 
 @dataclass
@@ -93,7 +96,7 @@ class TestLogin:
     def test_pages_need_a_session(self, world: World) -> None:
         client = httpx.Client(base_url=world.svc.url)
         for path in ("/", f"/candidates/{world.acme['fixed']}", "/tools", "/episodes",
-                     "/agents"):
+                     "/agents", "/workflows", "/workflows/triage"):
             answer = client.get(path)
             assert answer.status_code == 303 and answer.headers["location"].startswith(
                 "/login?next=")
@@ -290,6 +293,97 @@ class TestWorkflowVariants:
         assert new_tools == ["delete_everything"]  # inc was already called by the parent
         queue = client.get("/", params={"kind": "workflow_variant", "status": "all"}).text
         assert child_id in queue and parent.id in queue
+
+
+def _active_workflow_version(world: World, tenant: str = "acme") -> int:
+    from sqlalchemy import select
+
+    from auto_dev.models import WorkflowVersion
+
+    with world.svc.database.session(readonly=True) as session:
+        return int(session.scalars(select(WorkflowVersion.version).where(
+            WorkflowVersion.tenant_id == tenant, WorkflowVersion.is_active.is_(True))).one())
+
+
+class TestWorkflowPages:
+    """The workflows list and a workflow's page: versions, definition, tasks, signals, and a
+    rollback that needs the session's CSRF token and a reason."""
+
+    def test_list_and_page(self, world: World) -> None:
+        autodev = world.svc.autodev
+        seed_workflow(autodev, "acme")
+        seed_workflow(autodev, "beta", "beta_flow")
+        autodev.add_workflow_task("triage", {"x": 1}, 2, tenant_id="acme")
+        asyncio.run(autodev.record_signal(kind="business_value", value=7.5, workflow="triage",
+                                          tenant_id="acme"))
+        asyncio.run(autodev.record_signal(kind="<i>odd</i>", value=1, workflow="triage",
+                                          tenant_id="acme"))
+        client = world.login()
+        listing = client.get("/workflows")
+        assert listing.status_code == 200
+        assert 'href="/workflows/triage"' in listing.text and "beta_flow" not in listing.text
+        assert 'href="/workflows" class="here"' in listing.text  # the nav marks where we are
+        page = client.get("/workflows/triage").text
+        assert '<span id="active-version">v2</span>' in page
+        rows = re.findall(r'<tr class="(active)?" data-version="(\d+)">', page)
+        assert rows == [("", "1"), ("active", "2")]
+        assert "Activate v1" in page and "Activate v2" not in page
+        assert '<span id="tasks">1 task(s)</span>' in page
+        assert "business_value" in page and "7.5" in page
+        assert "<i>odd</i>" not in page and "&lt;i&gt;odd&lt;/i&gt;" in page
+        assert "&#34;max_attempts&#34;: 3" in page  # the active definition, escaped JSON
+        assert client.get("/workflows/beta_flow").status_code == 404
+        assert client.get("/workflows/nope").status_code == 404
+
+    def test_rollback_needs_csrf_and_a_reason(self, world: World) -> None:
+        seed_workflow(world.svc.autodev, "acme")
+        seed_workflow(world.svc.autodev, "beta", "triage")
+        client = world.login()
+        before = snapshot(world.svc.autodev, "acme")
+        for csrf in (None, "wrong"):
+            answer = _post(client, "/workflows/triage/rollback", csrf, version="1",
+                           reason="back")
+            assert answer.status_code == 403
+        csrf = csrf_of(client.get("/workflows/triage").text)
+        no_reason = _post(client, "/workflows/triage/rollback", csrf, version="1", reason=" ")
+        assert no_reason.status_code == 422 and "reason" in no_reason.text
+        bad_version = _post(client, "/workflows/triage/rollback", csrf, version="one",
+                            reason="back")
+        assert bad_version.status_code == 422 and "version" in bad_version.text
+        assert snapshot(world.svc.autodev, "acme") == before
+        done = _post(client, "/workflows/triage/rollback", csrf, version="1",
+                     reason="v2 loops")
+        assert done.status_code == 303
+        assert done.headers["location"] == "/workflows/triage?done=rolled_back"
+        page = client.get(done.headers["location"]).text
+        assert "Workflow rolled back." in page and '<span id="active-version">v1</span>' in page
+        assert _active_workflow_version(world) == 1
+        assert _active_workflow_version(world, "beta") == 2  # beta's namesake untouched
+        actor = world.svc.names[("acme", Role.REVIEWER)]
+        audit = [e for e in AuditLog(world.svc.database, "acme").page(
+            action="workflow.rolled_back").items]
+        assert [(e.actor, e.reason) for e in audit] == [(actor, "v2 loops")]
+
+    def test_variant_page_shows_the_structural_diff(self, world: World) -> None:
+        autodev = world.svc.autodev
+        _, active = seed_workflow(autodev, "acme")
+        autodev.configure_tenant("acme", actor="setup", reason="test setup", workflows=True)
+        autodev.set_maturity("agent-1", "auto_dev.workflows", "supervised", actor="setup",
+                             reason="test setup", tenant_id="acme")
+        variant = workflow_doc("triage")
+        variant["steps"].append({"id": "note", "set": {"msg": "<b>done</b>"}})
+        with autodev.database.session() as session:
+            candidate_id = autodev.store.create_workflow_variant(
+                session, tenant_id="acme", name="triage", definition=variant,
+                agent_id="agent-1", operator="wf.add_step").id
+        page = world.login().get(f"/candidates/{candidate_id}").text
+        lines = re.findall(r'<ul class="structural">(.*?)</ul>', page, re.S)
+        assert lines, "no structural diff on the page"
+        shown = [html.unescape(x) for x in re.findall(r"<li><code>(.*?)</code></li>", lines[0])]
+        assert shown == structural_diff(active, variant).render_lines()
+        assert any(x.startswith("+ added step note") for x in shown)
+        assert "<b>done</b>" not in page
+        assert 'href="/workflows/triage"' in page  # the workflow's versions are a click away
 
 
 class TestLLMExchange:

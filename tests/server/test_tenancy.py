@@ -16,6 +16,7 @@ from tests.server._support import (
     Endpoint,
     Service,
     seed_review_world,
+    seed_workflow,
     send,
     snapshot,
 )
@@ -35,14 +36,15 @@ def two_tenants(svc: Service) -> Iterator[tuple[Service, dict[str, str]]]:
         episode = client.post("/v1/episodes", json={"agent": "beta-agent", "task": "secret",
                                                     "success": False}).json()["episode_id"]
     token = TokenQueries(svc.database).create("beta", "admin", name="beta-ops").info.id
+    seed_workflow(svc.autodev, "beta", "beta_flow")
     names = {"candidate": beta["passed"], "tool": "beta_only", "episode": episode,
              "agent": "beta-agent", "token": token, "approved": beta["approved"],
-             "failed": beta["failed"]}
+             "failed": beta["failed"], "workflow": "beta_flow"}
     yield svc, names
 
 
 def _named(endpoint: Endpoint) -> bool:
-    return "{" in endpoint.path
+    return endpoint.named
 
 
 class TestCrossTenantMatrix:
@@ -82,7 +84,8 @@ class TestCrossTenantMatrix:
             assert response.status_code in (200, 201), response.text
             text = response.text
             for value in (beta["candidate"], beta["approved"], beta["failed"], beta["episode"],
-                          beta["token"], "beta_only", "beta-agent", "beta-ops", "secret"):
+                          beta["token"], "beta_only", "beta-agent", "beta-ops", "secret",
+                          "beta_flow"):
                 assert value not in text, (endpoint.path, value)
             if endpoint.method == "GET" and "items" in response.json():
                 assert all(_tenant_free(item) for item in response.json()["items"])
@@ -97,6 +100,10 @@ class TestCrossTenantMatrix:
             assert client.get(f"/v1/episodes/{beta['episode']}").json()["task"] == "secret"
             assert client.get("/v1/tools/beta_only").status_code == 200
             assert client.get("/v1/agents/beta-agent").status_code == 200
+            assert client.get("/v1/workflows/beta_flow").json()["active_version"] == 2
+            signal = client.post("/v1/signals", json={"kind": "feedback", "value": 1.0,
+                                                      "workflow": "beta_flow"})
+            assert signal.status_code == 201
             tokens = [t["id"] for t in client.get("/v1/tokens").json()["items"]]
             assert beta["token"] in tokens
 
