@@ -52,7 +52,7 @@ class TestLogin:
     """A reviewer or admin token starts a cookie session; nothing else does."""
 
     def test_session_cookie_flags(self, world: World) -> None:
-        client = httpx.Client(base_url=world.svc.url)
+        client = httpx.Client(timeout=30, base_url=world.svc.url)
         form = client.get("/login")
         answer = client.post("/login", data={"token": world.token("acme", Role.REVIEWER),
                                              "csrf": csrf_of(form.text)})
@@ -66,7 +66,7 @@ class TestLogin:
         assert "acme" in client.get("/").text
 
     def test_secure_cookie_over_https(self, world: World) -> None:
-        client = httpx.Client(base_url=world.svc.url, headers={"X-Forwarded-Proto": "https"})
+        client = httpx.Client(timeout=30, base_url=world.svc.url, headers={"X-Forwarded-Proto": "https"})
         form = client.get("/login")
         # httpx keeps Secure cookies for https URLs: send the login cookie by hand.
         login_cookie = form.cookies["autodev_login"]
@@ -79,7 +79,7 @@ class TestLogin:
         assert "secure" in {part.strip().lower() for part in cookie.split(";")}
 
     def test_ingest_unknown_and_forged_logins_are_refused(self, world: World) -> None:
-        client = httpx.Client(base_url=world.svc.url)
+        client = httpx.Client(timeout=30, base_url=world.svc.url)
         for token, status in ((world.token("acme", Role.INGEST), 403),
                               ("adt_" + "x" * 40, 401), ("", 401)):
             form = client.get("/login")
@@ -87,14 +87,14 @@ class TestLogin:
             assert answer.status_code == status
             assert "autodev_session" not in answer.headers.get("set-cookie", "")
         assert client.get("/").status_code == 303
-        fresh = httpx.Client(base_url=world.svc.url)  # no login cookie: no CSRF proof
+        fresh = httpx.Client(timeout=30, base_url=world.svc.url)  # no login cookie: no CSRF proof
         answer = fresh.post("/login", data={"token": world.token("acme", Role.ADMIN),
                                             "csrf": "made-up"})
         assert answer.status_code == 403 and "autodev_session" not in answer.headers.get(
             "set-cookie", "")
 
     def test_pages_need_a_session(self, world: World) -> None:
-        client = httpx.Client(base_url=world.svc.url)
+        client = httpx.Client(timeout=30, base_url=world.svc.url)
         for path in ("/", f"/candidates/{world.acme['fixed']}", "/tools", "/episodes",
                      "/agents", "/workflows", "/workflows/triage"):
             answer = client.get(path)
@@ -104,7 +104,7 @@ class TestLogin:
         assert client.get("/").status_code == 303
 
     def test_next_is_local_only(self, world: World) -> None:
-        client = httpx.Client(base_url=world.svc.url)
+        client = httpx.Client(timeout=30, base_url=world.svc.url)
         form = client.get("/login")
         answer = client.post("/login", data={"token": world.token("acme", Role.REVIEWER),
                                              "csrf": csrf_of(form.text),
@@ -116,7 +116,7 @@ class TestLogin:
         kept = dict(client.cookies)
         answer = _post(client, "/logout", csrf_of(client.get("/").text))
         assert answer.status_code == 303
-        replay = httpx.Client(base_url=world.svc.url, cookies=kept)
+        replay = httpx.Client(timeout=30, base_url=world.svc.url, cookies=kept)
         assert replay.get("/").status_code == 303  # the old cookie is dead
         admin = world.login(role=Role.ADMIN)
         assert admin.get("/").status_code == 200
@@ -142,7 +142,7 @@ class TestCsrf:
         assert answer.status_code == 403
         assert client.post(path, json={"csrf": csrf_of(client.get("/").text)}
                            ).status_code == 415
-        anonymous = httpx.Client(base_url=world.svc.url)
+        anonymous = httpx.Client(timeout=30, base_url=world.svc.url)
         assert _post(anonymous, path, "x", reason="ok").status_code == 401
         assert snapshot(world.svc.autodev, "acme") == before
 
