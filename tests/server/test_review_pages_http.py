@@ -66,7 +66,8 @@ class TestLogin:
         assert "acme" in client.get("/").text
 
     def test_secure_cookie_over_https(self, world: World) -> None:
-        client = httpx.Client(timeout=30, base_url=world.svc.url, headers={"X-Forwarded-Proto": "https"})
+        client = httpx.Client(timeout=30, base_url=world.svc.url,
+                              headers={"X-Forwarded-Proto": "https"})
         form = client.get("/login")
         # httpx keeps Secure cookies for https URLs: send the login cookie by hand.
         login_cookie = form.cookies["autodev_login"]

@@ -95,7 +95,8 @@ class TestServeProcess:
     def test_sigterm_when_idle_exits_0_at_once(
             self, served: tuple[subprocess.Popen[bytes], str, str, Database]) -> None:
         proc, base, token, _ = served
-        with httpx.Client(timeout=30, base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+        with httpx.Client(timeout=30, base_url=base,
+                          headers={"Authorization": f"Bearer {token}"}) as client:
             assert client.post("/v1/episodes", json={"agent": "a", "task": "t",
                                                      "success": True}).status_code == 201
         started = time.monotonic()
