@@ -148,9 +148,11 @@ class AutoDev(WorkflowMethods):
         if builtin_engines:
             from auto_dev.engines.alpha_evolver import AlphaEvolver
             from auto_dev.engines.memento import Memento
+            from auto_dev.engines.workflow_evolver import WorkflowEvolver
 
             self.engines.register(AlphaEvolver())
             self.engines.register(Memento())
+            self.engines.register(WorkflowEvolver())
         if load_plugins:
             self.engines.load_entry_points()
         self._scheduler: EvolutionScheduler | None = None
