@@ -9,7 +9,8 @@ calling the tenant's registered tools (their active code) in the cycle's sandbox
 steps through the cycle's model, with the offline operators always and the model operators
 (reflective prompt rewrite, JSON edits) when a model is configured.
 
-The best variant is stored through the candidate store, and offered for review (``passed``),
+While a variant of the workflow awaits review (or approval) no new cycle runs on it. The best
+variant is stored through the candidate store, and offered for review (``passed``),
 only when it solves more tasks than the active version and breaks none the active version
 solved; it carries its objectives (pass rate, cost, latency, steps), the operators that made
 it, the version it was made from and the per-task results before and after. Promoting it makes
@@ -74,10 +75,19 @@ class WorkflowEvolver(BaseLearningEngine):
         """Evolve workflow ``request.target`` with at most ``request.budget`` evaluations."""
         from auto_dev.workflows import SandboxToolInvoker, WorkflowInterpreter
         from auto_dev.workflows.search import evolve_workflow
-        from auto_dev.workflows.tools import tool_source
+        from auto_dev.workflows.tools import tenant_tools
 
-        outcome = EvolutionRunResult(engine=self.name, target=request.target, status="completed",
-                                     tenant_id=request.tenant_id)
+        model_operators = _model_operators(cycle.llm, request.tenant_id)
+        outcome = EvolutionRunResult(
+            engine=self.name, target=request.target, status="completed",
+            tenant_id=request.tenant_id,
+            strategy=MODEL_STRATEGY if model_operators else OFFLINE_STRATEGY)
+        waiting = cycle.tenant.workflows.open_variants(request.target)
+        if waiting:
+            # The reviewer decides on it first; the runs recorded meanwhile stay as tasks.
+            outcome.status, outcome.reason = "skipped", (
+                f"variant {waiting[0][:12]} of this workflow awaits review")
+            return outcome
         snapshot = cycle.tenant.workflows.snapshot(request.target,
                                                    max_failing_runs=self.max_failing_runs)
         tasks, dropped = _tasks_of(snapshot, self.max_tasks)
@@ -88,13 +98,9 @@ class WorkflowEvolver(BaseLearningEngine):
                 "the workflow has no tasks: record runs with their input (and expected output) "
                 "or add tasks")
             return outcome
-        sources = {name: tool_source(name, program.code, program.entrypoint)
-                   for name, program in cycle.tenant.tools.active_programs().items()
-                   if name.isidentifier()}
-        invoker = SandboxToolInvoker(cycle.sandbox, sources, memory_mb=cycle.limits.memory_mb)
+        invoker = SandboxToolInvoker(cycle.sandbox, tenant_tools(cycle.tenant),
+                                     memory_mb=cycle.limits.memory_mb)
         interpreter = WorkflowInterpreter(invoker, llm=cycle.llm, tenant_id=request.tenant_id)
-        model_operators = _model_operators(cycle.llm, request.tenant_id)
-        outcome.strategy = MODEL_STRATEGY if model_operators else OFFLINE_STRATEGY
         result = await evolve_workflow(
             snapshot.definition, tasks, interpreter=interpreter, budget=request.budget,
             seed=self.rng_seed, model_operators=model_operators,

@@ -348,6 +348,17 @@ class WorkflowQueries:
             return [StoredWorkflowTask(r.id, dict(r.input or {}), r.expected, r.has_expected,
                                        r.source, r.episode_id) for r in rows]
 
+    def open_variants(self, name: str) -> list[str]:
+        """Ids of the workflow's variants not decided yet (pending, evaluating, passed or
+        approved), oldest first."""
+        from auto_dev.models import WorkflowVariant
+
+        with self.database.session(readonly=True) as session:
+            return list(session.scalars(select(WorkflowVariant.id).where(
+                WorkflowVariant.tenant_id == self.tenant_id, WorkflowVariant.name == name,
+                WorkflowVariant.status.in_(("pending", "evaluating", "passed", "approved")))
+                .order_by(WorkflowVariant.created_at, WorkflowVariant.id)))
+
     def snapshot(self, name: str, *, max_failing_runs: int = 50) -> WorkflowSnapshot:
         """The active version, the tasks and the inputs of the newest ``max_failing_runs``
         failing runs that gave no expected output (:class:`NotFoundError` if missing)."""
