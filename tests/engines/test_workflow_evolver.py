@@ -390,3 +390,26 @@ class TestWithTheLocalServer:
             assert "workflow_step" in purposes and len(purposes) >= 2
         finally:
             await autodev.aclose()
+
+
+class TestRegistration:
+    """WorkflowEvolver is a built-in engine, listed by ``auto-dev engines list``."""
+
+    def test_built_in_next_to_the_others(self, autodev: AutoDev) -> None:
+        """The facade registers it with its capability and subscription."""
+        engine = autodev.engines.get("workflow_evolver")
+        assert isinstance(engine, WorkflowEvolver)
+        assert engine.capability == "auto_dev.workflows"
+        assert engine.subscriptions == (TaskFailed,)
+        assert {"alpha_evolver", "memento", "workflow_evolver"} <= set(autodev.engines.names())
+
+    def test_listed_by_the_cli(self, tmp_path: Any) -> None:
+        """The engines table names it and its capability."""
+        from typer.testing import CliRunner
+
+        from auto_dev.cli import app
+
+        env = {"AUTO_DEV_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "COLUMNS": "200"}
+        listed = CliRunner().invoke(app, ["engines", "list"], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert "workflow_evolver" in listed.output and "auto_dev.workflows" in listed.output
