@@ -28,11 +28,15 @@ async def workflows_repair_themselves(story: Story) -> None:
         autodev.register_tool(tool["name"], tool["code"], tool["name"],
                               description=tool["description"])
     # A second run in the same tenant keeps what review made live.
-    if name not in {w.name for w in autodev.workflows.summaries(tenant_id=tid)}:
+    known = {w.name: w.active_version for w in autodev.workflows.summaries(tenant_id=tid)}
+    if name not in known:
         autodev.register_workflow(SUPPORT_WORKFLOW, actor="demo-admin")
-    console.print(f"registered workflow [bold]{name}[/]: step order calls get_order (flaky, no "
-                  "retry), step route switches on steps.order.payment_status == 'shipped'",
-                  highlight=False)
+        console.print(f"registered workflow [bold]{name}[/]: step order calls get_order (flaky, "
+                      "no retry), step route switches on steps.order.payment_status == "
+                      "'shipped'", highlight=False)
+    else:
+        console.print(f"workflow [bold]{name}[/] is at v{known[name]} (kept from an earlier "
+                      "run of the demo)", highlight=False)
     for run in WORKFLOW_RUNS:
         await autodev.record_episode(**run)
     failed = sum(not r["success"] for r in WORKFLOW_RUNS)
