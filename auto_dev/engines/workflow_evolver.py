@@ -20,6 +20,7 @@ it the workflow's new active version; auto-promotion where the gate allows is th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -68,6 +69,10 @@ class WorkflowEvolver(BaseLearningEngine):
     def acting_agent(self, target: str, tenant: TenantView) -> str | None:
         """The agent whose run of the workflow failed most recently."""
         return tenant.workflows.latest_failing_agent(target)
+
+    def recent_targets(self, tenant: TenantView, *, since: datetime) -> list[str]:
+        """A schedule without a target repairs the workflows with failed runs since ``since``."""
+        return tenant.workflows.failing_workflows(since=since)
 
     # -- the work -----------------------------------------------------------------------------
 

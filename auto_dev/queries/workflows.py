@@ -407,6 +407,21 @@ class WorkflowQueries:
             return SignalSummary(WORKFLOW_TARGET, workflow, wv.version, wv.id,
                                  signal_stats(session, self.tenant_id, WORKFLOW_TARGET, wv.id))
 
+    def failing_workflows(self, *, since: datetime) -> list[str]:
+        """The tenant's workflows with failed runs since ``since``, most failures first."""
+        from auto_dev.models import Episode
+
+        with self.database.session(readonly=True) as session:
+            rows = session.execute(
+                select(Workflow.name, func.count())
+                .join(Episode, Episode.workflow_id == Workflow.id)
+                .where(Workflow.tenant_id == self.tenant_id,
+                       Episode.tenant_id == self.tenant_id, Episode.success.is_(False),
+                       Episode.created_at >= since)
+                .group_by(Workflow.name)
+                .order_by(desc(func.count()), Workflow.name)).all()
+        return [name for name, _ in rows]
+
     def latest_failing_agent(self, name: str) -> str | None:
         """The key of the agent whose run of workflow ``name`` failed most recently."""
         from auto_dev.models import Agent, Episode

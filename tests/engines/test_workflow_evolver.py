@@ -202,6 +202,16 @@ class TestEvents:
             engines = set(session.scalars(select(EvolutionRun.engine)))
         assert engines == {"workflow_evolver"}
 
+    async def test_schedules_without_target_fire_on_failing_workflows(
+            self, autodev: AutoDev) -> None:
+        """A schedule of the workflow engine queues its failing workflows, not tools; the
+        tool engines' schedules never name a workflow."""
+        setup(autodev, workflows=False)
+        await record_failures(autodev)
+        assert autodev.scheduler.recent_targets("workflow_evolver", "t1") == ["refund_support"]
+        assert autodev.scheduler.recent_targets("workflow_evolver", "t2") == []
+        assert autodev.scheduler.recent_targets("alpha_evolver", "t1") == []
+
     def test_cycle_target_is_a_workflow_of_the_events_tenant(self, autodev: AutoDev) -> None:
         """A failure names its workflow; a tool failure or another tenant's name asks nothing."""
         setup(autodev)
