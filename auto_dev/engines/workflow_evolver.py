@@ -120,6 +120,10 @@ class WorkflowEvolver(BaseLearningEngine):
         else:
             # The run reports what it kept: the active version's pass rate.
             outcome.pass_rate_after = outcome.pass_rate_before
+        failed_calls = sum(int(getattr(op, "llm_errors", 0) or 0) for op in model_operators)
+        if failed_calls:
+            # Say what the run really did: a model that did not answer left the offline search.
+            outcome.strategy += f" ({failed_calls} model call(s) failed)"
         cycle.stats.update(_run_stats(result, outcome, model_operators))
         cycle.state.update({"rng_seed": self.rng_seed, "stop_reason": result.stop_reason})
         return outcome
@@ -172,7 +176,8 @@ class WorkflowEvolver(BaseLearningEngine):
 
 def _tasks_of(snapshot: WorkflowSnapshot, limit: int) -> tuple[list[Any], int]:
     """The search's tasks: stored tasks, then failing runs' inputs that no stored task has
-    (they must run ok), the newest ``limit``; tasks missing a required input are dropped.
+    (they must run ok), the newest ``limit``; tasks the active version refuses as input (a
+    required field missing, a wrong type) are dropped.
     Returns the tasks and how many were dropped."""
     from auto_dev.workflows.search import WorkflowTask
 
@@ -188,12 +193,22 @@ def _tasks_of(snapshot: WorkflowSnapshot, limit: int) -> tuple[list[Any], int]:
         if _key(run_input) not in seen_inputs:
             seen_inputs.add(_key(run_input))
             tasks.append(WorkflowTask(run_input, name=f"failing run {i + 1}"))
-    spec = snapshot.definition.get("input")
-    required = [r for r in (spec.get("required", []) if isinstance(spec, dict) else [])
-                if isinstance(r, str)]
-    usable = [t for t in tasks if all(name in t.input for name in required)]
+    usable = [t for t in tasks if _runnable(snapshot.definition, t.input)]
     kept = usable[-limit:] if limit > 0 else []
     return kept, len(tasks) - len(kept)
+
+
+def _runnable(definition: dict[str, Any], run_input: Any) -> bool:
+    """Whether the active version accepts ``run_input`` (a task recorded for an older version
+    may miss an input the workflow now requires: it is dropped, not an error of the cycle)."""
+    from auto_dev._exceptions import ValidationError
+    from auto_dev.workflows import check_input
+
+    try:
+        check_input(definition, run_input)
+    except ValidationError:
+        return False
+    return True
 
 
 def _key(value: Any) -> str:

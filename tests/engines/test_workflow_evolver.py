@@ -186,6 +186,22 @@ class TestUserStory:
         assert result.status == "skipped" and "no tasks" in result.reason
 
 
+    async def test_tasks_the_active_version_refuses_are_dropped(self, autodev: AutoDev) -> None:
+        """Runs recorded before the workflow required another input are not run against it;
+        the run counts them and, with nothing left, says there are no tasks."""
+        setup(autodev)
+        await record_failures(autodev)
+        stricter = copy.deepcopy(BROKEN)
+        stricter["input"] = {"required": ["order_id", "channel"]}
+        assert autodev.register_workflow(stricter, actor="alice", tenant_id="t1") == 2
+        result = await autodev.run_cycle("workflow_evolver", "refund_support",
+                                         agent="support-bot", budget=10)
+        assert result.status == "skipped" and "no tasks" in result.reason
+        with autodev.database.session() as session:
+            run = session.get(EvolutionRun, result.run_id)
+            assert run is not None and run.stats["tasks_dropped"] == 4
+
+
 class TestEvents:
     """Only the workflow engine reacts to a workflow's failures."""
 
@@ -362,6 +378,38 @@ class TestWithFakeLLM:
         await autodev.promote(variant.id, actor="bob", reason="ship it")
         assert "capital letters" in autodev.workflow_definition(
             "shout_reply", tenant_id="t1")["steps"][0]["llm"]["prompt"]
+
+
+class TestModelFailures:
+    """A model that does not answer leaves the offline search, and the run says so."""
+
+    async def test_failed_model_calls_are_named_in_the_strategy(
+            self, database: Database, database_url: str, sandbox: ProcessSandbox) -> None:
+        """Every operator call fails: no variant, and the strategy counts the failed calls."""
+        from auto_dev._exceptions import LLMResponseError
+
+        def broken(messages: list[dict[str, Any]]) -> Any:
+            if _system(messages).startswith(("You improve the prompt", "You repair workflows")):
+                return LLMResponseError("the model is down")
+            return answer("", str(messages[-1]["content"]))
+
+        settings = load_settings(database_url=database_url, tenant="t1")
+        autodev = AutoDev(settings, database=database, sandbox=sandbox,
+                          llm=FakeLLM(default=broken), load_plugins=False)
+        try:
+            autodev.configure_tenant("t1", enabled=True, workflows=True)
+            autodev.register_workflow(SHOUT, actor="alice", tenant_id="t1")
+            autodev.set_maturity("support-bot", "auto_dev.workflows", "supervised",
+                                 tenant_id="t1")
+            autodev.add_workflow_task("shout_reply", {"topic": "refunds"}, "REFUNDS",
+                                      tenant_id="t1")
+            result = await autodev.run_cycle("workflow_evolver", "shout_reply",
+                                             agent="support-bot", budget=5)
+            assert result.status == "completed" and not result.offered_ids
+            assert result.strategy.startswith(MODEL_STRATEGY)
+            assert "model call(s) failed" in result.strategy
+        finally:
+            await autodev.aclose()
 
 
 @pytest.fixture
