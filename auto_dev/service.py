@@ -529,6 +529,11 @@ class _LazySandbox(Sandbox):
         # The real sandbox's pool (choosing it now if no job did yet).
         return self._owner.sandbox.slots
 
+    @property
+    def backend(self) -> str:
+        """The real sandbox's name (what evaluations record as their backend)."""
+        return self._owner.sandbox.name
+
     async def run(self, job: SandboxJob) -> SandboxResult:
         return await self._owner.sandbox.run(job)
 

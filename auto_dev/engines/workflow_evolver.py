@@ -158,7 +158,11 @@ class WorkflowEvolver(BaseLearningEngine):
                          "before": [r.summary() for r in result.original_tasks[:_MAX_TASKS_SHOWN]],
                          "after": [r.summary() for r in result.tasks[:_MAX_TASKS_SHOWN]]},
         }
-        objectives = {"pass_rate": result.pass_rate, **_objectives(result.tasks)}
+        objectives = _objectives(result.tasks)
+        # The active version's vector and solved tasks: review compares with them, and
+        # auto-promotion re-checks the variant against them.
+        details["parent_objectives"] = _objectives(result.original_tasks)
+        details["parent_passed_cases"] = [r.index for r in result.original_tasks if r.passed]
         reason = (f"solves {result.passed}/{result.total} tasks (the active version "
                   f"v{snapshot.version}: {result.original_passed}), breaks none")
         with cycle.candidates.transaction() as tx:
@@ -166,8 +170,12 @@ class WorkflowEvolver(BaseLearningEngine):
                 name=snapshot.name, definition=result.best,
                 operator=("+".join(operators) or "search")[:100], objectives=objectives,
                 fitness=result.pass_rate, details=details)
-            tx.set_status(row.id, "evaluating")
-            tx.set_status(row.id, "passed", reason)
+            tx.record_evaluation(
+                candidate_id=row.id,
+                backend=str(getattr(cycle.sandbox, "backend", cycle.sandbox.name)),
+                cases=[_case_row(r) for r in result.tasks], passed=result.passed,
+                total=result.total, duration_s=objectives["latency_s"],
+                objectives=objectives, verdict="passed", reason=reason)
             candidate_id = str(row.id)
         log.info("workflow_variant_offered", tenant_id=cycle.tenant_id, workflow=snapshot.name,
                  candidate_id=candidate_id, passed=result.passed, total=result.total)
@@ -227,9 +235,25 @@ def _model_operators(llm: Any, tenant_id: str) -> list[Any]:
 
 
 def _objectives(results: Sequence[Any]) -> dict[str, float]:
-    return {"cost_usd": sum(r.cost_usd for r in results),
+    """The objective vector of a definition's task results (named as the fitness objectives
+    name them, so review and promotion compare them with the parent's)."""
+    total = len(results)
+    return {"pass_rate": sum(r.passed for r in results) / total if total else 0.0,
+            "llm_cost_usd": sum(r.cost_usd for r in results),
             "latency_s": sum(r.seconds for r in results),
             "steps": float(sum(r.steps_executed for r in results))}
+
+
+def _case_row(result: Any) -> dict[str, Any]:
+    """One task's result as an evaluation's case row (what review lists per case)."""
+    status = "ok" if result.passed else "wrong_answer" if result.ok else "error"
+    row: dict[str, Any] = {"index": result.index, "name": result.task.label(result.index),
+                           "status": status, "input": dict(result.task.input),
+                           "output": result.output, "error": result.error,
+                           "duration_s": round(result.seconds, 6)}
+    if result.task.has_expected:
+        row["expected"] = result.task.expected
+    return row
 
 
 def _run_stats(result: Any, outcome: EvolutionRunResult,

@@ -103,9 +103,17 @@ class TestUserStory:
         detail = autodev.review.show("t1", pending.id)
         assert "changed step route" in detail.diff
         assert "steps.order.status == 'shipped'" in detail.diff
+        # Per task: its input, what was expected, and the variant's result; the parent's
+        # vector (the active version) next to the variant's.
+        assert [c.status for c in detail.cases] == ["ok"] * 4
+        assert {c.inputs["order_id"] for c in detail.cases if c.inputs} == set(ORDERS)
+        assert all(c.expected == c.output for c in detail.cases)
+        assert detail.evaluation is not None and detail.evaluation["backend"] == "process"
+        rates = {row.name: (row.candidate, row.parent) for row in detail.objectives}
+        assert rates["pass_rate"] == (1.0, 0.5)
         [variant] = variants(autodev)
         assert variant.status == "passed" and variant.objectives["pass_rate"] == 1.0
-        assert {"cost_usd", "latency_s", "steps"} <= set(variant.objectives)
+        assert {"llm_cost_usd", "latency_s", "steps"} <= set(variant.objectives)
         assert variant.details["parent_version"] == 1
         assert variant.details["operators"] == ["rewrite_comparison_field"]
         evidence = variant.details["evidence"]
@@ -200,6 +208,23 @@ class TestUserStory:
         with autodev.database.session() as session:
             run = session.get(EvolutionRun, result.run_id)
             assert run is not None and run.stats["tasks_dropped"] == 4
+
+
+class TestAutoPromotion:
+    """Where the gate allows auto-promotion, the pipeline promotes the variant itself."""
+
+    async def test_autonomous_agent_gets_the_repair_live(self, autodev: AutoDev) -> None:
+        """An autonomous agent with auto-promotion on: v2 is live without a reviewer."""
+        setup(autodev, maturity="autonomous")
+        autodev.configure_tenant("t1", auto_promotion=True)
+        autodev.set_maturity("support-bot", "auto_dev.auto_promotion", "autonomous",
+                             tenant_id="t1")
+        await record_failures(autodev)
+        await autodev.drain()
+        [variant] = variants(autodev)
+        assert variant.status == "promoted"
+        versions = autodev.workflow_versions("refund_support", tenant_id="t1")
+        assert [(v.version, v.is_active, v.created_by) for v in versions][-1][:2] == (2, True)
 
 
 class TestEvents:
