@@ -3,7 +3,8 @@
 ::
 
     auto-dev workflows evolve WF.json --tasks TASKS.json [--tools tools.py] [--budget N]
-                              [--seed S] [--json] [--sandbox MODE] [--offline] [-o BEST.json]
+                              [--seed S] [--json] [--sandbox MODE] [--offline] [--tenant T]
+                              [-o BEST.json]
 
 TASKS.json is a list of ``{"input": {...}, "expected": ...}`` (``expected`` compared as
 ``auto-dev evolve`` compares; a task without it passes when the run succeeds). Tools come from
@@ -12,15 +13,16 @@ tenant's registered tools (their active versions). Tools run in the configured s
 search is offline (the workflow operators) unless an LLM is configured, which then also
 rewrites prompts and edits the JSON (``--offline`` turns that off).
 
-Prints the original's outcome per task, then a table of the result and the structural diff of
-the best workflow. With ``--json`` the last line on stdout is one JSON object (``best_workflow``,
-``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``, ``seconds``, ``cost_usd``,
-``original_passed``, ``stop_reason``, per-task results, the front, ``diff`` and more).
+Prints a table of the result, each task before and after (why it failed), and the structural
+diff of the best workflow. With ``--json`` the last line on stdout is one JSON object
+(``best_workflow``, ``pass_rate``, ``passed``, ``total``, ``evaluations``, ``improved``,
+``seconds``, ``cost_usd``, ``original_passed``, ``stop_reason``, per-task results, the front,
+``diff`` and more).
 
 Exit codes: 0 whenever the run completed (improved or not), 2 for a bad workflow, tools or
 tasks file or option (the error names the field, e.g. ``workflow.steps[1].retry`` or
-``tasks[3].input``), 1 when the sandbox itself failed, 130 / 143 when stopped by Ctrl-C /
-SIGTERM.
+``tasks[3].input``), 1 when the sandbox itself failed (or, without ``--tools``, there is no
+database), 130 / 143 when stopped by Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations

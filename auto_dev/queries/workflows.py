@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import desc, func, select
@@ -278,6 +278,8 @@ def signal_stats(session: Session, tenant_id: str, target_kind: str,
     for kind, count, mean, low, high, last in rows:
         if isinstance(last, str):  # SQLite hands an aggregate back as its stored text
             last = datetime.fromisoformat(last)
+        if last.tzinfo is None:  # stored in UTC (see UTCDateTime)
+            last = last.replace(tzinfo=UTC)
         out[kind] = SignalStats(kind, int(count), float(mean), float(low), float(high), last)
     return out
 

@@ -299,6 +299,8 @@ class TestSignals:
         assert now.version == 2 and set(now.kinds) == {"business_value"}
         stats = now.kinds["business_value"]
         assert (stats.count, stats.mean, stats.minimum, stats.maximum) == (2, 3.0, 2.0, 4.0)
+        assert stats.last_at.tzinfo is not None and now.to_dict()["kinds"]["business_value"][
+            "count"] == 2
         old = autodev.signal_summary(workflow="refund_request", version=1)
         assert old.kinds["feedback"].count == 2 and old.kinds["feedback"].mean == 0.5
         assert autodev.signal_summary(tool="get_order").kinds["nps"].mean == 9.0
