@@ -95,6 +95,7 @@ _LAZY: dict[str, str] = {
     "TenantView": "auto_dev.queries",
     "ToolInvoker": "auto_dev.abc",
     "ValidationResult": "auto_dev.engines.base",
+    "WorkflowEvolver": "auto_dev.engines.workflow_evolver",
     "configure_logging": "auto_dev.logging",
     "create_sandbox": "auto_dev.sandbox.factory",
     "load_settings": "auto_dev.config",
@@ -180,6 +181,7 @@ __all__ = [
     "ToolTimeoutError",
     "ValidationError",
     "ValidationResult",
+    "WorkflowEvolver",
     "__version__",
     "configure_logging",
     "create_sandbox",
@@ -211,6 +213,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from auto_dev.engines.memento import Memento
     from auto_dev.engines.pipeline import Cycle
     from auto_dev.engines.registry import EngineRegistry
+    from auto_dev.engines.workflow_evolver import WorkflowEvolver
     from auto_dev.events import (
         ALL_TENANTS,
         CandidateApproved,

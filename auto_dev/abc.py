@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from auto_dev._event_types import Event
     from auto_dev.engines.base import EngineContext, ValidationResult
     from auto_dev.engines.pipeline import Cycle
@@ -197,6 +199,11 @@ class BaseLearningEngine(ABC):  # noqa: B024 - every hook has a working default
         if getattr(event, "type_name", "") != "TaskFailed" or not tool_name:
             return None
         return tool_name if tenant.tools.tool_id(tool_name) is not None else None
+
+    def recent_targets(self, tenant: TenantView, *, since: datetime) -> list[str]:
+        """The targets a schedule without a target queues cycles on: by default the tenant's
+        registered tools with failures since ``since``, most failures first."""
+        return tenant.episodes.failing_tools(since=since)
 
     async def handle_event(self, event: Event) -> None:  # noqa: B027 - optional hook
         """Observe one subscribed event (before any cycle job is queued). Keep it short: it

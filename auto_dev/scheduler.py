@@ -215,8 +215,9 @@ class EvolutionScheduler:
     # -- what a job does ---------------------------------------------------------------------------
 
     async def run_schedule(self, schedule_id: str, *, tenant_id: str | None = None) -> list[str]:
-        """Fire one schedule now: queue its engine's cycle on its target, or on every recently
-        failing tool of its tenant. Returns the queued job ids (none while backing off)."""
+        """Fire one schedule now: queue its engine's cycle on its target, or on every recent
+        target of its engine in its tenant (:meth:`recent_targets`). Returns the queued job
+        ids (none while backing off)."""
         tid = tenant_id or self.autodev.tenant_id
         now = utcnow()
         with self.autodev.database.session() as session:
@@ -229,7 +230,7 @@ class EvolutionScheduler:
                          failures=row.failures, until=row.backoff_until.isoformat())
                 return []
             engine, target, budget = row.engine, row.target, row.budget
-        targets = [target] if target else self.recently_failing_tools(tid)
+        targets = [target] if target else self.recent_targets(engine, tid)
         job_ids = []
         for name in targets:
             request = self.autodev.pipeline.request(engine, name, budget=budget,
@@ -271,6 +272,15 @@ class EvolutionScheduler:
             row.failures = 0
             row.backoff_until = None
         row.last_job_ids = []
+
+    def recent_targets(self, engine: str, tenant_id: str | None = None) -> list[str]:
+        """What a schedule of ``engine`` without a target fires on: the engine's recent
+        targets in the window (failing tools; failing workflows for the workflow engine)."""
+        from auto_dev.queries import TenantView
+
+        since = datetime.now(UTC) - self.window
+        view = TenantView(self.autodev.database, tenant_id or self.autodev.tenant_id)
+        return self.autodev.engines.get(engine).recent_targets(view, since=since)
 
     def recently_failing_tools(self, tenant_id: str | None = None) -> list[str]:
         since = datetime.now(UTC) - self.window

@@ -148,9 +148,11 @@ class AutoDev(WorkflowMethods):
         if builtin_engines:
             from auto_dev.engines.alpha_evolver import AlphaEvolver
             from auto_dev.engines.memento import Memento
+            from auto_dev.engines.workflow_evolver import WorkflowEvolver
 
             self.engines.register(AlphaEvolver())
             self.engines.register(Memento())
+            self.engines.register(WorkflowEvolver())
         if load_plugins:
             self.engines.load_entry_points()
         self._scheduler: EvolutionScheduler | None = None
@@ -526,6 +528,11 @@ class _LazySandbox(Sandbox):
     def slots(self) -> int:
         # The real sandbox's pool (choosing it now if no job did yet).
         return self._owner.sandbox.slots
+
+    @property
+    def backend(self) -> str:
+        """The real sandbox's name (what evaluations record as their backend)."""
+        return self._owner.sandbox.name
 
     async def run(self, job: SandboxJob) -> SandboxResult:
         return await self._owner.sandbox.run(job)

@@ -285,8 +285,10 @@ class CreationMixin:
         operator: str = "seed",
         objectives: Mapping[str, Any] | None = None,
         fitness: float | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> WorkflowVariant:
-        """Store a candidate workflow definition (gated by ``auto_dev.workflows``)."""
+        """Store a candidate workflow definition (gated by ``auto_dev.workflows``); ``details``
+        holds its evidence and lineage (JSON)."""
         text_of("name", name)
         text_of("operator", operator)
         if not isinstance(definition, Mapping):
@@ -295,6 +297,8 @@ class CreationMixin:
                                         and math.isfinite(fitness)):
             raise ValidationError("fitness", "must be a finite number")
         objective_values = objectives_of(objectives)
+        if details is not None and not isinstance(details, Mapping):
+            raise ValidationError("details", "must be an object")
         if parent_id is not None:
             parent = session.get(WorkflowVariant, parent_id)
             if parent is None or parent.tenant_id != tenant_id:
@@ -308,6 +312,7 @@ class CreationMixin:
             run_id=run_id, name=name, definition=dict(definition), operator=operator,
             status=CandidateStatus.PENDING.value, objectives=objective_values,
             fitness=float(fitness) if fitness is not None else None,
+            details={**dict(details or {}), "capability": WORKFLOWS},
             created_at=self.gatekeeper.now(), updated_at=self.gatekeeper.now(),
         )
         session.add(row)

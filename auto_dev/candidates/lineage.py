@@ -85,7 +85,7 @@ def passed_cases(session: Session, candidate: Candidate) -> frozenset[int]:
 
 
 def _recorded(candidate: Candidate, key: str) -> Any:
-    if isinstance(candidate, ToolMutation):
+    if isinstance(candidate, ToolMutation | WorkflowVariant):
         return (candidate.details or {}).get(key)
     if isinstance(candidate, SkillCandidate):
         return (candidate.validation or {}).get(key)

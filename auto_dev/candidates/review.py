@@ -30,6 +30,7 @@ from auto_dev.candidates.promotion import PromotionResult, RollbackResult, paren
 from auto_dev.models import (
     Agent,
     CandidateStatus,
+    Evaluation,
     SkillCandidate,
     TestCase,
     Tool,
@@ -262,7 +263,7 @@ class ReviewService:
                     diff = render_diff(before, candidate.code, name)
                     base, base_code = f"its parent, {steps[1].label}", before
             evaluation = candidate_evaluation(session, candidate)
-            inputs = _case_inputs(session, candidate, evaluation.total if evaluation else 0)
+            inputs = _case_inputs(session, candidate, evaluation)
             cases = []
             eval_info: dict[str, Any] | None = None
             if evaluation is not None:
@@ -273,8 +274,7 @@ class ReviewService:
                         index=index, status=str(case.get("status", "?")),
                         duration_s=float(case.get("duration_s") or 0.0),
                         output=case.get("output"), error=case.get("error"),
-                        inputs={"args": test.get("args", []), "kwargs": test.get("kwargs", {})}
-                        if test else None,
+                        inputs=_inputs_of(test) if test else None,
                         expected=test.get("expected") if test else None,
                     ))
                 eval_info = {
@@ -460,8 +460,23 @@ def _code_and_diff(session: Session, candidate: Candidate
             f"{tool.name} v{active.version} (active)", active.code, active)
 
 
-def _case_inputs(session: Session, candidate: Candidate, total: int) -> list[dict[str, Any]]:
+def _inputs_of(test: dict[str, Any]) -> Any:
+    """A case's inputs as review shows them: a workflow task's input object, or a tool's
+    call (args and kwargs)."""
+    if "input" in test:
+        return test["input"]
+    return {"args": test.get("args", []), "kwargs": test.get("kwargs", {})}
+
+
+def _case_inputs(session: Session, candidate: Candidate,
+                 evaluation: Evaluation | None) -> list[dict[str, Any]]:
     """The inputs of the evaluated cases, by index, when they can be known for sure."""
+    total = evaluation.total if evaluation else 0
+    if isinstance(candidate, WorkflowVariant):
+        # A workflow's tasks are recorded with their results (input, expected when known).
+        rows = list(evaluation.cases or []) if evaluation is not None else []
+        return [{k: c[k] for k in ("input", "expected") if k in c}
+                if isinstance(c, dict) and "input" in c else {} for c in rows]
     if isinstance(candidate, SkillCandidate):
         return [t for t in candidate.tests or [] if isinstance(t, dict)]
     if isinstance(candidate, ToolMutation):

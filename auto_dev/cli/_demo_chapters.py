@@ -251,6 +251,14 @@ async def roll_back_to_show_how(story: Story) -> None:
     tools_table(story, "tools after review")
 
 
+async def workflows_repair_themselves(story: Story) -> None:
+    """A support workflow's failing runs become a reviewed, promoted repair (see
+    :mod:`auto_dev.cli._demo_workflows`)."""
+    from auto_dev.cli._demo_workflows import workflows_repair_themselves as chapter
+
+    await chapter(story)
+
+
 CHAPTERS: tuple[Chapter, ...] = (
     set_the_stage,
     a_day_of_episodes,
@@ -259,6 +267,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     review_and_promote,
     trust_is_earned,
     roll_back_to_show_how,
+    workflows_repair_themselves,
 )
 
 

@@ -9,6 +9,9 @@
   dedicated tool; Memento groups them, builds regression tests from them, retrieves the closest
   tool (``average``) and repairs it into a skill candidate.
 
+Then a support workflow (``refund_support``) with a flaky tool lacking a retry and a branch on
+the wrong field fails for a morning; WorkflowEvolver repairs it offline (the workflow chapter).
+
 The ``clamp`` fix is then rolled back although it is correct: the rollback is there to show
 how a reviewer undoes a promotion, and :data:`ROLLBACK_REASON` (recorded) says so.
 """
@@ -66,6 +69,7 @@ AGENTS: dict[str, dict[str, str]] = {
     "support-bot": {
         "auto_dev.alpha_evolver": "supervised",
         "auto_dev.memento_skills": "intern",
+        "auto_dev.workflows": "supervised",
     },
     "checkout-bot": {
         "auto_dev.alpha_evolver": "supervised",
@@ -113,6 +117,7 @@ TENANT_SETTINGS: dict[str, Any] = {
     "enabled": True,
     "alpha_evolver": True,
     "memento_skills": True,
+    "workflows": True,
     "auto_promotion": False,
     "background_evolution": False,
 }
@@ -121,3 +126,93 @@ TENANT_SETTINGS: dict[str, Any] = {
 ROLLBACK_TOOL = "clamp"
 ROLLBACK_REASON = ("demonstration: showing how a reviewer undoes a promotion; the fix itself "
                    "passed review")
+
+
+# -- the workflow chapter --------------------------------------------------------------------
+# The support team's refund workflow has two faults: get_order times out now and then and the
+# step has no retry, and the branch tests payment_status where the order's status belongs (every
+# shipped order is cancelled instead of returned). WorkflowEvolver repairs both offline.
+
+_ORDERS = {
+    "A1": ("shipped", "paid"), "A2": ("processing", "paid"), "A3": ("shipped", "pending"),
+    "A4": ("processing", "pending"), "A5": ("shipped", "refunded"), "A6": ("delivered", "paid"),
+}
+
+WORKFLOW_TOOLS: list[dict[str, str]] = [
+    {
+        "name": "get_order",
+        "description": "The order service's record of one order (it times out now and then).",
+        "code": (
+            "def get_order(order_id):\n"
+            "    import random\n"
+            "    if random.random() < 0.3:\n"
+            "        raise TimeoutError('order service did not answer within 2 s')\n"
+            f"    orders = {({k: {'id': k, 'status': s, 'payment_status': p} for k, (s, p) in _ORDERS.items()})!r}\n"  # noqa: E501
+            "    return orders[order_id]\n"
+        ),
+    },
+    {
+        "name": "start_return",
+        "description": "Open a return for a shipped order: the customer gets a label.",
+        "code": (
+            "def start_return(order):\n"
+            "    return {'action': 'return', 'order_id': order['id'],\n"
+            "            'label': 'RMA-' + order['id']}\n"
+        ),
+    },
+    {
+        "name": "cancel_order",
+        "description": "Cancel an order that has not left the warehouse.",
+        "code": (
+            "def cancel_order(order_id):\n"
+            "    return {'action': 'cancel', 'order_id': order_id}\n"
+        ),
+    },
+]
+
+SUPPORT_WORKFLOW: dict[str, Any] = {
+    "name": "refund_support",
+    "description": "Returns for shipped orders, cancellations for the others.",
+    "input": {"required": ["order_id"]},
+    "steps": [
+        {"id": "order", "tool": "get_order", "args": {"order_id": "${input.order_id}"}},
+        {"id": "route", "switch": [
+            {"when": "steps.order.payment_status == 'shipped'",
+             "steps": [{"id": "ret", "tool": "start_return",
+                        "args": {"order": "${steps.order}"}}]},
+            {"otherwise": [{"id": "cancel", "tool": "cancel_order",
+                            "args": {"order_id": "${input.order_id}"}}]}]},
+    ],
+    "output": "steps.route",
+}
+
+
+def _refund_run(order_id: str, outcome: str) -> dict[str, Any]:
+    """One recorded run: ``ok``, ``cancelled`` (a shipped order cancelled) or ``timeout``."""
+    shipped = _ORDERS[order_id][0] == "shipped"
+    expected = ({"action": "return", "order_id": order_id, "label": f"RMA-{order_id}"}
+                if shipped else {"action": "cancel", "order_id": order_id})
+    run: dict[str, Any] = {"agent": "support-bot", "task": f"Handle the refund request for "
+                           f"order {order_id}", "workflow": SUPPORT_WORKFLOW["name"],
+                           "inputs": {"order_id": order_id}, "expected": expected,
+                           "success": outcome == "ok"}
+    if outcome == "ok":
+        run["output"] = expected
+    elif outcome == "cancelled":
+        run["output"] = {"action": "cancel", "order_id": order_id}
+        run["error_trace"] = "the customer's shipped order was cancelled instead of returned"
+    else:
+        run["error_trace"] = ("step order: 'get_order' failed (error): TimeoutError: order "
+                              "service did not answer within 2 s")
+    return run
+
+
+WORKFLOW_RUNS: list[dict[str, Any]] = [
+    _refund_run("A1", "cancelled"), _refund_run("A2", "ok"), _refund_run("A3", "cancelled"),
+    _refund_run("A4", "timeout"), _refund_run("A5", "cancelled"), _refund_run("A6", "ok"),
+]
+
+#: The seed of the demo's workflow search (the flaky tool fails the same calls every run).
+WORKFLOW_SEED = 8
+#: The run of the repaired workflow the demo shows: a shipped order gets its return label.
+WORKFLOW_CHECK_INPUT: dict[str, Any] = {"order_id": "A1"}

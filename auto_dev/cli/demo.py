@@ -1,8 +1,9 @@
 """``auto-dev demo``: the whole loop on embedded defaults, told as a small platform's day.
 
-Failing episodes become events; AlphaEvolver and Memento react; candidates run in the sandbox
-and are scored; the gate decides per agent maturity; a reviewer approves and promotes; the diff
-is shown; a promoted version is rolled back to show how. The story's steps are the chapters of
+Failing episodes become events; AlphaEvolver, Memento and WorkflowEvolver react; candidates run
+in the sandbox and are scored; the gate decides per agent maturity; a reviewer approves and
+promotes; the diff is shown; a promoted version is rolled back to show how; a support workflow
+is repaired and promoted. The story's steps are the chapters of
 :mod:`auto_dev.cli._demo_chapters`. Each run uses a fresh tenant so it can be repeated against
 the same database, and prints that tenant so the review commands can be tried after.
 """
@@ -55,8 +56,10 @@ async def _tell(console: Console, settings: Any, tenant: str | None, budget: int
     from rich.rule import Rule
 
     from auto_dev.cli._demo_chapters import CHAPTERS, Story
+    from auto_dev.cli._demo_story import WORKFLOW_SEED
     from auto_dev.engines.alpha_evolver import AlphaEvolver
     from auto_dev.engines.memento import Memento
+    from auto_dev.engines.workflow_evolver import WorkflowEvolver
     from auto_dev.service import AutoDev
 
     tid = tenant or "demo-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-%f")
@@ -87,6 +90,8 @@ async def _tell(console: Console, settings: Any, tenant: str | None, budget: int
         autodev.engines.register(AlphaEvolver(event_budget=budget, on_progress=on_progress),
                                  replace=True)
         autodev.engines.register(Memento(event_budget=budget), replace=True)
+        autodev.engines.register(WorkflowEvolver(event_budget=budget, rng_seed=WORKFLOW_SEED),
+                                 replace=True)
         for chapter in CHAPTERS:
             await chapter(story)
     finally:
@@ -101,7 +106,8 @@ def _final_table(console: Console, summary: dict[str, Any]) -> None:
     table.add_column("what")
     table.add_column("value", justify="right", overflow="fold")
     for key in ("tenant", "database", "sandbox", "episodes", "events_delivered", "candidates",
-                "promoted", "graduated", "rolled_back", "seconds"):
+                "promoted", "graduated", "rolled_back", "workflow_runs", "workflow_promoted",
+                "workflow_run", "seconds"):
         table.add_row(key.replace("_", " "), str(summary.get(key, "-")))
     console.print(table)
     console.print(f"next: [bold]AUTO_DEV_TENANT={summary['tenant']} auto-dev candidates list "

@@ -69,6 +69,13 @@ class BoundStore:
         s.created.append(row.id)
         return row
 
+    def create_workflow_variant(self, **fields: Any) -> Any:
+        s = self._sink
+        row = s.store.create_workflow_variant(
+            self.session, tenant_id=s.tenant_id, run_id=s.run_id, agent_id=s.agent, **fields)
+        s.created.append(row.id)
+        return row
+
     def record_evaluation(self, **fields: Any) -> Any:
         return self._sink.store.record_evaluation(
             self.session, tenant_id=self._sink.tenant_id, **fields)

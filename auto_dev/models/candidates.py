@@ -132,6 +132,10 @@ class WorkflowVariant(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
     objectives: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     fitness: Mapped[float | None] = mapped_column(Float)
+    #: Evidence and lineage: the version it was made from, the operators that made it, the
+    #: per-task results before and after, the run's search figures.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict,
+                                                    server_default="{}")
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime(), nullable=False, default=utcnow

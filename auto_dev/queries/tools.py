@@ -107,6 +107,18 @@ class ToolQueries:
             return session.scalars(select(Tool.id).where(
                 Tool.tenant_id == self.tenant_id, Tool.name == name)).one_or_none()
 
+    def active_programs(self) -> dict[str, Program]:
+        """Every tool's active version as a program (code and entrypoint), by tool name."""
+        with self.database.session(readonly=True) as session:
+            rows = session.execute(
+                select(Tool.name, ToolVersion.id, ToolVersion.code, ToolVersion.entrypoint)
+                .join(ToolVersion, ToolVersion.tool_id == Tool.id)
+                .where(Tool.tenant_id == self.tenant_id, ToolVersion.tenant_id == self.tenant_id,
+                       ToolVersion.is_active.is_(True))
+                .order_by(Tool.name)).all()
+        return {name: Program(code=code, entrypoint=entry, id=vid)
+                for name, vid, code, entry in rows}
+
     def catalogue(self) -> list[tuple[str, str]]:
         """Every tool's ``(name, description)``, by name."""
         with self.database.session(readonly=True) as session:

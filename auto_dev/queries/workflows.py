@@ -82,6 +82,21 @@ class StoredWorkflowTask:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowSnapshot:
+    """What an engine evolves a workflow from, read in one transaction: the active version,
+    the stored tasks, and the inputs of recent failing runs that named no expected output."""
+
+    workflow_id: str
+    name: str
+    version_id: str
+    version: int
+    definition: dict[str, Any]
+    tasks: tuple[StoredWorkflowTask, ...]
+    #: Inputs of failing runs without ``expected``, newest first, each once.
+    failing_inputs: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SignalStats:
     """The signals of one kind recorded against one version."""
 
@@ -355,6 +370,47 @@ class WorkflowQueries:
             return [StoredWorkflowTask(r.id, dict(r.input or {}), r.expected, r.has_expected,
                                        r.source, r.episode_id) for r in session.scalars(query)]
 
+    def open_variants(self, name: str) -> list[str]:
+        """Ids of the workflow's variants not decided yet (pending, evaluating, passed or
+        approved), oldest first."""
+        from auto_dev.models import WorkflowVariant
+
+        with self.database.session(readonly=True) as session:
+            return list(session.scalars(select(WorkflowVariant.id).where(
+                WorkflowVariant.tenant_id == self.tenant_id, WorkflowVariant.name == name,
+                WorkflowVariant.status.in_(("pending", "evaluating", "passed", "approved")))
+                .order_by(WorkflowVariant.created_at, WorkflowVariant.id)))
+
+    def snapshot(self, name: str, *, max_failing_runs: int = 50) -> WorkflowSnapshot:
+        """The active version, the tasks and the inputs of the newest ``max_failing_runs``
+        failing runs that gave no expected output (:class:`NotFoundError` if missing)."""
+        from auto_dev.models import Episode
+
+        with self.database.session(readonly=True) as session:
+            version = workflow_version_for(session, self.tenant_id, name, None)
+            rows = session.scalars(select(WorkflowTaskRecord).where(
+                WorkflowTaskRecord.tenant_id == self.tenant_id,
+                WorkflowTaskRecord.workflow_id == version.workflow_id)
+                .order_by(WorkflowTaskRecord.created_at, WorkflowTaskRecord.id))
+            tasks = tuple(StoredWorkflowTask(r.id, dict(r.input or {}), r.expected,
+                                             r.has_expected, r.source, r.episode_id)
+                          for r in rows)
+            failing = session.scalars(
+                select(Episode.details).where(
+                    Episode.tenant_id == self.tenant_id,
+                    Episode.workflow_id == version.workflow_id, Episode.success.is_(False))
+                .order_by(desc(Episode.created_at), desc(Episode.id))
+                .limit(max_failing_runs))
+            inputs: dict[str, dict[str, Any]] = {}
+            for details in failing:
+                details = details or {}
+                if "expected" in details or not isinstance(details.get("inputs"), dict):
+                    continue  # a run with its expected output is a stored task already
+                key = json.dumps(details["inputs"], sort_keys=True, default=str)
+                inputs.setdefault(key, dict(details["inputs"]))
+            return WorkflowSnapshot(version.workflow_id, name, version.id, version.version,
+                                    dict(version.definition), tasks, tuple(inputs.values()))
+
     def signal_summary(self, *, tool: str | None = None, workflow: str | None = None,
                        version: int | None = None) -> SignalSummary:
         """Per kind: how many signals, their mean, min, max and when the last came, for the
@@ -372,6 +428,21 @@ class WorkflowQueries:
             wv = workflow_version_for(session, self.tenant_id, workflow, version)
             return SignalSummary(WORKFLOW_TARGET, workflow, wv.version, wv.id,
                                  signal_stats(session, self.tenant_id, WORKFLOW_TARGET, wv.id))
+
+    def failing_workflows(self, *, since: datetime) -> list[str]:
+        """The tenant's workflows with failed runs since ``since``, most failures first."""
+        from auto_dev.models import Episode
+
+        with self.database.session(readonly=True) as session:
+            rows = session.execute(
+                select(Workflow.name, func.count())
+                .join(Episode, Episode.workflow_id == Workflow.id)
+                .where(Workflow.tenant_id == self.tenant_id,
+                       Episode.tenant_id == self.tenant_id, Episode.success.is_(False),
+                       Episode.created_at >= since)
+                .group_by(Workflow.name)
+                .order_by(desc(func.count()), Workflow.name)).all()
+        return [name for name, _ in rows]
 
     def latest_failing_agent(self, name: str) -> str | None:
         """The key of the agent whose run of workflow ``name`` failed most recently."""

@@ -11,13 +11,16 @@ import ast
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from auto_dev._exceptions import SandboxError, ToolCallError, ToolTimeoutError, ValidationError
 from auto_dev.abc import Sandbox, ToolInvoker
 from auto_dev.sandbox.base import Case, CaseStatus, Limits, SandboxJob
+
+if TYPE_CHECKING:
+    from auto_dev.queries import TenantView
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +114,13 @@ def tool_source(name: str, code: str, entrypoint: str) -> str:
         raise ValidationError("tools", f"tool {name!r} (entrypoint {entrypoint!r}) cannot be "
                                        "called by name: both must be Python identifiers")
     return f"{code.rstrip()}\n\n\n{name} = {entrypoint}\n"
+
+
+def tenant_tools(view: TenantView) -> dict[str, str]:
+    """The active code of every registered tool of ``view``'s tenant that a workflow can name
+    (tool name -> source for :class:`SandboxToolInvoker`)."""
+    return {name: tool_source(name, program.code, program.entrypoint)
+            for name, program in view.tools.active_programs().items() if name.isidentifier()}
 
 
 def load_tools_file(path: str | Path) -> dict[str, str]:

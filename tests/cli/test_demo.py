@@ -114,6 +114,33 @@ class TestDemo:
             offered = [i for (i,) in db.execute(
                 "SELECT id FROM tool_mutations WHERE status IN ('promoted', 'rolled_back')")]
         assert offered and all(i[:12] in out for i in offered)
+    def test_the_workflow_chapter_repairs_reviews_and_promotes(
+            self, demo_run: tuple[str, Path]) -> None:
+        """The support workflow's failing runs end in a promoted variant whose structural
+        diff adds the retry and fixes the branch, and a run of the new version succeeds."""
+        out, database = demo_run
+        flat = " ".join(out.split())
+        assert "workflows: refund_support repairs itself" in flat
+        assert "~ changed step order: retry added" in flat
+        assert ("~ changed step route: switch[0].when \"steps.order.payment_status == "
+                "'shipped'\" -> \"steps.order.status == 'shipped'\"") in flat
+        assert "promoted workflow refund_support: v1 -> v2 (active)" in flat
+        assert "a run of refund_support v2 for order A1: ok" in flat
+        with sqlite3.connect(database) as db:
+            versions = db.execute(
+                "SELECT v.version, v.is_active, v.source FROM workflow_versions v JOIN "
+                "workflows w ON w.id = v.workflow_id WHERE w.name = 'refund_support' "
+                "ORDER BY v.version").fetchall()
+            runs = db.execute("SELECT status, stats FROM evolution_runs WHERE engine = "
+                              "'workflow_evolver' AND status = 'completed'").fetchall()
+            last = db.execute("SELECT success FROM episodes WHERE workflow_id IS NOT NULL "
+                              "ORDER BY created_at DESC LIMIT 1").fetchone()
+        assert versions == [(1, 0, "user"), (2, 1, "variant")]
+        [(_, stats)] = runs
+        assert '"strategy": "offline: workflow operators"' in stats
+        assert last == (1,)
+
+
 class TestDemoTwice:
     """Review decisions stick across runs: the demo twice in one tenant."""
 

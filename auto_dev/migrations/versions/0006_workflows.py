@@ -1,7 +1,7 @@
 """Workflows as stored, versioned things: ``workflows``, ``workflow_versions`` (one active per
 workflow, kept by a partial unique index as for tool versions), ``workflow_tasks``,
-``version_signals`` (signals recorded against a tool or a workflow version), and a nullable
-``episodes.workflow_id``.
+``version_signals`` (signals recorded against a tool or a workflow version), a nullable
+``episodes.workflow_id`` and ``workflow_variants.details`` (a variant's evidence and lineage).
 
 SQLite adds a foreign key only by copying the table (batch mode), and dropping the old copy with
 foreign keys on (they are, for every auto-dev connection) would cascade into
@@ -132,6 +132,9 @@ def upgrade() -> None:
     op.create_index("ix_version_signals_tenant_created", "version_signals",
                     ["tenant_id", "created_at"], unique=False)
 
+    # A variant's evidence and lineage (the engine's per-task results before and after).
+    op.add_column("workflow_variants", sa.Column("details", sa.JSON(), nullable=False,
+                                                 server_default="{}"))
     if op.get_context().dialect.name == "sqlite":
         with _episodes_copied_sqlite(copy_from=_episodes_0005()) as batch:
             batch.add_column(sa.Column("workflow_id", sa.String(length=32), nullable=True))
@@ -156,6 +159,11 @@ def downgrade() -> None:
         op.drop_column("episodes", "workflow_id")
     op.drop_table("version_signals")
     op.drop_table("workflow_tasks")
+    if op.get_context().dialect.name == "sqlite":
+        with op.batch_alter_table("workflow_variants") as batch:
+            batch.drop_column("details")
+    else:
+        op.drop_column("workflow_variants", "details")
     op.drop_index("uq_workflow_versions_one_active", table_name="workflow_versions")
     op.drop_table("workflow_versions")
     op.drop_table("workflows")
