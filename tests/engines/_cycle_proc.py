@@ -3,7 +3,7 @@
 Usage: ``python -m tests.engines._cycle_proc DATABASE_URL LOG_PATH SECONDS``
 
 Starts an :class:`AutoDev` on DATABASE_URL whose cycle worker runs queued cycles of the
-``recorder`` engine, with a 1 s lease. Each cycle appends ``start TARGET PID`` to LOG_PATH, works
+``recorder`` engine, with a 4 s lease. Each cycle appends ``start TARGET PID`` to LOG_PATH, works
 for SECONDS, then appends ``done TARGET PID``. Prints ``ready`` once the worker runs, and exits
 cleanly on SIGTERM.
 """
@@ -45,7 +45,9 @@ class Recorder(BaseLearningEngine):
 
 
 async def serve(url: str, log_path: str, seconds: float) -> None:
-    settings = load_settings(database_url=url, tenant="t1", cycle_lease_s=1.0, cycle_poll_s=0.1)
+    # A lease long enough that a live worker's heartbeat never lapses on a loaded machine (a
+    # lapsed lease is taken over by design), short enough that the killed one's job moves on.
+    settings = load_settings(database_url=url, tenant="t1", cycle_lease_s=4.0, cycle_poll_s=0.1)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     autodev = AutoDev(settings, load_plugins=False, builtin_engines=False)

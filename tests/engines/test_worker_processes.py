@@ -57,7 +57,7 @@ class TestCyclesSpreadOverProcesses:
     def test_each_job_runs_once_and_a_killed_workers_job_is_taken_over(
             self, postgres_database: Database, postgres_url: str, tmp_path: Path) -> None:
         """Every job ends done with exactly one finished cycle; the killed process's job is
-        claimed again once its 1 s lease expires and completes once, in another process; the
+        claimed again once its 4 s lease expires and completes once, in another process; the
         jobs were shared between the surviving processes."""
         settings = load_settings(database_url=postgres_url, tenant="t1", cycle_worker=False)
         queuer = AutoDev(settings, database=postgres_database, load_plugins=False,
