@@ -129,6 +129,7 @@ class AlphaEvolver(BaseLearningEngine):
             mix=cycle.mutator_weights or None, config=self.config, fitness=self.fitness,
             run_id=cycle.run_id, tenant_id=request.tenant_id,
             hooks=SearchHooks(on_seed=persister.on_seed, on_evaluated=persister.on_evaluated,
+                              on_rechecked=persister.on_rechecked,
                               on_progress=self.on_progress),
         )
         result = await search.run()
@@ -169,6 +170,8 @@ class _Persister:
         self.snapshot = snapshot
         self.run_id = cycle.run_id
         self.stored: dict[str, CandidateRecord] = {}
+        #: The storage id of each stored candidate by its search id.
+        self.rows: dict[str, str] = {}
         self.rejected: list[dict[str, Any]] = []
         #: Stored ids that children may name as parents (population members, stepping stones).
         self.parents: set[str] = set()
@@ -234,9 +237,26 @@ class _Persister:
                     parent_objectives=parent_scores, parent_passed_cases=parent_cases,
                 )
         self.stored[row.id] = record
+        self.rows[record.id] = row.id
         self.parents.add(row.id)
         self.known[row.id] = (dict(record.objectives), record.passed_cases)
         return row.id
+
+    async def on_rechecked(self, record: CandidateRecord) -> None:
+        """A stored candidate passed its deadline-cut cases at the full limit: its evaluation
+        row is replaced by the full-limit one, so review sees what the run reports."""
+        row_id = self.rows.get(record.id)
+        if row_id is None or record.result is None:
+            return  # not stored as a candidate (kept for lineage only)
+        parent = record.parent_ids[0] if record.parent_ids else self.snapshot.version_id
+        parent_scores, parent_cases = self.known.get(parent, ({}, frozenset()))
+        with self.cycle.candidates.transaction() as tx:
+            tx.record_evaluation(
+                candidate_id=row_id, result=record.result, limits=self.cycle.limits.to_wire(),
+                objectives=record.objectives, parent_objectives=parent_scores,
+                parent_passed_cases=parent_cases)
+        self.stored[row_id] = record
+        self.known[row_id] = (dict(record.objectives), record.passed_cases)
 
     def flush(self) -> None:
         """Write the buffered rejected candidates (one INSERT)."""

@@ -172,6 +172,8 @@ class RecheckMixin:
         program = dataclasses.replace(old, scores=record.objectives,
                                       passed_cases=record.passed_cases)
         self.population.replace(old, program)
+        if self.hooks.on_rechecked is not None:  # what was stored must say the same
+            await self.hooks.on_rechecked(record)
         if record.result is not None:
             self._remember_feedback(program, record.result)
         if self.population.best() is program:

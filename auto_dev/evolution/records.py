@@ -99,6 +99,9 @@ class SearchHooks:
     on_evaluated: Callable[[CandidateRecord], Awaitable[str | None]] | None = None
     on_filtered: Callable[[CandidateRecord], Awaitable[None]] | None = None
     on_new_best: Callable[[CandidateRecord], Awaitable[None]] | None = None
+    #: A candidate already reported to ``on_evaluated`` passed its deadline-cut cases at the
+    #: full limit: the record (same id) now holds the full-limit result and objectives.
+    on_rechecked: Callable[[CandidateRecord], Awaitable[None]] | None = None
     on_progress: Callable[[SearchProgress], None] | None = None
 
 

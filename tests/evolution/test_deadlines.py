@@ -192,3 +192,34 @@ class TestSearchDeadlines:
         assert adaptive.best_record is not None
         assert "re-checked at the full limit" in adaptive.best_record.reason
         assert not legacy.solved  # cut at 0.5 s and never looked at again
+
+    async def test_a_stored_candidate_upgraded_by_a_recheck_is_reported_again(self) -> None:
+        """A fix reported as partial (its slow cases cut) and then passed at the full limit is
+        handed to ``on_rechecked`` under the same id, with every case passing, so what a caller
+        stored says what the run reports."""
+        from auto_dev.evolution.records import CandidateRecord, SearchHooks
+
+        def seconds(code: str, case: Case) -> float:
+            return 1.0 if "return x" in code and case.args[0] >= 3 else 0.0001
+
+        evaluated: list[CandidateRecord] = []
+        rechecked: list[CandidateRecord] = []
+
+        async def on_evaluated(record: CandidateRecord) -> None:
+            evaluated.append(record)
+
+        async def on_rechecked(record: CandidateRecord) -> None:
+            rechecked.append(record)
+
+        search = EvolutionSearch(
+            Program(code=SEED, entrypoint="f"), CASES, TimedSandbox(_judge, seconds),
+            [ListMutator([FIXED])], budget=5, limits=Limits(timeout_s=2.0),
+            config=SearchConfig(max_idle_steps=2),
+            hooks=SearchHooks(on_evaluated=on_evaluated, on_rechecked=on_rechecked))
+        result = await search.run()
+        assert result.solved
+        reported = [r for r in evaluated if r.proposal.code == FIXED]
+        assert len(reported) == 1 and len(reported[0].passed_cases) < len(CASES)
+        assert [r.id for r in rechecked] == [reported[0].id]
+        assert rechecked[0].passed_cases == frozenset(range(len(CASES)))
+        assert rechecked[0].result is not None and rechecked[0].result.pass_rate == 1.0
