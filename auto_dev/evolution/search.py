@@ -321,7 +321,10 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
         for proposal in proposals:
             candidate = await self._filter(proposal, parent, mutator.name, island)
             if costly:
-                self._waste.record(mutator.name, parent.code, wasted=candidate is None)
+                self._waste.record(mutator.name, parent.code, wasted=candidate is None,
+                                   digest=normalized_hash(proposal.code))
+                if candidate is not None:
+                    candidate.model_call = True
             if candidate is not None:
                 batch.append(candidate)
         return batch

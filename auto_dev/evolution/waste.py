@@ -8,12 +8,20 @@ already seen) and turns a run of waste into a decision *before* the next call: a
 answers in a row the mutator is asked to explore (hotter sampling, more failing cases shown),
 after four to explore more, and once ``patience`` answers in a row (or ``max_rate`` of at least
 ``min_calls``) were wasted the parent is *saturated*: the search moves on to another parent.
+
+Before a parent saturates, :meth:`WasteLedger.promise` says how much one more call about it is
+worth compared with a call about another parent: the chance that the answer is a program not
+seen before (a Good-Turing estimate: the share of this parent's answers that were new and never
+answered again) times the chance that a new answer helps (passes more cases than the parent, or
+is a stepping stone; a Laplace estimate over the evaluated answers). A parent that keeps getting
+the same answers, or new answers that never help, loses the calls to one whose neighbourhood is
+less explored, whatever the model: a model that repeats itself says so through its duplicates.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from auto_dev._exceptions import ValidationError
 
@@ -25,6 +33,22 @@ class ParentWaste:
     calls: int = 0
     wasted: int = 0
     streak: int = 0  # consecutive wasted answers, the latest included
+    evaluated: int = 0  # answers evaluated (their outcome settled)
+    helped: int = 0  # of those, answers that passed more cases than the parent, or stones
+    #: Programs this parent's answers introduced and that it has not answered again (the
+    #: Good-Turing singletons).
+    once: set[bytes] = field(default_factory=set)
+
+    @property
+    def new_chance(self) -> float:
+        """Good-Turing estimate of the chance that the next answer is a program not seen yet
+        (smoothed: 1 before any answer)."""
+        return (len(self.once) + 1) / (self.calls + 1)
+
+    @property
+    def help_chance(self) -> float:
+        """Laplace estimate of the chance that a new answer helps."""
+        return (self.helped + 1) / (self.evaluated + 2)
 
 
 class WasteLedger:
@@ -46,8 +70,7 @@ class WasteLedger:
         self.wasted = 0
         self._parents: OrderedDict[tuple[str, str], ParentWaste] = OrderedDict()
 
-    def record(self, mutator: str, parent_code: str, *, wasted: bool) -> None:
-        """Count one answered call of ``mutator`` for the parent with ``parent_code``."""
+    def _entry(self, mutator: str, parent_code: str) -> ParentWaste:
         key = (mutator, parent_code)
         entry = self._parents.get(key)
         if entry is None:
@@ -56,6 +79,22 @@ class WasteLedger:
                 self._parents.popitem(last=False)
         else:
             self._parents.move_to_end(key)
+        return entry
+
+    def record(
+        self, mutator: str, parent_code: str, *, wasted: bool, digest: bytes | None = None
+    ) -> None:
+        """Count one answered call of ``mutator`` for the parent with ``parent_code``.
+
+        ``digest`` (the answer's normalised program hash, when it parses) tells a program this
+        parent's answers introduced (not ``wasted``) from one it answered again.
+        """
+        entry = self._entry(mutator, parent_code)
+        if digest is not None:
+            if not wasted:
+                entry.once.add(digest)
+            else:
+                entry.once.discard(digest)
         entry.calls += 1
         self.calls += 1
         if wasted:
@@ -64,6 +103,18 @@ class WasteLedger:
             self.wasted += 1
         else:
             entry.streak = 0
+
+    def settle(self, mutator: str, parent_code: str, *, helped: bool) -> None:
+        """Count the outcome of one evaluated answer of ``mutator`` for that parent."""
+        entry = self._entry(mutator, parent_code)
+        entry.evaluated += 1
+        entry.helped += int(helped)
+
+    def promise(self, mutator: str, parent_code: str) -> float:
+        """The expected number of new, helpful answers per call about that parent (in (0, 1];
+        a parent never asked about scores 0.5)."""
+        entry = self.get(mutator, parent_code)
+        return entry.new_chance * entry.help_chance
 
     def get(self, mutator: str, parent_code: str) -> ParentWaste:
         return self._parents.get((mutator, parent_code)) or ParentWaste()
