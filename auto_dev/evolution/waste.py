@@ -13,7 +13,8 @@ Before a parent saturates, :meth:`WasteLedger.promise` says how much one more ca
 worth compared with a call about another parent: the chance that the answer is a program not
 seen before (a Good-Turing estimate: the share of this parent's answers that were new and never
 answered again) times the chance that a new answer helps (passes more cases than the parent, or
-is a stepping stone; a Laplace estimate over the evaluated answers). A parent that keeps getting
+is a stepping stone; estimated from its evaluated answers, shrunk towards the rate over every
+parent, so that a parent never asked about starts at what answers usually achieve). A parent that keeps getting
 the same answers, or new answers that never help, loses the calls to one whose neighbourhood is
 less explored, whatever the model: a model that repeats itself says so through its duplicates.
 """
@@ -45,10 +46,10 @@ class ParentWaste:
         (smoothed: 1 before any answer)."""
         return (len(self.once) + 1) / (self.calls + 1)
 
-    @property
-    def help_chance(self) -> float:
-        """Laplace estimate of the chance that a new answer helps."""
-        return (self.helped + 1) / (self.evaluated + 2)
+    def help_chance(self, prior: float = 0.5, weight: float = 2.0) -> float:
+        """Estimate of the chance that a new answer helps: the answers evaluated so far,
+        shrunk towards ``prior`` as if ``weight`` answers had helped at that rate."""
+        return (self.helped + weight * prior) / (self.evaluated + weight)
 
 
 class WasteLedger:
@@ -68,6 +69,8 @@ class WasteLedger:
         self.capacity = capacity
         self.calls = 0
         self.wasted = 0
+        self.evaluated = 0
+        self.helped = 0
         self._parents: OrderedDict[tuple[str, str], ParentWaste] = OrderedDict()
 
     def _entry(self, mutator: str, parent_code: str) -> ParentWaste:
@@ -109,12 +112,20 @@ class WasteLedger:
         entry = self._entry(mutator, parent_code)
         entry.evaluated += 1
         entry.helped += int(helped)
+        self.evaluated += 1
+        self.helped += int(helped)
 
     def promise(self, mutator: str, parent_code: str) -> float:
         """The expected number of new, helpful answers per call about that parent (in (0, 1];
-        a parent never asked about scores 0.5)."""
+        a parent never asked about scores the share of all evaluated answers that helped,
+        Laplace-smoothed: 0.5 before any)."""
         entry = self.get(mutator, parent_code)
-        return entry.new_chance * entry.help_chance
+        return entry.new_chance * entry.help_chance(self.help_rate)
+
+    @property
+    def help_rate(self) -> float:
+        """The share of evaluated answers that helped, over every parent (Laplace)."""
+        return (self.helped + 1) / (self.evaluated + 2)
 
     def get(self, mutator: str, parent_code: str) -> ParentWaste:
         return self._parents.get((mutator, parent_code)) or ParentWaste()

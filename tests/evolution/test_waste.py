@@ -170,7 +170,8 @@ class TestParentPromise:
         self, answers: list[tuple[int, bool]], outcomes: list[bool]
     ) -> None:
         """The new-answer chance is (programs introduced and never answered again + 1) over
-        (calls + 1); the help chance is Laplace's; their product is the promise."""
+        (calls + 1); the help chance is the parent's rate shrunk towards the rate over every
+        parent; their product is the promise."""
         ledger = WasteLedger()
         introduced: dict[bytes, int] = {}
         for number, wasted in answers:
@@ -185,12 +186,15 @@ class TestParentPromise:
         entry = ledger.get("llm", "p")
         once = sum(1 for count in introduced.values() if count == 1)
         assert entry.new_chance == (once + 1) / (len(answers) + 1)
-        assert entry.help_chance == (sum(outcomes) + 1) / (len(outcomes) + 2)
-        assert 0 < ledger.promise("llm", "p") == entry.new_chance * entry.help_chance <= 1
+        rate = (sum(outcomes) + 1) / (len(outcomes) + 2)
+        assert ledger.help_rate == rate
+        assert entry.help_chance(rate) == (sum(outcomes) + 2 * rate) / (len(outcomes) + 2)
+        assert 0 < ledger.promise("llm", "p") == entry.new_chance * entry.help_chance(rate) <= 1
+        assert ledger.promise("llm", "never asked") == rate
 
     def test_repeats_and_fruitless_answers_lower_the_promise(self) -> None:
         """A parent answered with repeats, or with new programs that never help, is worth less
-        than one never asked about (0.5); answers that help raise it again."""
+        than one never asked about; a parent whose answers helped is worth more."""
         ledger = WasteLedger()
         assert ledger.promise("llm", "fresh") == 0.5
         for _ in range(4):
@@ -198,12 +202,11 @@ class TestParentPromise:
         for number in range(4):
             ledger.record("llm", "fruitless", wasted=False, digest=bytes([number]))
             ledger.settle("llm", "fruitless", helped=False)
-        assert ledger.promise("llm", "repeats") < 0.5
-        assert ledger.promise("llm", "fruitless") < 0.5
-        before = ledger.promise("llm", "fruitless")
-        ledger.record("llm", "fruitless", wasted=False, digest=b"new")
-        ledger.settle("llm", "fruitless", helped=True)
-        assert ledger.promise("llm", "fruitless") > before
+        ledger.record("llm", "helpful", wasted=False, digest=b"new")
+        ledger.settle("llm", "helpful", helped=True)
+        fresh = ledger.promise("llm", "fresh")
+        assert ledger.promise("llm", "repeats") < fresh
+        assert ledger.promise("llm", "fruitless") < fresh < ledger.promise("llm", "helpful")
 
 
 _FIX = "def f(x):\n    return x + 0\n"
