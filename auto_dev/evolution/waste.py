@@ -14,9 +14,10 @@ worth compared with a call about another parent: the chance that the answer is a
 seen before (a Good-Turing estimate: the share of this parent's answers that were new and never
 answered again) times the chance that a new answer helps (passes more cases than the parent, or
 is a stepping stone; estimated from its evaluated answers, shrunk towards the rate over every
-parent, so that a parent never asked about starts at what answers usually achieve). A parent that keeps getting
-the same answers, or new answers that never help, loses the calls to one whose neighbourhood is
-less explored, whatever the model: a model that repeats itself says so through its duplicates.
+parent, so that a parent never asked about starts at what answers usually achieve). A parent
+that keeps getting the same answers, or new answers that never help, loses the calls to one
+whose neighbourhood is less explored, whatever the model: a model that repeats itself says so
+through its duplicates.
 """
 
 from __future__ import annotations
