@@ -28,6 +28,7 @@ class SearchCandidate:
     outcome: CascadeOutcome | None = None
     program: Program | None = None  # the population member it became, once accepted
     parents: tuple[PartialFix, ...] = field(default_factory=tuple)  # for a merge
+    model_call: bool = False  # a model call's answer: its outcome feeds the waste ledger
 
 
 def proposal_cost(proposal: Proposal) -> float:

@@ -50,6 +50,7 @@ class ParentMixin:
         exhausted = getattr(mutator, "exhausted", None)
         draw = self._rng_select.random()
         lead = self._leading_stone()
+        steered = True  # towards a stepping stone: composed edits decide, not the ledger
         if self._focus:
             # A stepping stone that passes cases the best does not: explore it now.
             parent = self._focus.popleft()
@@ -58,17 +59,21 @@ class ParentMixin:
             parent = lead
         elif self.population.stones and draw < cfg.stone_rate:
             parent = self.population.sample_stone() or parent
-        elif (callable(exhausted) and self._seed_program is not None
-              and draw < cfg.stone_rate + cfg.seed_rate
-              and not exhausted(self._seed_program)):
-            # Most bugs are one edit away from the seed: keep walking its neighbourhood while
-            # partial fixes are explored, rather than only after they are used up.
-            parent = self._seed_program
+        else:
+            steered = False
+            if (callable(exhausted) and self._seed_program is not None
+                    and draw < cfg.stone_rate + cfg.seed_rate
+                    and not exhausted(self._seed_program)):
+                # Most bugs are one edit away from the seed: keep walking its neighbourhood
+                # while partial fixes are explored, rather than only after they are used up.
+                parent = self._seed_program
         if callable(exhausted) and exhausted(parent):
             # Its neighbourhood is used up: the next best parent with edits left, if any.
             parent = self.population.fresh_parent(island, lambda p: not exhausted(p)) or parent
         if cfg.waste_control and self._calls_model(mutator):
             name = mutator.name
+            if not steered:
+                parent = self._most_promising(parent, name)
 
             def usable(program: Program) -> bool:
                 return not self._waste.saturated(name, program.code)
@@ -80,6 +85,21 @@ class ParentMixin:
                         or self.population.sample_neutral(parent.code, usable)
                         or next((s for s in self.population.stones if usable(s)), None))
         return parent
+
+    def _most_promising(self, parent: Program, mutator: str) -> Program:
+        """Of ``parent``, the seed and the population's members, the one a call of
+        ``mutator`` is most likely to get a new, helpful answer about (``parent`` on ties).
+
+        Greedy on pass rate alone, a model is asked about the best partial fix until its
+        answers run dry, even when that fix leads nowhere and the seed's neighbourhood, barely
+        explored, holds the repair.
+        """
+        options: dict[str, Program] = {parent.code: parent}
+        if self._seed_program is not None:
+            options.setdefault(self._seed_program.code, self._seed_program)
+        for member in self.population.members():
+            options.setdefault(member.code, member)
+        return max(options.values(), key=lambda p: self._waste.promise(mutator, p.code))
 
     def _failing_cases(self, parent: Program, level: int) -> list[CaseFeedback]:
         feedback = self._feedback.get(parent.code, [])

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from auto_dev.evolution.cascade import CascadeEvaluator
     from auto_dev.evolution.population import Population
     from auto_dev.evolution.search_config import SearchConfig
+    from auto_dev.evolution.waste import WasteLedger
     from auto_dev.fitness.service import FitnessService
     from auto_dev.sandbox.base import Case, Limits
 
@@ -45,6 +46,7 @@ class RecheckMixin:
         _cascade: CascadeEvaluator
         _deadlines: CaseDeadlines | None
         _rechecks: RecheckQueue
+        _waste: WasteLedger
         _evaluations: int
         _since_best: int
         _recheck_backoff: int
@@ -61,6 +63,9 @@ class RecheckMixin:
         cuts kept it from passing every case."""
         record, outcome = candidate.record, candidate.outcome
         assert record is not None and outcome is not None
+        if candidate.model_call:
+            self._waste.settle(candidate.mutator, candidate.parent.code,
+                               helped=record.status.accepted or record.stepping_stone)
         # Once a repair is known a slower one cannot replace it: no hold, no re-check.
         if not (outcome.cut and outcome.optimistic is SearchStatus.PASSED
                 and not self._solved(self.population.best())

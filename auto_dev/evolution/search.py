@@ -32,6 +32,9 @@ Three things keep the search from wasting sandbox time, evaluations and model ca
   filtered before evaluation are counted; a run of them makes the mutator explore (hotter, more
   failing cases shown) and then moves the search to another parent (the next best, or a
   neutral child whose neighbourhood holds the two-edit programs) before more calls are spent.
+  Before that, each call goes to the parent (of the seed and the population) with the best
+  chance of a new answer that helps: a partial fix whose answers stop paying gives the calls
+  back to a neighbourhood less explored.
 
 ``SearchConfig.legacy()`` turns the three off (one seed-derived timeout for every case), which
 reproduces the search as it was before them; the repair benchmark measures against it.
@@ -321,7 +324,10 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
         for proposal in proposals:
             candidate = await self._filter(proposal, parent, mutator.name, island)
             if costly:
-                self._waste.record(mutator.name, parent.code, wasted=candidate is None)
+                self._waste.record(mutator.name, parent.code, wasted=candidate is None,
+                                   digest=normalized_hash(proposal.code))
+                if candidate is not None:
+                    candidate.model_call = True
             if candidate is not None:
                 batch.append(candidate)
         return batch

@@ -159,3 +159,103 @@ class TestExploration:
         await search.run()
         assert [(level, shown) for level, shown, _ in model.seen] == [
             (0, 4), (0, 4), (1, 8), (1, 8), (2, 12), (2, 12)]
+
+
+class TestParentPromise:
+    """Per parent, the chance of a new answer (Good-Turing) times the chance it helps."""
+
+    @given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), max_size=40),
+           st.lists(st.booleans(), max_size=20))
+    def test_estimates_follow_the_answers(
+        self, answers: list[tuple[int, bool]], outcomes: list[bool]
+    ) -> None:
+        """The new-answer chance is (programs introduced and never answered again + 1) over
+        (calls + 1); the help chance is the parent's rate shrunk towards the rate over every
+        parent; their product is the promise."""
+        ledger = WasteLedger()
+        introduced: dict[bytes, int] = {}
+        for number, wasted in answers:
+            digest = bytes([number])
+            ledger.record("llm", "p", wasted=wasted, digest=digest)
+            if not wasted:
+                introduced[digest] = 1
+            elif digest in introduced:
+                introduced[digest] += 1
+        for helped in outcomes:
+            ledger.settle("llm", "p", helped=helped)
+        entry = ledger.get("llm", "p")
+        once = sum(1 for count in introduced.values() if count == 1)
+        assert entry.new_chance == (once + 1) / (len(answers) + 1)
+        rate = (sum(outcomes) + 1) / (len(outcomes) + 2)
+        assert ledger.help_rate == rate
+        assert entry.help_chance(rate) == (sum(outcomes) + 2 * rate) / (len(outcomes) + 2)
+        assert 0 < ledger.promise("llm", "p") == entry.new_chance * entry.help_chance(rate) <= 1
+        assert ledger.promise("llm", "never asked") == rate
+
+    def test_repeats_and_fruitless_answers_lower_the_promise(self) -> None:
+        """A parent answered with repeats, or with new programs that never help, is worth less
+        than one never asked about; a parent whose answers helped is worth more."""
+        ledger = WasteLedger()
+        assert ledger.promise("llm", "fresh") == 0.5
+        for _ in range(4):
+            ledger.record("llm", "repeats", wasted=True, digest=b"same")
+        for number in range(4):
+            ledger.record("llm", "fruitless", wasted=False, digest=bytes([number]))
+            ledger.settle("llm", "fruitless", helped=False)
+        ledger.record("llm", "helpful", wasted=False, digest=b"new")
+        ledger.settle("llm", "helpful", helped=True)
+        fresh = ledger.promise("llm", "fresh")
+        assert ledger.promise("llm", "repeats") < fresh
+        assert ledger.promise("llm", "fruitless") < fresh < ledger.promise("llm", "helpful")
+
+
+_FIX = "def f(x):\n    return x + 0\n"
+_PARTIAL = "def f(x):\n    half = 1\n    return 0\n"
+
+
+def _fix_or_half(code: str, case: Case) -> bool:
+    x = case.args[0]
+    return "x + 0" in code or ("half" in code and x < 8) or x == 0
+
+
+class _DeadEndModel(Mutator):
+    """A model whose first answer about the seed is a partial fix that leads nowhere (every
+    answer about it is new and useless) and whose seventh is the repair."""
+
+    name: ClassVar[str] = "dead-end"
+    calls_model: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def mutate(self, parent: Program, context: MutationContext) -> list[Proposal]:
+        self.asked.append(parent.code)
+        number = len(self.asked)
+        if "half" in parent.code:
+            code = f"def f(x):\n    half = 1\n    y = {number}\n    return 0\n"
+        else:
+            about_seed = sum(1 for code in self.asked if "half" not in code)
+            code = {1: _PARTIAL, 7: _FIX}.get(about_seed,
+                                               f"def f(x):\n    return 0 * {number}\n")
+        return [Proposal(code=code, entrypoint="f", operator="dead-end")]
+
+
+class TestCallsGoWhereAnswersHelp:
+    """A model is not asked about a partial fix whose answers never help while a parent with
+    answers left to give is waiting."""
+
+    async def test_the_seed_is_asked_again_after_a_dead_end(self) -> None:
+        """The search returns to the seed once its partial fix stops paying and finds the repair
+        in a few calls; the legacy search asks about the dead end until the budget is spent."""
+        found = []
+        for config in (SearchConfig(n_islands=1, max_idle_steps=5),
+                       SearchConfig.legacy(n_islands=1, max_idle_steps=5)):
+            model = _DeadEndModel()
+            search = EvolutionSearch(Program(code=SEED, entrypoint="f"), CASES,
+                                     ScriptedSandbox(_fix_or_half), [model], budget=60,
+                                     config=config)
+            result = await search.run()
+            found.append((result.solved, len(model.asked)))
+        (solved, calls), (legacy_solved, legacy_calls) = found
+        assert solved and calls <= 20
+        assert not legacy_solved and legacy_calls == 60
