@@ -67,6 +67,7 @@ from auto_dev._exceptions import AutoDevError, ValidationError
 from auto_dev.abc import Mutator, Sandbox
 from auto_dev.evolution._search_candidate import SearchCandidate, proposal_cost
 from auto_dev.evolution._search_compose import ComposeMixin
+from auto_dev.evolution._search_filters import FilterMixin
 from auto_dev.evolution._search_parents import ParentMixin
 from auto_dev.evolution._search_rechecks import RecheckMixin
 from auto_dev.evolution.cascade import CascadeEvaluator, case_feedback
@@ -76,9 +77,6 @@ from auto_dev.evolution.dedup import (
     Deduplicator,
     SyntaxProblem,
     defines,
-    hash_tree,
-    is_trivial,
-    node_count,
     normalized_hash,
     parse,
 )
@@ -106,7 +104,7 @@ __all__ = ["EvolutionSearch", "SearchConfig"]
 log = structlog.get_logger(__name__)
 
 
-class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
+class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin, FilterMixin):
     """Evolve ``seed`` against ``cases`` in ``sandbox`` with ``mutators``.
 
     ``budget`` counts candidates sent to the sandbox (the seed's own evaluation is not a
@@ -374,53 +372,6 @@ class EvolutionSearch(ParentMixin, RecheckMixin, ComposeMixin):
             return self.limits
         timeout = min(self.limits.timeout_s, max(0.5, 20 * max(ok) + 0.25))
         return dataclasses.replace(self.limits, timeout_s=timeout)
-
-    # --- filtering ------------------------------------------------------------------------------
-
-    async def _filter(
-        self, proposal: Proposal, parent: Program, mutator: str, island: int
-    ) -> SearchCandidate | None:
-        self._proposals += 1
-        cid = f"{self._prefix}c{self._proposals}"
-        candidate = SearchCandidate(proposal, parent, mutator, cid, island)
-        stats = self._operator_stats.setdefault(proposal.operator, OperatorStats())
-        stats.proposed += 1
-        status, reason, candidate.size = self._cheap_checks(proposal, parent)
-        if status is None:
-            return candidate
-        record = self._record(candidate, status, "filter", reason)
-        self._count(record)
-        if self.hooks.on_filtered is not None:
-            await self.hooks.on_filtered(record)
-        return None
-
-    def _cheap_checks(
-        self, proposal: Proposal, parent: Program
-    ) -> tuple[SearchStatus | None, str, int | None]:
-        """(status or None when it may run, reason, code size measured on the way)."""
-        tree = parse(proposal.code)
-        if isinstance(tree, SyntaxProblem):
-            return SearchStatus.SYNTAX_ERROR, f"does not parse: {tree}", None
-        if is_trivial(tree):
-            return SearchStatus.TRIVIAL, "empty or comment-only program", None
-        if proposal.entrypoint != self.seed.entrypoint or not defines(tree, self.seed.entrypoint):
-            return (SearchStatus.NO_ENTRYPOINT, f"does not define {self.seed.entrypoint!r}",
-                    None)
-        digest = hash_tree(tree, in_place=True)  # strips docstrings: the tree is ours
-        if digest == self._digest(parent.code):
-            return SearchStatus.UNCHANGED, "same program as its parent (normalised)", None
-        if not self._dedup.add(digest):
-            return SearchStatus.DUPLICATE, "already seen (normalised AST hash)", None
-        return None, "", node_count(tree)
-
-    def _digest(self, code: str) -> bytes | None:
-        digest = self._digests.get(code)
-        if digest is None:
-            digest = normalized_hash(code) or b""
-            self._digests[code] = digest
-            if len(self._digests) > 256:
-                self._digests.popitem(last=False)
-        return digest
 
     # --- evaluation -----------------------------------------------------------------------------
 
