@@ -158,6 +158,48 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fail_reported(message: str, code: int, json_output: bool, field: str | None) -> NoReturn:
+    """Print ``message`` to stderr and, with ``--json``, one JSON object naming the field on
+    stdout (the last line a script reads); then exit with ``code``."""
+    import json
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}",
+                                                soft_wrap=True)
+    if json_output:
+        print(json.dumps({"error": message, "field": field, "exit_code": code}))
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def search_progress_bar(enabled: bool, name: str, budget: int, total: int, unit: str
+                        ) -> Iterator[Callable[[Any], None] | None]:
+    """A rich progress bar on stderr for a search of ``budget`` evaluations, yielding its
+    ``on_progress`` callback (anything with ``evaluations``, ``best_passed`` and ``total``);
+    ``unit`` names what ``total`` counts (cases, tasks)."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("[bold]evolving[/] {task.description}"), BarColumn(),
+               TextColumn("{task.fields[evals]}/{task.total:.0f} evaluations"),
+               TextColumn(f"best {{task.fields[best]}} {unit}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(name, total=max(budget, 1), best=f"?/{total}", evals=0)
+
+        def on_progress(p: Any) -> None:
+            # A solved run stops early: the bar fills, the count says what was spent.
+            done = p.evaluations if p.best_passed < p.total else max(budget, 1)
+            bar.update(task, completed=done, best=f"{p.best_passed}/{p.total}",
+                       evals=p.evaluations)
+
+        yield on_progress
+
+
 @contextlib.contextmanager
 def errors() -> Iterator[None]:
     """Turn auto-dev's errors into a one-line message and an exit code (no traceback)."""

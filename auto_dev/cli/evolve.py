@@ -23,21 +23,21 @@ file, an option), 1 when the sandbox itself failed, 130 / 143 when stopped by Ct
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from auto_dev.cli._common import fail_reported, search_progress_bar
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from auto_dev.cli._seed_outcome import SeedOutcome
     from auto_dev.evolution.mutators import MutatorPlan
-    from auto_dev.evolution.records import SearchProgress, SearchResult
+    from auto_dev.evolution.records import SearchResult
     from auto_dev.payloads import PayloadLimits
     from auto_dev.sandbox.base import Case
 
@@ -87,7 +87,7 @@ def evolve(
     try:
         settings = load_settings()
     except ConfigurationError as exc:
-        _fail(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
+        fail_reported(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
     import structlog
 
     if not structlog.is_configured():  # the main CLI (or a test harness) may have done it
@@ -102,7 +102,7 @@ def evolve(
         limits = Limits(timeout_s=timeout if timeout is not None else settings.case_timeout_s,
                         memory_mb=memory_mb if memory_mb is not None else settings.case_memory_mb)
     except ValidationError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+        fail_reported(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     from auto_dev.cli._seed_outcome import SeedOutcome
 
     seed_outcome = SeedOutcome(cases)
@@ -117,18 +117,18 @@ def evolve(
             progress=not json_output,
         ))
     except ValidationError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+        fail_reported(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     except AutoDevError as exc:
-        _fail(_named_by_flag(str(exc), sandbox), EXIT_FAILED, json_output, None)
+        fail_reported(_named_by_flag(str(exc), sandbox), EXIT_FAILED, json_output, None)
     except CommandInterrupted as exc:
-        _fail(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
+        fail_reported(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
     reason = _named_by_flag(reason, sandbox)
     if output is not None:
         try:
             output.write_text(result.best.code, encoding="utf-8")
         except OSError as exc:
-            _fail(f"--output: cannot write {output}: {exc.strerror}", EXIT_FAILED, json_output,
-                  "output")
+            fail_reported(f"--output: cannot write {output}: {exc.strerror}", EXIT_FAILED,
+                          json_output, "output")
     from auto_dev.evolution.diff import unified_diff
 
     diff = unified_diff(code, result.best.code, fromfile=str(path), tofile="best")
@@ -237,7 +237,7 @@ async def _evolve(
     # Concurrency unset: the search keeps as many candidates in flight as the sandbox has slots.
     config = SearchConfig(n_islands=islands, continue_after_solved=keep_improving)
     try:
-        with _progress_bar(progress, entrypoint, budget, len(cases)) as on_progress:
+        with search_progress_bar(progress, entrypoint, budget, len(cases), "cases") as on_progress:
             search = EvolutionSearch(
                 Program(code=code, entrypoint=entrypoint), cases, box, list(plan.mutators),
                 mix=plan.weights, budget=budget, rng_seed=seed, limits=limits, config=config,
@@ -252,32 +252,6 @@ async def _evolve(
             if closer is not None:
                 await closer()
     return result, plan, choice.backend, choice.reason
-
-
-@contextlib.contextmanager
-def _progress_bar(
-    enabled: bool, name: str, budget: int, total: int
-) -> Iterator[Callable[[SearchProgress], None] | None]:
-    """A rich progress bar on stderr, yielding the search's on_progress callback."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("[bold]evolving[/] {task.description}"), BarColumn(),
-               TextColumn("{task.fields[evals]}/{task.total:.0f} evaluations"),
-               TextColumn("best {task.fields[best]} cases"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(name, total=max(budget, 1), best=f"?/{total}", evals=0)
-
-        def on_progress(p: SearchProgress) -> None:
-            # A solved run stops early: the bar fills, the count says what was spent.
-            done = p.evaluations if p.best_passed < p.total else max(budget, 1)
-            bar.update(task, completed=done, best=f"{p.best_passed}/{p.total}",
-                       evals=p.evaluations)
-
-        yield on_progress
 
 
 def llm_warning(result: SearchResult, strategy: str) -> str | None:
@@ -359,15 +333,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
-
-
-def _fail(message: str, code: int, json_output: bool, field: str | None) -> NoReturn:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    if json_output:
-        print(json.dumps({"error": message, "field": field, "exit_code": code}))
-    raise typer.Exit(code)
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from auto_dev.cli._common import fail_reported
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -67,9 +69,9 @@ def validate(path: WorkflowArg, tools: ToolsOpt = None, tenant: TenantOpt = None
         names = _tool_names(tools, tenant)
         checked = validate_workflow(doc, tools=names, kinds=frozenset())
     except ValidationError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT, False, exc.field)
+        fail_reported(str(exc), EXIT_BAD_INPUT, False, exc.field)
     except AutoDevError as exc:
-        _fail(str(exc), EXIT_FAILED, False, None)
+        fail_reported(str(exc), EXIT_FAILED, False, None)
     used = sorted({s.step["tool"] for s in walk_steps(checked) if "tool" in s.step})
     steps = sum(1 for _ in walk_steps(checked))
     Console(highlight=False).print(
@@ -103,7 +105,7 @@ def run(
         run_input = parse_input(input_text)
         sources = load_tools_source(tools) if tools is not None else None
     except ValidationError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+        fail_reported(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     if sources is None:
         from auto_dev.cli._common import existing_database
 
@@ -113,11 +115,11 @@ def run(
     try:
         result = run_stoppable(_run(doc, run_input, sources, seed, tenant))
     except ValidationError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+        fail_reported(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     except AutoDevError as exc:
-        _fail(str(exc), EXIT_FAILED, json_output, None)
+        fail_reported(str(exc), EXIT_FAILED, json_output, None)
     except CommandInterrupted as exc:
-        _fail(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
+        fail_reported(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
     if json_output:
         print(json.dumps(result.to_dict(), sort_keys=True, default=str))
     else:
@@ -314,17 +316,6 @@ def _json_text(value: Any) -> str:
 def _preview(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS - 3] + "..."
-
-
-def _fail(message: str, code: int, json_output: bool, field: str | None) -> NoReturn:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}",
-                                                soft_wrap=True)
-    if json_output:
-        print(json.dumps({"error": message, "field": field, "exit_code": code}))
-    raise typer.Exit(code)
 
 
 def _add_registry_commands() -> None:

@@ -27,13 +27,13 @@ database), 130 / 143 when stopped by Ctrl-C / SIGTERM.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from auto_dev.cli._common import fail_reported, search_progress_bar
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from auto_dev.config import Settings
     from auto_dev.workflows.search import (
         TaskResult,
-        WorkflowSearchProgress,
         WorkflowSearchResult,
         WorkflowTask,
     )
@@ -84,7 +83,7 @@ def workflows_evolve(
     try:
         settings = load_settings()
     except ConfigurationError as exc:
-        _fail(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
+        fail_reported(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
     import structlog
 
     if not structlog.is_configured():
@@ -102,7 +101,7 @@ def workflows_evolve(
 
             doc = validate_workflow(doc, tools=sources)  # before the sandbox starts
     except ValidationError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+        fail_reported(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     if sources is None:
         from auto_dev.cli._common import existing_database
 
@@ -114,11 +113,11 @@ def workflows_evolve(
             doc, task_list, sources, settings=settings, tenant=tenant, budget=budget,
             seed=seed, sandbox_mode=sandbox, offline=offline, progress=not json_output))
     except ValidationError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
+        fail_reported(str(exc), EXIT_BAD_INPUT, json_output, exc.field)
     except AutoDevError as exc:
-        _fail(str(exc), EXIT_FAILED, json_output, None)
+        fail_reported(str(exc), EXIT_FAILED, json_output, None)
     except CommandInterrupted as exc:
-        _fail(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
+        fail_reported(f"{exc}: stopped, sandbox closed", exc.exit_code, json_output, None)
     from auto_dev.cli.evolve import _named_by_flag
 
     reason = _named_by_flag(reason, sandbox)
@@ -126,8 +125,8 @@ def workflows_evolve(
         try:
             output.write_text(json.dumps(result.best, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
-            _fail(f"--output: cannot write {output}: {exc.strerror}", EXIT_FAILED, json_output,
-                  "output")
+            fail_reported(f"--output: cannot write {output}: {exc.strerror}", EXIT_FAILED,
+                          json_output, "output")
     from auto_dev.workflows.diff import structural_diff
 
     diff = structural_diff(result.original, result.best).render_lines()
@@ -190,8 +189,8 @@ async def _evolve(
         workers = getattr(box, "workers", None)
         interpreter = WorkflowInterpreter(SandboxToolInvoker(box, sources), llm=llm,
                                           tenant_id=tenant_id)
-        with _progress_bar(progress, str(doc.get("name", "workflow")), budget,
-                           len(tasks)) as on_progress:
+        with search_progress_bar(progress, str(doc.get("name", "workflow")), budget,
+                                 len(tasks), "tasks") as on_progress:
             result = await evolve_workflow(
                 doc, tasks, interpreter=interpreter, budget=budget, seed=seed,
                 model_operators=model_operators, on_progress=on_progress,
@@ -219,30 +218,6 @@ def _model_operators(llm: Any, tenant_id: str) -> list[Any]:
 
     return [ReflectivePromptRewrite(llm, tenant_id=tenant_id),
             LLMWorkflowEdit(llm, tenant_id=tenant_id)]
-
-
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, name: str, budget: int, total: int
-                  ) -> Iterator[Callable[[WorkflowSearchProgress], None] | None]:
-    """A rich progress bar on stderr, yielding the search's on_progress callback."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("[bold]evolving[/] {task.description}"), BarColumn(),
-               TextColumn("{task.fields[evals]}/{task.total:.0f} evaluations"),
-               TextColumn("best {task.fields[best]} tasks"), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(name, total=max(budget, 1), best=f"?/{total}", evals=0)
-
-        def on_progress(p: WorkflowSearchProgress) -> None:
-            done = p.evaluations if p.best_passed < p.total else max(budget, 1)
-            bar.update(task, completed=done, best=f"{p.best_passed}/{p.total}",
-                       evals=p.evaluations)
-
-        yield on_progress
 
 
 def _render(console: Console, result: WorkflowSearchResult, diff: list[str], backend: str,
@@ -302,17 +277,6 @@ def _why(result: TaskResult, limit: int = 90) -> str:
         text = (f"got {json.dumps(result.output, default=str)}, expected "
                 f"{json.dumps(result.task.expected, default=str)}")
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _fail(message: str, code: int, json_output: bool, field: str | None) -> NoReturn:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {escape(message)}",
-                                                soft_wrap=True)
-    if json_output:
-        print(json.dumps({"error": message, "field": field, "exit_code": code}))
-    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
