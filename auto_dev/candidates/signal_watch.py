@@ -186,7 +186,9 @@ def _promoted(version: Any) -> bool:
 def _previous(session: Session, target_kind: str, version: Any) -> Any:
     """The version this one replaced: the newest older one that was not rolled back."""
     if target_kind == WORKFLOW_TARGET:
-        from auto_dev.candidates.workflow_versions import was_rolled_back as workflow_rolled_back
+        from auto_dev.candidates.workflow_versions import (
+            workflow_version_rolled_back as workflow_rolled_back,
+        )
         from auto_dev.queries.workflows import versions_of
 
         older = [v for v in versions_of(session, version.workflow, newest_first=True)

@@ -184,7 +184,7 @@ def version_variant(session: Session, version: WorkflowVersion) -> WorkflowVaria
     return row if row is not None and row.tenant_id == version.tenant_id else None
 
 
-def was_rolled_back(session: Session, version: WorkflowVersion) -> bool:
+def workflow_version_rolled_back(session: Session, version: WorkflowVersion) -> bool:
     variant = version_variant(session, version)
     return variant is not None and variant.status == CandidateStatus.ROLLED_BACK.value
 
@@ -215,7 +215,7 @@ def rollback_workflow_version(
             raise ValidationError("version", f"version {to_version} is already active")
     else:
         target = next((v for v in versions if v.version < current.version
-                       and not was_rolled_back(session, v)), None)
+                       and not workflow_version_rolled_back(session, v)), None)
         if target is None:
             raise ValidationError("name", f"{name!r} has no earlier version to roll back to "
                                   f"from v{current.version}")

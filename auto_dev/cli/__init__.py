@@ -25,7 +25,7 @@ from auto_dev.cli.tenants import app as tenants_app
 from auto_dev.cli.tokens import app as tokens_app
 from auto_dev.cli.tools import app as tools_app
 from auto_dev.cli.workflows import app as workflows_app
-from auto_dev.cli.workflows_evolve import register as register_workflows_evolve
+from auto_dev.cli.workflows_evolve import add_evolve_command
 
 app = typer.Typer(
     name="auto-dev",
@@ -73,7 +73,7 @@ app.add_typer(agents_app, name="agents", help="Agents' maturity per capability: 
 app.add_typer(tenants_app, name="tenants", help="Tenant settings: toggles, limits, budgets.")
 app.command("serve", help="Run the HTTP service (API, events, cycles, scheduler).")(serve)
 app.add_typer(tokens_app, name="tokens", help="API tokens of the service: create, list, revoke.")
-register_workflows_evolve(workflows_app)
+add_evolve_command(workflows_app)
 app.add_typer(workflows_app, name="workflows",
               help="Workflows: validate, run, evolve, register, versions, rollback.")
 

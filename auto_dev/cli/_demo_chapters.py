@@ -254,7 +254,7 @@ async def roll_back_to_show_how(story: Story) -> None:
 async def workflows_repair_themselves(story: Story) -> None:
     """A support workflow's failing runs become a reviewed, promoted repair (see
     :mod:`auto_dev.cli._demo_workflows`)."""
-    from auto_dev.cli._demo_workflows import workflows_repair_themselves as chapter
+    from auto_dev.cli._demo_workflows import refund_workflow_repair as chapter
 
     await chapter(story)
 

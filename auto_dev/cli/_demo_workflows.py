@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from auto_dev.cli._demo_chapters import Story
 
 
-async def workflows_repair_themselves(story: Story) -> None:
+async def refund_workflow_repair(story: Story) -> None:
     """Failing runs of a registered workflow become a reviewed, promoted repair."""
     from rich.rule import Rule
 

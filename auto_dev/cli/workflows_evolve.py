@@ -279,6 +279,6 @@ def _why(result: TaskResult, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def register(app: typer.Typer) -> None:
+def add_evolve_command(app: typer.Typer) -> None:
     """Add ``evolve`` to the ``workflows`` sub-app."""
     app.command("evolve", help="Evolve a workflow against a JSON task file.")(workflows_evolve)

@@ -51,7 +51,7 @@ def decode_protobuf(raw: bytes, *, max_spans: int) -> ExportTraceServiceRequest:
     return request
 
 
-def decode_json(value: Any, *, max_spans: int) -> ExportTraceServiceRequest:
+def decode_otlp_json(value: Any, *, max_spans: int) -> ExportTraceServiceRequest:
     """An export sent as ``application/json`` (OTLP/JSON), already parsed as JSON."""
     if not isinstance(value, dict):
         raise ValidationError("body", "must be a JSON object (an ExportTraceServiceRequest), "

@@ -37,7 +37,7 @@ from auto_dev._exceptions import StorageError, ValidationError
 from auto_dev.queries.idempotency import IdempotencyRecords, request_digest
 from auto_dev.server import auth
 from auto_dev.server._otlp_spans import TraceBatch, TraceEpisode, episodes_from_request
-from auto_dev.server._otlp_wire import TooManySpansError, decode_json, decode_protobuf
+from auto_dev.server._otlp_wire import TooManySpansError, decode_otlp_json, decode_protobuf
 from auto_dev.server.bodies import decode_json as parse_json_bytes
 from auto_dev.server.bodies import read_raw, too_large
 from auto_dev.server.ingest import sqlite_writer, thread_loop
@@ -172,7 +172,7 @@ def _decode(raw: bytes, media: str, *, max_spans: int, max_depth: int
         if not raw.strip():
             raise Problem(400, "bad-json", "the body is empty: send an OTLP/JSON "
                           "ExportTraceServiceRequest")
-        return decode_json(parse_json_bytes(raw, max_depth=max_depth), max_spans=max_spans)
+        return decode_otlp_json(parse_json_bytes(raw, max_depth=max_depth), max_spans=max_spans)
     except TooManySpansError as exc:
         raise Problem(413, "too-large", exc.problem, field=exc.field) from None
     except ValidationError as exc:

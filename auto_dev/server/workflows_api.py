@@ -62,7 +62,7 @@ async def list_workflows(request: Request, limit: int = _LIMIT,
 @router.post("/workflows", status_code=201, summary="Register a workflow",
              openapi_extra=_DOCUMENT,
              responses={200: {"description": "Identical to the active version: unchanged"}})
-async def register_workflow(request: Request, principal: Principal = Depends(auth.reviewer)
+async def post_workflow(request: Request, principal: Principal = Depends(auth.reviewer)
                             ) -> JSONResponse:
     """Register a workflow document: a new workflow gets version 1, a changed definition the
     next version (active at once), an identical one changes nothing (200). Its tool steps must

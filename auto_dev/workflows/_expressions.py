@@ -140,7 +140,7 @@ def strings_in(value: Any, path: tuple[str | int, ...] = ()
             yield from strings_in(item, (*path, index))
 
 
-def render(text: str, state: dict[str, Any]) -> Any:
+def render_template(text: str, state: dict[str, Any]) -> Any:
     """Template ``text`` evaluated: a lone ``${expr}`` gives the value, otherwise a string."""
     parts = parse_template(text)
     if len(parts) == 1 and isinstance(parts[0], Placeholder):
@@ -151,13 +151,13 @@ def render(text: str, state: dict[str, Any]) -> Any:
 
 def render_text(text: str, state: dict[str, Any]) -> str:
     """Template ``text`` evaluated to text (a prompt, a message): non-strings as compact JSON."""
-    return as_text(render(text, state))
+    return as_text(render_template(text, state))
 
 
 def resolve(value: Any, state: dict[str, Any]) -> Any:
     """``value`` with every template string in it evaluated (keys are left alone)."""
     if isinstance(value, str):
-        return render(value, state)
+        return render_template(value, state)
     if isinstance(value, dict):
         return {key: resolve(item, state) for key, item in value.items()}
     if isinstance(value, list):

@@ -156,7 +156,8 @@ class WorkflowOperator(ABC):
     def propose(self, doc: Doc, context: WorkflowMutationContext) -> list[WorkflowProposal]:
         evidence = FailureEvidence(doc, context)
         candidates = list(self.candidates(doc, context, evidence))
-        return select(self.name, doc, candidates, evidence, context.rng, self.max_proposals)
+        return choose_candidates(self.name, doc, candidates, evidence, context.rng,
+                                 self.max_proposals)
 
     @abstractmethod
     def candidates(
@@ -165,7 +166,7 @@ class WorkflowOperator(ABC):
         """Every edit this operator could make to ``doc`` (built lazily)."""
 
 
-def select(
+def choose_candidates(
     operator: str, doc: Doc, candidates: Sequence[Candidate], evidence: FailureEvidence,
     rng: random.Random, limit: int,
 ) -> list[WorkflowProposal]:

@@ -136,7 +136,7 @@ def score(results: Sequence[TaskResult], objectives: Sequence[WorkflowObjective]
     return {o.name: float(o.measure(results)) for o in objectives}
 
 
-def dominates(a: Variant, b: Variant, objectives: Sequence[WorkflowObjective]) -> bool:
+def variant_dominates(a: Variant, b: Variant, objectives: Sequence[WorkflowObjective]) -> bool:
     """Whether ``a`` dominates ``b`` (see the module docstring)."""
     if not a.passed >= b.passed:
         return False
@@ -150,11 +150,11 @@ def dominates(a: Variant, b: Variant, objectives: Sequence[WorkflowObjective]) -
     return strictly
 
 
-def pareto_front(variants: Sequence[Variant], objectives: Sequence[WorkflowObjective]
+def variant_front(variants: Sequence[Variant], objectives: Sequence[WorkflowObjective]
                  ) -> list[Variant]:
     """The variants nothing else dominates, in the order given."""
     return [v for v in variants
-            if not any(o is not v and dominates(o, v, objectives) for o in variants)]
+            if not any(o is not v and variant_dominates(o, v, objectives) for o in variants)]
 
 
 def rank_key(variant: Variant, objectives: Sequence[WorkflowObjective]) -> tuple[Any, ...]:

@@ -53,10 +53,10 @@ from auto_dev.workflows._search_front import (
     Variant,
     WorkflowObjective,
     best_of,
-    pareto_front,
     resolve_objectives,
     score,
     tournament,
+    variant_front,
 )
 from auto_dev.workflows._search_result import (
     FrontMember,
@@ -233,7 +233,7 @@ class _WorkflowSearch:
 
     def _pick_parent(self) -> Variant | None:
         rng = self._rng_select
-        front = [v for v in pareto_front(self._archive, self.objectives) if not v.exhausted]
+        front = [v for v in variant_front(self._archive, self.objectives) if not v.exhausted]
         if front and rng.random() >= _EXPLORE_RATE:
             return tournament(front, rng, self.objectives)
         # Now and then (and when the front's neighbourhoods are used up) any kept variant, or
@@ -387,7 +387,7 @@ class _WorkflowSearch:
     def _result(self, original: Variant, stop: str) -> WorkflowSearchResult:
         best = best_of(self._archive, self.objectives)
         self._progress()
-        front = pareto_front(self._archive, self.objectives)
+        front = variant_front(self._archive, self.objectives)
         seconds = time.perf_counter() - self._started
         log.info("workflow_search.done", stop=stop, evaluations=self._evaluations,
                  passed=best.solved, total=len(self.tasks), seconds=round(seconds, 3))

@@ -15,7 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from auto_dev.payloads import PayloadLimits, check_episode, check_skill_execution
 from auto_dev.server._otlp_spans import episodes_from_request
-from auto_dev.server._otlp_wire import decode_json
+from auto_dev.server._otlp_wire import decode_otlp_json
 
 _KEYS = st.sampled_from([
     "gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.agent.description",
@@ -96,7 +96,7 @@ class TestMapper:
             for name in ("traceId", "spanId", "parentSpanId"):
                 if name in span:
                     span[name] = base64.b64decode(span[name]).hex()
-        again = episodes_from_request(decode_json(copy.deepcopy(as_json), max_spans=100))
+        again = episodes_from_request(decode_otlp_json(copy.deepcopy(as_json), max_spans=100))
         assert [e.episode_kwargs() for e in again.episodes] == \
             [e.episode_kwargs() for e in batch.episodes]
 
