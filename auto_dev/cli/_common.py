@@ -41,6 +41,25 @@ def settings() -> Settings:
         fail(f"configuration error: {exc}", code=EXIT_BAD_INPUT)
 
 
+def reported_settings(json_output: bool) -> Settings:
+    """The settings for a command whose failures :func:`fail_reported` reports (a bad setting
+    exits with 2 naming ``settings``), with logging configured unless the main CLI (or a test
+    harness) already did."""
+    import structlog
+
+    from auto_dev._exceptions import ConfigurationError
+    from auto_dev.config import load_settings
+    from auto_dev.logging import configure_logging
+
+    try:
+        current = load_settings()
+    except ConfigurationError as exc:
+        fail_reported(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
+    if not structlog.is_configured():
+        configure_logging(current.log_level, current.log_format)
+    return current
+
+
 def configure() -> Settings:
     """Load the settings and configure logging from them (logs go to stderr)."""
     from auto_dev.logging import configure_logging

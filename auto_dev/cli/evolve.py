@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from auto_dev.cli._common import fail_reported, search_progress_bar
+from auto_dev.cli._common import fail_reported, reported_settings, search_progress_bar
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,19 +79,10 @@ def evolve(
     = None,
 ) -> None:
     """Evolve a standalone function against a JSON test file."""
-    from auto_dev._exceptions import AutoDevError, ConfigurationError, ValidationError
+    from auto_dev._exceptions import AutoDevError, ValidationError
     from auto_dev.cli._signals import CommandInterrupted, run_stoppable
-    from auto_dev.config import load_settings
-    from auto_dev.logging import configure_logging
 
-    try:
-        settings = load_settings()
-    except ConfigurationError as exc:
-        fail_reported(f"configuration error: {exc}", EXIT_BAD_INPUT, json_output, "settings")
-    import structlog
-
-    if not structlog.is_configured():  # the main CLI (or a test harness) may have done it
-        configure_logging(settings.log_level, settings.log_format)
+    settings = reported_settings(json_output)
     try:
         from auto_dev.payloads import PayloadLimits
 
