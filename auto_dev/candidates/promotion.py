@@ -39,6 +39,7 @@ from auto_dev.candidates._kinds import (
     capability_of,
     kind_of,
 )
+from auto_dev.candidates._rollback import rollback_target
 from auto_dev.candidates.lineage import parent_objectives, parent_passed_cases, passed_cases
 from auto_dev.candidates.rejections import (
     code_fingerprint,
@@ -433,20 +434,10 @@ def rollback_tool(
     versions = list(session.scalars(select(ToolVersion).where(
         ToolVersion.tenant_id == tenant_id, ToolVersion.tool_id == tool.id
     ).order_by(ToolVersion.version.desc())))
-    if to_version is not None:
-        if isinstance(to_version, bool) or not isinstance(to_version, int) or to_version < 1:
-            raise ValidationError("to_version", "must be a positive version number")
-        target = next((v for v in versions if v.version == to_version), None)
-        if target is None:
-            raise NotFoundError(f"to_version: tool {tool_name!r} has no version {to_version}")
-        if target.id == current.id:
-            raise ValidationError("to_version", f"version {to_version} is already active")
-    else:
-        target = next((v for v in versions if v.version < current.version
-                       and not was_rolled_back(session, v)), None)
-        if target is None:
-            raise ValidationError("tool_name", f"{tool_name!r} has no earlier version to roll "
-                                  f"back to from v{current.version}")
+    target = rollback_target(
+        versions, current, to_version, rolled_back=lambda v: was_rolled_back(session, v),
+        subject=f"tool {tool_name!r}", name=tool_name, version_field="to_version",
+        name_field="tool_name")
     with session.begin_nested():
         current.is_active = False
         session.flush()  # one active version per tool: deactivate before activating

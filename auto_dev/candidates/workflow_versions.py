@@ -21,6 +21,7 @@ from auto_dev._event_types import CandidateRolledBack
 from auto_dev._exceptions import NotFoundError, ValidationError
 from auto_dev.candidates._events import emit
 from auto_dev.candidates._kinds import CandidateKind
+from auto_dev.candidates._rollback import rollback_target
 from auto_dev.candidates.rejections import (
     WORKFLOW,
     definition_fingerprint,
@@ -205,20 +206,10 @@ def rollback_workflow_version(
     if current is None:
         raise NotFoundError(f"workflow {name!r} has no active version")
     versions = versions_of(session, workflow, newest_first=True)
-    if to_version is not None:
-        if isinstance(to_version, bool) or not isinstance(to_version, int) or to_version < 1:
-            raise ValidationError("version", "must be a positive version number")
-        target = next((v for v in versions if v.version == to_version), None)
-        if target is None:
-            raise NotFoundError(f"version: workflow {name!r} has no version {to_version}")
-        if target.id == current.id:
-            raise ValidationError("version", f"version {to_version} is already active")
-    else:
-        target = next((v for v in versions if v.version < current.version
-                       and not workflow_version_rolled_back(session, v)), None)
-        if target is None:
-            raise ValidationError("name", f"{name!r} has no earlier version to roll back to "
-                                  f"from v{current.version}")
+    target = rollback_target(
+        versions, current, to_version,
+        rolled_back=lambda v: workflow_version_rolled_back(session, v),
+        subject=f"workflow {name!r}", name=name, version_field="version", name_field="name")
     with session.begin_nested():
         current.is_active = False
         session.flush()  # one active version per workflow: deactivate before activating
